@@ -1,0 +1,55 @@
+# The two commands of the contract: `make run` and `make test`. Everything else is a helper of those.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-full lint typecheck services demo bench clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) is needed (set PYTHON=...)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+## Start API, UI, worker and beat on embedded defaults (SQLite, no queue server). Ctrl-C stops all.
+run: $(STAMP)
+	$(BIN)/spoc run
+
+## Install everything, start PostgreSQL and Redis if they are down, lint, type-check and test.
+test: $(STAMP) services
+	@test -x /usr/bin/chromium || { echo "installing Debian's chromium for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }  # Playwright drives it; never `playwright install`
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q -m "not slow"
+
+test-full: $(STAMP) services
+	$(BIN)/pytest -q
+
+demo: $(STAMP)
+	$(BIN)/spoc demo
+
+# PostgreSQL and Redis on 127.0.0.1 for the integration tests. With SPOC_REQUIRE_SERVICES=1 (CI) a service
+# that cannot be started fails the run; otherwise the integration tests skip and say why.
+services:
+	@if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then \
+	  echo "starting PostgreSQL"; \
+	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql 2>/dev/null | head -n1) main start 2>&1 || true; \
+	  for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; \
+	fi
+	@if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then \
+	  echo "starting Redis"; \
+	  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null 2>&1 || true; \
+	  for i in $$(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 1; done; \
+	fi
+	@if [ "$${SPOC_REQUIRE_SERVICES:-0}" = "1" ]; then \
+	  pg_isready -q -h 127.0.0.1 -p 5432 || { echo "make: PostgreSQL is required (SPOC_REQUIRE_SERVICES=1) and is not running"; exit 1; }; \
+	  redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || { echo "make: Redis is required (SPOC_REQUIRE_SERVICES=1) and is not running"; exit 1; }; \
+	fi
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

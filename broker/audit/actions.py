@@ -1,0 +1,61 @@
+"""The audit vocabulary: every action the log records, as ``object:verb`` tags.
+
+A closed enum, not free strings, so a typo cannot invent an action an auditor's search would miss.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class AuditAction(StrEnum):
+    MESSAGE_SUBMITTED = "message:submitted"
+    MESSAGE_REFUSED_AT_INTAKE = "message:refused-at-intake"
+    MESSAGE_QUEUED = "message:queued"
+    MESSAGE_APPROVED = "message:approved"
+    MESSAGE_REJECTED = "message:rejected"
+    MESSAGE_RETURNED = "message:returned"
+    MESSAGE_FORWARDED = "message:forwarded"
+    MESSAGE_RECEIVED = "message:received"
+    MESSAGE_ACCEPTED = "message:accepted"
+    MESSAGE_ROUTED = "message:routed"
+    MESSAGE_REFUSED = "message:refused"
+    MESSAGE_DELIVERED = "message:delivered"
+    MESSAGE_ACKNOWLEDGED = "message:acknowledged"
+    MESSAGE_ANSWERED = "message:answered"
+    CONTENT_READ = "content:read"
+    SESSION_LOGIN = "session:login"
+    SESSION_LOGIN_FAILED = "session:login-failed"
+    SESSION_LOGOUT = "session:logout"
+    KEY_CREATED = "key:created"
+    KEY_RETIRED = "key:retired"
+    KEY_REVOKED = "key:revoked"
+    ACCOUNT_CREATED = "account:created"
+    DIRECTORY_SEEDED = "directory:seeded"
+    # The log about itself. Checkpoints and cosignatures are not entries (each would grow the tree it
+    # signs, so the log would never be still); a person asking for one, and every alert, are.
+    LOG_CHECKPOINT_REQUESTED = "log:checkpoint-requested"
+    LOG_FORK_DETECTED = "log:fork-detected"
+    AUDIT_EXPORTED = "audit:exported"
+    # --- review: clarification loop, assignment, deadlines, H2/H3, accounts (appended) ---
+    MESSAGE_CLARIFICATION_REQUESTED = "message:clarification-requested"
+    MESSAGE_RESUBMITTED = "message:resubmitted"
+    MESSAGE_SUPERSEDED = "message:superseded"
+    MESSAGE_ASSIGNED = "message:assigned"
+    DEADLINE_EXTENDED = "deadline:extended"
+    DEADLINE_PAUSED = "deadline:paused"
+    DEADLINE_RESUMED = "deadline:resumed"
+    DEADLINE_WARNED = "deadline:warned"
+    DEADLINE_BREACHED = "deadline:breached"
+    DISSEMINATION_REQUESTED = "dissemination:requested"
+    DISSEMINATION_GRANTED = "dissemination:granted"
+    DISSEMINATION_DENIED = "dissemination:denied"
+    DISSEMINATION_BLOCKED = "dissemination:blocked"
+    CONDITIONS_ACKNOWLEDGED = "conditions:acknowledged"
+    NOTIFICATION_DISMISSED = "notification:dismissed"
+    ACCOUNT_UPDATED = "account:updated"
+    ACCOUNT_LOCKED = "account:locked"
+    ACCOUNT_UNLOCKED = "account:unlocked"
+    ACCOUNT_PASSWORD_RESET = "account:password-reset"  # noqa: S105 - an audit tag, not a secret
+    ACCOUNT_TOTP_ENABLED = "account:totp-enabled"
+    ACCOUNT_TOTP_DISABLED = "account:totp-disabled"

@@ -1,0 +1,143 @@
+"""Full verification of the stored log: the one place the whole tree is recomputed from the entries.
+
+In one pass over the log, in position order, batch by batch:
+
+* each entry's RFC 6962 leaf hash is recomputed from its canonical document and compared with the stored
+  leaf (an altered entry), and each chain link with the stored link (a rewritten leaf);
+* the Merkle frontier is extended with the recomputed leaves; every complete subtree it produces is
+  compared with the stored ``audit_nodes`` row that proofs are served from (a doctored proof source);
+* whenever the recomputed tree reaches the size of a signed checkpoint, its root must equal the signed
+  root (a consistent rewrite of entries, leaves, links and nodes together: only signatures catch that).
+
+Every checkpoint's log signature is checked first, against the log keys in the key registry. The report
+names the first bad position: exactly for the first three kinds; for a consistent rewrite, the first
+position after the last checkpoint that still matches, which is as precise as signed data allows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from broker.audit.checkpoints import log_keys, open_checkpoint
+from broker.audit.merkle import EMPTY_ROOT, Frontier, Node
+from broker.audit.models import AuditCheckpoint, AuditEntry, AuditLeaf, AuditNode, AuditPending
+from broker.audit.service import GENESIS, LogReport, chain_hash, entry_document, leaf_hash
+from broker.errors import VerificationError
+
+
+def _check(leaf_row: AuditLeaf, entry: AuditEntry, expected_seq: int, prev: str) -> tuple[bytes | None, str]:
+    if leaf_row.seq != expected_seq:
+        return None, f"position {expected_seq} is missing"
+    leaf = leaf_hash(entry_document(entry))
+    if leaf.hex() != leaf_row.leaf_hash:
+        return None, f"entry {entry.id} does not match its leaf hash (entry altered)"
+    if chain_hash(prev, leaf) != leaf_row.chain_hash:
+        return None, f"entry {entry.id}'s chain link is broken (leaf rewritten)"
+    return leaf, ""
+
+
+def _stored_nodes(session: Session, computed: dict[Node, bytes]) -> dict[Node, bytes]:
+    """The stored nodes among ``computed``: one range condition per level (they are contiguous)."""
+    spans: dict[int, list[int]] = {}
+    for level, index in computed:
+        low_high = spans.setdefault(level, [index, index])
+        low_high[0], low_high[1] = min(low_high[0], index), max(low_high[1], index)
+    if not spans:
+        return {}
+    rows = session.execute(
+        select(AuditNode.level, AuditNode.idx, AuditNode.hash).where(
+            or_(
+                *(
+                    and_(AuditNode.level == lv, AuditNode.idx.between(lo, hi))
+                    for lv, (lo, hi) in spans.items()
+                )
+            )
+        )
+    ).all()
+    return {(int(lv), int(ix)): bytes(h) for lv, ix, h in rows}
+
+
+def _signed_checkpoints(session: Session) -> tuple[list[AuditCheckpoint], str | None]:
+    """All checkpoints by size, after checking each one's log signature; or the first bad one's problem."""
+    keys = log_keys(session)
+    rows = list(session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.size, AuditCheckpoint.id)))
+    for row in rows:
+        key = keys.get(row.kid)
+        try:
+            if key is None:
+                raise VerificationError("unknown or revoked log key")
+            body = open_checkpoint(row.note, [key])
+        except VerificationError:
+            return rows, f"checkpoint {row.id} does not carry a valid signature by a current log key"
+        if (body.size, body.root) != (row.size, row.root):
+            return rows, f"checkpoint {row.id}'s stored size or root differs from its signed note"
+        if row.size == 0 and row.root != EMPTY_ROOT:
+            return rows, f"checkpoint {row.id} signs a non-empty root for the empty log"
+    return rows, None
+
+
+def verify_stored_log(session: Session, *, batch: int = 5000) -> LogReport:
+    """Recompute the whole log from its entries; see the module docstring for what is compared."""
+    pending = session.scalar(select(func.count()).select_from(AuditPending)) or 0
+    checkpoints, problem = _signed_checkpoints(session)
+    if problem is not None:
+        return LogReport(False, 0, GENESIS, pending, None, problem)
+    waiting = [c for c in checkpoints if c.size > 0]
+    frontier = Frontier()
+    expected_seq, prev, matched = 0, GENESIS, 0
+
+    def fail(seq: int, why: str) -> LogReport:
+        return LogReport(False, expected_seq, prev, pending, seq, why, checkpoints=len(checkpoints))
+
+    while True:
+        rows: Sequence[Any] = session.execute(
+            select(AuditLeaf, AuditEntry)
+            .join(AuditEntry, AuditEntry.id == AuditLeaf.entry_id)
+            .where(AuditLeaf.seq >= expected_seq)
+            .order_by(AuditLeaf.seq)
+            .limit(batch)
+        ).all()
+        if not rows:
+            break
+        computed: dict[Node, bytes] = {}
+        for leaf_row, entry in rows:
+            leaf, why = _check(leaf_row, entry, expected_seq, prev)
+            if leaf is None:
+                return fail(expected_seq, why)
+            computed.update(frontier.append(leaf))
+            prev = leaf_row.chain_hash
+            expected_seq += 1
+            while waiting and waiting[0].size == expected_seq:
+                checkpoint = waiting.pop(0)
+                if frontier.root() != checkpoint.root:
+                    return fail(
+                        matched,
+                        f"entries {matched}..{expected_seq - 1} do not match signed checkpoint "
+                        f"{checkpoint.id} of size {checkpoint.size} (log rewritten)",
+                    )
+                matched = expected_seq
+        stored = _stored_nodes(session, computed)
+        bad = sorted(
+            (index << level, level, index)
+            for (level, index), h in computed.items()
+            if stored.get((level, index)) != h
+        )
+        if bad:
+            start, level, index = bad[0]
+            return fail(
+                start,
+                f"stored tree node ({level}, {index}) does not match entries {start}..{start + (1 << level) - 1}",
+            )
+    if waiting:
+        checkpoint = waiting[0]
+        return fail(
+            expected_seq,
+            f"checkpoint {checkpoint.id} signs {checkpoint.size} entries; the log holds {expected_seq}",
+        )
+    return LogReport(
+        True, expected_seq, prev, pending, root=frontier.root().hex(), checkpoints=len(checkpoints)
+    )

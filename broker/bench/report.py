@@ -1,0 +1,72 @@
+"""The benchmark's results as a table for the terminal and the README."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _f(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def rows(results: dict[str, Any]) -> list[tuple[str, str]]:
+    lim, out = results["limits"], []
+    for phase in results["submit"]:
+        out.append(
+            (
+                f"accepted msg/s at concurrency {phase['concurrency']}",
+                f"{_f(phase['accepted_per_s'])} (p50 {_f(phase['p50_ms'], 1)} ms, p99 {_f(phase['p99_ms'], 1)} ms)",
+            )
+        )
+    at500 = results.get("submit_at_500", {})
+    if at500:
+        out.append(
+            (
+                "submit latency at 500 msg/s offered",
+                f"p50 {_f(at500['p50_ms'], 1)} ms, p95 {_f(at500['p95_ms'], 1)} ms, p99 {_f(at500['p99_ms'], 1)} ms"
+                f" ({_f(at500['accepted_per_s'])} msg/s achieved)",
+            )
+        )
+    e2e = results.get("end_to_end", {})
+    out.append(
+        (
+            "delivered msg/s end to end (scripted officers)",
+            f"{_f(e2e.get('delivered_per_s'))} ({e2e.get('delivered')} delivered, p50 "
+            f"{_f(e2e.get('p50_submit_to_delivery_s'), 2)} s, p99 {_f(e2e.get('p99_submit_to_delivery_s'), 2)} s)",
+        )
+    )
+    audit = results.get("audit", {})
+    out.append(("audit entries appended/s (sequencer)", _f(audit.get("entries_appended_per_s"))))
+    out.append(("audit full-log verification entries/s", _f(audit.get("verify_entries_per_s"))))
+    out.append(("inclusion proof ms", _f(audit.get("inclusion_proof_ms"), 2)))
+    out.append(
+        (
+            "limit: Ed25519 verify/s (raw / envelope recipe)",
+            f"{_f(lim['ed25519_verify_raw_per_s'])} / {_f(lim['envelope_verify_per_s'])}",
+        )
+    )
+    out.append(("limit: JWE open/s (2 KB, 3 readers)", _f(lim["jwe_open_per_s"])))
+    out.append(("limit: PostgreSQL single-row commits/s", _f(lim["postgres_single_row_commits_per_s"])))
+    out.append(("limit: PostgreSQL batched rows/s", _f(lim["postgres_batched_rows_per_s"])))
+    out.append(("limit: Redis round trips/s", _f(lim["redis_round_trips_per_s"])))
+    out.append(("limit: Celery trivial tasks/s", _f(lim.get("celery_trivial_tasks_per_s"))))
+    out.append(("baseline: RabbitMQ bare queue msg/s", _f(lim.get("rabbitmq_bare_queue_msgs_per_s"))))
+    for name, value in results.get("ratios", {}).items():
+        out.append((f"ratio: {name.replace('_', ' ')}", _f(value, 2)))
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    data = rows(results)
+    width = max(len(k) for k, _ in data)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in data)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = ["| measure | figure |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rows(results)]
+    return "\n".join(lines)

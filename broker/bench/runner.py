@@ -1,0 +1,282 @@
+"""One benchmark run: the machine's limits, then the exchange under load, then the ratios and a chart."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from broker.audit.actions import AuditAction
+from broker.audit.service import SYSTEM, record, sequence_all, verify_log
+from broker.bench import limits
+from broker.bench.load import ROUTES, build_envelopes, officers_until_done, submit_all
+from broker.bench.stack import Stack, running
+from broker.crypto.bench import primitive_rates
+from broker.db import make_engine, make_sessionmaker, unit_of_work
+
+Say = Callable[[str], None]
+
+
+def measure_limits(stack: Stack, say: Say) -> dict[str, Any]:
+    say("limits: crypto")
+    raw = primitive_rates(1.0)
+    out: dict[str, Any] = {
+        "ed25519_verify_raw_per_s": raw["ed25519_verify"],
+        "ed25519_sign_raw_per_s": raw["ed25519_sign"],
+        "envelope_verify_per_s": limits.ed25519_verify_per_s(1.0),
+        "jwe_open_per_s": limits.jwe_open_per_s(1.0),
+        "jwe_seal_3_readers_per_s": limits.jwe_seal_per_s(1.0),
+    }
+    say("limits: PostgreSQL, Redis")
+    out["postgres_single_row_commits_per_s"] = limits.postgres_inserts_per_s(stack.dsn, seconds=1.0)
+    out["postgres_batched_rows_per_s"] = limits.postgres_inserts_per_s(stack.dsn, seconds=1.0, batch=500)
+    out["redis_round_trips_per_s"] = limits.redis_round_trips_per_s(stack.redis_url, seconds=1.0)
+    say("limits: Celery trivial tasks")
+    out["celery_trivial_tasks_per_s"] = limits.celery_trivial_tasks_per_s(stack.redis_url)
+    say("limits: RabbitMQ bare queue")
+    out["rabbitmq_bare_queue_msgs_per_s"] = limits.rabbitmq_bare_queue_per_s(
+        "amqp://guest:guest@127.0.0.1:5672//", messages=3000
+    )
+    return out
+
+
+def measure_audit(stack: Stack, say: Say, *, entries: int) -> dict[str, Any]:
+    """Append ``entries`` audit entries (written in batches, as transactions do) and sequence them."""
+    say(f"audit: {entries} entries")
+    engine = make_engine(stack.settings)
+    factory = make_sessionmaker(engine)
+    try:
+        begun = time.perf_counter()
+        written = 0
+        while written < entries:
+            with unit_of_work(factory) as session:
+                for i in range(min(1000, entries - written)):
+                    record(
+                        session,
+                        actor=SYSTEM,
+                        action=AuditAction.MESSAGE_QUEUED,
+                        object_type="message",
+                        object_id=f"bench-{written + i}",
+                        countries=["AL", "RS"],
+                    )
+            written += min(1000, entries - written)
+        wrote = time.perf_counter() - begun
+        begun = time.perf_counter()
+        with unit_of_work(factory) as session:
+            appended = sequence_all(session)
+        sequenced = time.perf_counter() - begun
+        begun = time.perf_counter()
+        with unit_of_work(factory) as session:
+            report = verify_log(session)
+        verified = time.perf_counter() - begun
+        result: dict[str, Any] = {
+            "entries_written_per_s": entries / wrote,
+            "entries_appended_per_s": appended / sequenced if sequenced else None,
+            "log_size": report.size,
+            "verify_entries_per_s": report.size / verified if verified else None,
+            "verified": report.ok,
+        }
+        if report.size:
+            result["inclusion_proof_ms"] = _proof_time(factory, report.size)
+        return result
+    finally:
+        engine.dispose()
+
+
+def _proof_time(factory: Any, size: int) -> float:
+    """Median inclusion-proof time (ms) at the log's size: first, middle and last leaf."""
+    from broker.audit.merkle import inclusion_proof_for_bench
+
+    with unit_of_work(factory) as session:
+        samples = []
+        for index in (0, size // 2, size - 1):
+            begun = time.perf_counter()
+            inclusion_proof_for_bench(session, index, size)
+            samples.append((time.perf_counter() - begun) * 1000)
+    return statistics.median(samples)
+
+
+def delivered_stats(dsn: str, message_ids: list[str]) -> dict[str, Any]:
+    """End-to-end figures from the server's own timestamps (received_at → delivered_at)."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT m.received_at, i.delivered_at FROM messages m JOIN inbox_items i ON i.message_id = m.id "
+            "WHERE m.id = ANY(%s)",
+            (message_ids,),
+        ).fetchall()
+    if not rows:
+        return {"delivered": 0}
+    first = min(r[0] for r in rows)
+    last = max(r[1] for r in rows)
+    latencies = sorted((r[1] - r[0]).total_seconds() for r in rows)
+    span = (last - first).total_seconds()
+    return {
+        "delivered": len(rows),
+        "delivered_per_s": len(rows) / span if span else None,
+        "p50_submit_to_delivery_s": latencies[len(latencies) // 2],
+        "p99_submit_to_delivery_s": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+    }
+
+
+def _submit_phase(
+    stack: Stack, envelopes: list[Any], *, concurrency: int, rate: float | None = None
+) -> dict[str, Any]:
+    result = submit_all(stack.url, stack.settings.data_dir, envelopes, concurrency=concurrency, rate=rate)
+    return {
+        "concurrency": concurrency,
+        "offered_per_s": rate,
+        "sent": result.sent,
+        "accepted": result.accepted,
+        "errors": len(result.errors),
+        "first_error": result.errors[0] if result.errors else None,
+        "accepted_per_s": result.rate,
+        "p50_ms": result.percentile(50) * 1000,
+        "p95_ms": result.percentile(95) * 1000,
+        "p99_ms": result.percentile(99) * 1000,
+    }
+
+
+def run(
+    *, messages: int, levels: tuple[int, ...], out_dir: Path, say: Say, scaling: bool = True
+) -> dict[str, Any]:
+    """The whole benchmark. ``messages`` per concurrency level; the end-to-end phase uses a quarter of it."""
+    results: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": _cpus(), "python": platform.python_version(), "platform": platform.platform()},
+        "parameters": {"messages_per_level": messages, "levels": list(levels), "payload_bytes": 2048},
+    }
+    with tempfile.TemporaryDirectory(prefix="spoc-bench-") as tmp, running(Path(tmp)) as stack:
+        results["limits"] = measure_limits(stack, say)
+        end_to_end = max(200, messages // 4)
+        open_loop = max(500, messages // 2)
+        total = messages * len(levels) + end_to_end + open_loop
+        say(f"building {total} signed, sealed envelopes")
+        envelopes = build_envelopes(stack.url, stack.settings.data_dir, total)
+        cursor = 0
+
+        def take(n: int) -> list[Any]:
+            nonlocal cursor
+            chunk = envelopes[cursor : cursor + n]
+            cursor += n
+            return chunk
+
+        # End to end first, while the queues are empty: officers then work on exactly this flow.
+        say(f"end to end: {end_to_end} messages through both contact points to the agencies")
+        e2e = take(end_to_end)
+        ids = [env["header"]["message_id"] for _, env in e2e]
+        countries = sorted({s.split("-")[0] for s, _ in ROUTES} | {t.split("-")[0] for _, t in ROUTES})
+        phase: dict[str, Any] = {}
+        submitter = threading.Thread(
+            target=lambda: phase.update(_submit_phase(stack, e2e, concurrency=16)), daemon=True
+        )
+        begun = time.perf_counter()
+        submitter.start()
+        decisions = officers_until_done(
+            stack.url, stack.settings.data_dir, countries, end_to_end, timeout=max(60.0, end_to_end / 10)
+        )
+        submitter.join()
+        _wait_delivered(stack.dsn, ids, timeout=60)
+        results["end_to_end"] = {
+            **delivered_stats(stack.dsn, ids),
+            "submitted": phase,
+            "decisions": decisions,
+            "wall_s": time.perf_counter() - begun,
+        }
+        results["submit"] = []
+        for level in levels:
+            say(f"submit: {messages} messages at concurrency {level}")
+            results["submit"].append(_submit_phase(stack, take(messages), concurrency=level))
+        say(f"submit: {open_loop} messages offered at 500 msg/s")
+        results["submit_at_500"] = _submit_phase(stack, take(open_loop), concurrency=64, rate=500.0)
+        results["audit"] = measure_audit(stack, say, entries=20000)
+    results["ratios"] = ratios(results)
+    return results
+
+
+def _wait_delivered(dsn: str, ids: list[str], *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM inbox_items WHERE message_id = ANY(%s)", (ids,)
+            ).fetchone()
+        if row and row[0] >= len(ids):
+            return
+        time.sleep(0.5)
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+def ratios(results: dict[str, Any]) -> dict[str, Any]:
+    lim = results["limits"]
+    best = max((p["accepted_per_s"] for p in results["submit"]), default=0.0)
+    out: dict[str, Any] = {
+        "accepted_vs_envelope_verify": best / lim["envelope_verify_per_s"]
+        if lim["envelope_verify_per_s"]
+        else None,
+        "accepted_vs_postgres_single_row": best / lim["postgres_single_row_commits_per_s"],
+    }
+    rabbit = lim.get("rabbitmq_bare_queue_msgs_per_s")
+    delivered = results.get("end_to_end", {}).get("delivered_per_s")
+    if rabbit:
+        out["accepted_vs_bare_queue"] = best / rabbit
+        if delivered:
+            out["delivered_vs_bare_queue"] = delivered / rabbit
+    appended = results.get("audit", {}).get("entries_appended_per_s")
+    if appended:
+        out["audit_append_vs_postgres_batched"] = appended / lim["postgres_batched_rows_per_s"]
+    return out
+
+
+def write(results: dict[str, Any], out_dir: Path) -> tuple[Path, Path | None]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = results["date"][:19].replace(":", "-")
+    path = out_dir / f"{stamp}.json"
+    path.write_text(json.dumps(results, indent=1, default=str))
+    chart = _chart(results, out_dir / f"{stamp}.png")
+    return path, chart
+
+
+def _chart(results: dict[str, Any], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    levels = [p["concurrency"] for p in results["submit"]]
+    fig, left = plt.subplots(figsize=(7, 4))
+    left.plot(
+        levels,
+        [p["accepted_per_s"] for p in results["submit"]],
+        "o-",
+        color="#0b4f8a",
+        label="accepted msg/s",
+    )
+    left.set_xlabel("concurrent agency clients")
+    left.set_ylabel("accepted msg/s", color="#0b4f8a")
+    left.set_xscale("log", base=2)
+    right = left.twinx()
+    right.plot(levels, [p["p50_ms"] for p in results["submit"]], "s--", color="#a4161a", label="p50 ms")
+    right.plot(levels, [p["p99_ms"] for p in results["submit"]], "^--", color="#e07a5f", label="p99 ms")
+    right.set_ylabel("submit latency (ms)", color="#a4161a")
+    fig.legend(loc="upper left", bbox_to_anchor=(0.12, 0.88), fontsize=8)
+    left.set_title(f"spoc submit throughput and latency ({results['date'][:10]})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,272 @@
+"""The ``spoc`` command line.
+
+Each command is one unit of work at the edge; errors print one line with a remedy and exit non-zero.
+
+    spoc run            start API, UI, worker and beat on embedded defaults (Ctrl-C stops all)
+    spoc demo           run the regional demo scenario end to end (own temporary system, or --url)
+    spoc db upgrade     apply the Alembic migrations
+    spoc seed           seed the demo region into an empty database
+    spoc audit verify [BUNDLE]   verify the whole audit log, or an exported bundle offline
+    spoc audit checkpoint|export   sign a checkpoint; export a bundle for auditors
+    spoc schemas export DIR   write the JSON Schemas and code lists for integrators
+    spoc keys list|rotate|revoke   the key registry
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from broker.audit.cli import audit_app
+from broker.config import Settings, get_settings
+from broker.errors import SpocError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="spoc — the contact-point exchange.")
+db_app = typer.Typer(no_args_is_help=True, help="Database migrations.")
+schemas_app = typer.Typer(no_args_is_help=True, help="Wire-format schemas.")
+keys_app = typer.Typer(no_args_is_help=True, help="The key registry: list, rotate, revoke.")
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
+app.add_typer(audit_app, name="audit")
+app.add_typer(schemas_app, name="schemas")
+
+
+def fail(message: str) -> None:
+    typer.echo(f"spoc: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every migration to SPOC_DATABASE_URL."""
+    from broker.migrate import upgrade
+
+    upgrade(get_settings())
+    typer.echo("database at the latest revision")
+
+
+@app.command()
+def seed() -> None:
+    """Seed the demo region (countries, agencies, agreements, keys, accounts) into an empty database."""
+    from broker.launcher import prepare
+
+    result = prepare(get_settings())
+    if result is None:
+        typer.echo("already seeded; nothing done")
+    else:
+        typer.echo(f"seeded {len(result.agencies)} agencies and {len(result.accounts)} accounts")
+
+
+@schemas_app.command("export")
+def schemas_export(directory: Path) -> None:
+    """Write the JSON Schemas and the code lists into DIRECTORY."""
+    from schemas.export import export
+
+    for path in export(directory):
+        typer.echo(str(path))
+
+
+OPERATOR = "cli-operator"
+
+
+@keys_app.command("list")
+def keys_list(party: str) -> None:
+    """Every key PARTY has had (agency, contact point such as AL-SPOC, or spoc-log), with its status."""
+    from broker.db import make_engine, make_sessionmaker, unit_of_work
+    from broker.keys.service import registry
+
+    engine = make_engine(get_settings())
+    with unit_of_work(make_sessionmaker(engine)) as session:
+        rows = registry(session, party)
+    engine.dispose()
+    if not rows:
+        fail(f"no party {party}; list parties with GET /v1/directory/agencies")
+    for row in rows:
+        when = row["revoked_at"] or row["retired_at"] or row["created_at"]
+        typer.echo(
+            f"{row['kid']}  {row['use']}  {row['status']:<8} {when}  {row['revocation_reason'] or ''}".rstrip()
+        )
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    party: str,
+    credentials: Annotated[
+        Path | None, typer.Option(help="For an agency: its credentials file; new keys are written into it.")
+    ] = None,
+) -> None:
+    """Publish new keys for PARTY; old keys retire (they still verify what they signed)."""
+    from broker.audit.service import Actor
+    from broker.client.credentials import AgencyCredentials
+    from broker.crypto import KeyPair, MasterKey
+    from broker.db import make_engine, make_sessionmaker, unit_of_work
+    from broker.keys.service import register_agency_key, rotate_held
+
+    settings = get_settings()
+    actor = Actor(OPERATOR, "admin")
+    engine = make_engine(settings)
+    try:
+        with unit_of_work(make_sessionmaker(engine)) as session:
+            if credentials is None:
+                master = MasterKey.from_secret(settings.master_key_secret())
+                for pair in rotate_held(session, master, party_id=party, actor=actor):
+                    typer.echo(f"{party}: new {pair.use} key {pair.kid}")
+                return
+            creds = AgencyCredentials.load(credentials)
+            if creds.agency_id != party:
+                fail(f"{credentials} holds the keys of {creds.agency_id}, not {party}")
+            sig, enc = KeyPair.generate("sig"), KeyPair.generate("enc")
+            register_agency_key(session, agency_id=party, key=sig.public, actor=actor)
+            register_agency_key(session, agency_id=party, key=enc.public, actor=actor)
+            session.flush()
+            AgencyCredentials(party, sig.private_jwk_json(), enc.private_jwk_json()).save(credentials.parent)
+            typer.echo(f"{party}: new sig key {sig.kid}, new enc key {enc.kid}; {credentials} updated")
+    finally:
+        engine.dispose()
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    kid: str, reason: Annotated[str, typer.Option(help="Why (kept in the registry and the audit log).")]
+) -> None:
+    """Revoke key KID: anything signed with it from now on is refused."""
+    from broker.audit.service import Actor
+    from broker.db import make_engine, make_sessionmaker, unit_of_work
+    from broker.keys.service import revoke
+
+    engine = make_engine(get_settings())
+    with unit_of_work(make_sessionmaker(engine)) as session:
+        row = revoke(session, kid=kid, reason=reason, actor=Actor(OPERATOR, "admin"))
+        typer.echo(f"{row.kid} of {row.party_id} revoked at {row.revoked_at}")
+    engine.dispose()
+
+
+@app.command()
+def bench(
+    messages: Annotated[int, typer.Option(help="Messages per concurrency level.")] = 1500,
+    levels: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "4,16,64",
+    out: Annotated[Path, typer.Option(help="Where results go.")] = Path("bench/results"),
+) -> None:
+    """Measure the exchange on the real stack (PostgreSQL, Redis, API, workers) next to this machine's limits.
+
+    Needs PostgreSQL and Redis on 127.0.0.1 (RabbitMQ optional, for the bare-queue baseline). Bounded:
+    about 4 x MESSAGES messages in all. Writes bench/results/<date>.json and a PNG chart.
+    """
+    from rich.console import Console
+
+    from broker.bench.report import table
+    from broker.bench.runner import run as run_bench
+    from broker.bench.runner import write
+
+    console = Console()
+    try:
+        parsed = tuple(int(x) for x in levels.split(",") if x.strip())
+    except ValueError:
+        fail("--levels takes whole numbers separated by commas, e.g. 4,16,64")
+    with console.status("benchmark") as status:
+
+        def say(line: str) -> None:
+            status.update(line)
+            console.log(line)
+
+        results = run_bench(messages=messages, levels=parsed, out_dir=out, say=say)
+    path, chart = write(results, out)
+    console.print(table(results))
+    typer.echo(f"results: {path}" + (f"  chart: {chart}" if chart else ""))
+
+
+def _print_accounts(data_dir: Path) -> None:
+    accounts = json.loads((data_dir / "demo-accounts.json").read_text())
+    typer.echo("Demo accounts (passwords are random per installation):")
+    for name in (
+        "al-officer",
+        "al-officer2",
+        "al-supervisor",
+        "rs-officer",
+        "xk-officer",
+        "al-auditor",
+        "regional-auditor",
+        "admin",
+    ):
+        a = accounts[name]
+        typer.echo(f"  {name:<18} {a['password']:<20} {a['role']:<10} cleared {a['clearance']}")
+    typer.echo(f"  … all {len(accounts)} accounts in {data_dir / 'demo-accounts.json'}")
+
+
+@app.command()
+def run(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the API and UI.")] = 8000,
+) -> None:
+    """Start API, UI, worker and beat on embedded defaults (SQLite, no queue server). Ctrl-C stops all."""
+    from broker.launcher import prepare, start
+
+    settings = get_settings()
+    prepare(settings)
+    env = {"SPOC_DATA_DIR": str(settings.data_dir.resolve())}
+    system = start(settings, host=host, port=port, env=env)
+    typer.echo(f"spoc is running at {system.url}/ui  (API docs: {system.url}/docs)")
+    typer.echo(f"data: {settings.data_dir.resolve()}   database: {settings.database_url}")
+    _print_accounts(settings.data_dir)
+    typer.echo("Press Ctrl-C to stop.")
+    try:
+        while system.alive():
+            time.sleep(0.5)
+        typer.echo("spoc: a process exited; stopping the others", err=True)
+    except KeyboardInterrupt:
+        typer.echo("\nstopping…")
+    finally:
+        system.stop()
+    typer.echo("stopped")
+
+
+@app.command()
+def demo(
+    url: Annotated[
+        str | None, typer.Option(help="Run against this running system instead of starting one.")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data folder of the running system (credentials).")
+    ] = None,
+) -> None:
+    """A police force asks three neighbours about a smuggling network; prints a summary and the audit result."""
+    from broker.demo import run_scenario, table
+    from broker.launcher import free_port, prepare, running
+
+    def say(line: str) -> None:
+        typer.echo(line)
+
+    if url is not None:
+        folder = data_dir or get_settings().data_dir
+        rows, report = run_scenario(url.rstrip("/"), folder, say)
+    else:
+        with tempfile.TemporaryDirectory(prefix="spoc-demo-") as tmp:
+            for key in ("SPOC_DATABASE_URL", "SPOC_BROKER_URL", "SPOC_MASTER_KEY"):
+                os.environ.pop(key, None)
+            settings = Settings(data_dir=Path(tmp))
+            typer.echo(f"starting a temporary system in {tmp} …")
+            prepare(settings)
+            env = {"SPOC_DATA_DIR": tmp}
+            with running(settings, host="127.0.0.1", port=free_port(), env=env, log_dir=Path(tmp)) as system:
+                rows, report = run_scenario(system.url, Path(tmp), say)
+    typer.echo("")
+    typer.echo(table(rows))
+    typer.echo("")
+    typer.echo(report["summary"])
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except SpocError as exc:
+        typer.echo(f"spoc: {exc.detail}", err=True)
+        sys.exit(1)

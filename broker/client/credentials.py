@@ -1,0 +1,28 @@
+"""What an agency system holds: its id and its two private keys (JWK JSON). No shared secret with the broker."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass
+class AgencyCredentials:
+    agency_id: str
+    signing_key: str
+    encryption_key: str
+
+    def __repr__(self) -> str:
+        return f"AgencyCredentials(agency_id={self.agency_id!r}, <secrets hidden>)"
+
+    def save(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = directory / f"{self.agency_id}.json"
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(asdict(self)))
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> AgencyCredentials:
+        return cls(**json.loads(path.read_text()))

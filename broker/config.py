@@ -1,0 +1,99 @@
+"""Settings: one pydantic-settings class, read from ``SPOC_*`` environment variables.
+
+There are no import-time singletons: code asks ``get_settings()`` (cached, cleared by tests) and the
+app / Celery factories take a ``Settings`` explicitly. The embedded default (no servers) is SQLite for
+the database and kombu's SQLAlchemy transport on a second SQLite file for Celery, both under
+``data_dir``; production sets ``SPOC_DATABASE_URL`` and ``SPOC_BROKER_URL`` to PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SPOC_", env_file=None, extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    broker_url: str = ""
+    # The master key wraps every private key the broker holds (contact points, log signer).
+    # In development it is generated into data_dir on first use; production must set it.
+    master_key: SecretStr | None = None
+    session_ttl_seconds: int = Field(default=8 * 3600, ge=60)
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    outbox_redispatch_seconds: float = Field(default=30.0, gt=0)
+    outbox_batch_size: int = Field(default=200, ge=1)
+    # Finished outbox rows are deleted after this long (the hourly purge).
+    outbox_keep_done_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    purge_interval_seconds: float = Field(default=3600.0, gt=0)
+    audit_batch_size: int = Field(default=5000, ge=1)
+    beat_interval_seconds: float = Field(default=1.0, gt=0)
+    # Above the schema's 8 MiB ciphertext ceiling, so a valid envelope is never refused for size.
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # How old a signed agency request may be; its nonce is remembered at least this long.
+    request_signature_max_age: int = Field(default=300, ge=10)
+    db_pool_size: int = Field(default=10, ge=1)
+    celery_eager: bool = False
+
+    # Agency calls per second and burst, per agency (token bucket; in Redis when the broker is Redis,
+    # so every API replica shares one bucket). 0 turns the limit off.
+    rate_limit_per_second: float = Field(default=200.0, ge=0)
+    rate_limit_burst: int = Field(default=400, ge=1)
+
+    # Pull inbox: a leased item is hidden from other readers this long unless acknowledged.
+    inbox_visibility_seconds: int = Field(default=60, ge=1, le=3600)
+
+    # Push delivery to an agency's registered endpoint: every outbound call has these timeouts; a failed
+    # push is retried after min(cap, base * 2**(attempt-1)) seconds, jittered to 50-100 %, and
+    # dead-lettered into the officers' queue after ``push_max_attempts``.
+    push_connect_timeout_seconds: float = Field(default=3.0, gt=0)
+    push_timeout_seconds: float = Field(default=10.0, gt=0)
+    push_max_attempts: int = Field(default=8, ge=1)
+    push_backoff_base_seconds: float = Field(default=2.0, gt=0)
+    push_backoff_cap_seconds: float = Field(default=600.0, gt=0)
+    push_batch_size: int = Field(default=50, ge=1)
+    push_concurrency: int = Field(default=16, ge=1)
+    # A claimed push not finished after this long (worker killed mid-call) is claimed again.
+    push_lease_seconds: float = Field(default=60.0, gt=0)
+    # Plain http:// push URLs are refused in production; elsewhere they are allowed for 127.0.0.1 only.
+    push_allow_http_localhost: bool = True
+
+    @model_validator(mode="after")
+    def _defaults_and_production_rules(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'spoc.db').resolve()}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{(self.data_dir / 'queue.db').resolve()}"
+        if self.environment == "production" and self.master_key is None:
+            raise ValueError("SPOC_MASTER_KEY must be set in production")
+        if self.environment == "production":
+            self.push_allow_http_localhost = False
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def master_key_secret(self) -> str:
+        """The master key secret; generated once into ``data_dir/master.key`` (0600) in development."""
+        if self.master_key is not None:
+            return self.master_key.get_secret_value()
+        path = self.data_dir / "master.key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(32))
+        return path.read_text().strip()
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings()

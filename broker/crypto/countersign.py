@@ -1,0 +1,71 @@
+"""Chain of custody: a contact point's signed statement about a message (approve, forward, accept, route…).
+
+A countersignature is a compact EdDSA JWS whose (attached) payload is the RFC 8785 canonical form of
+the statement, with ``typ`` ``spoc-custody+jws``. The statement is whatever the caller puts in it —
+typically the message id, the envelope digest (:func:`broker.crypto.canonical.digest`), the decision,
+the officer and the time — so the token alone proves who decided what about which bytes, offline.
+
+Attached rather than detached because the statement is small and is what an auditor wants to read.
+On verification the payload must be *exactly* the canonical form of the statement it decodes to; a token
+whose payload is valid JSON but not canonical (other key order, whitespace, duplicate names) is refused,
+so one statement has one token and no two JSON parsers can disagree about what was signed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from broker.crypto import _jws
+from broker.crypto.canonical import canonical
+from broker.crypto.keys import KeyPair, PublicKey
+from broker.errors import InvalidInput, VerificationError
+
+__all__ = [
+    "CUSTODY_TYP",
+    "RECEIPT_TYP",
+    "countersign",
+    "sign_receipt",
+    "verify_countersignature",
+    "verify_receipt",
+]
+
+CUSTODY_TYP: Final = "spoc-custody+jws"
+# A receiving agency's signed acknowledgement of receipt (non-repudiation of receipt). Same shape as a
+# custody statement, its own ``typ`` so that neither can be passed off as the other.
+RECEIPT_TYP: Final = "spoc-receipt+jws"
+
+
+def countersign(statement: Mapping[str, Any], *, key: KeyPair) -> str:
+    """Sign ``statement`` (an I-JSON object) with a contact point's Ed25519 key; compact JWS, attached."""
+    return _jws.sign_compact(canonical(statement), key=key, typ=CUSTODY_TYP, detached=False)
+
+
+def sign_receipt(statement: Mapping[str, Any], *, key: KeyPair) -> str:
+    """An agency's signed receipt for a message (its id, digest, the agency and the time it was received)."""
+    return _jws.sign_compact(canonical(statement), key=key, typ=RECEIPT_TYP, detached=False)
+
+
+def verify_receipt(token: str, *, resolve: Callable[[str], PublicKey]) -> dict[str, Any]:
+    """Verify a receipt and return its statement; VerificationError on any failure."""
+    return _verify_statement(token, typ=RECEIPT_TYP, resolve=resolve)
+
+
+def verify_countersignature(token: str, *, resolve: Callable[[str], PublicKey]) -> dict[str, Any]:
+    """Verify a custody token and return its statement; VerificationError on any failure.
+
+    The kid that signed is not returned separately: it is in the token (``unverified_kid``) and, once
+    this returns, verified. The caller checks that it belongs to the contact point the statement names.
+    """
+    return _verify_statement(token, typ=CUSTODY_TYP, resolve=resolve)
+
+
+def _verify_statement(token: str, *, typ: str, resolve: Callable[[str], PublicKey]) -> dict[str, Any]:
+    _kid, payload = _jws.verify_compact(token, typ=typ, resolve=resolve, detached_payload=None)
+    try:
+        statement = _jws.strict_json(payload)
+        if not isinstance(statement, dict) or canonical(statement) != payload:
+            raise ValueError("payload is not a canonical JSON object")
+    except (ValueError, RecursionError, InvalidInput) as exc:
+        raise VerificationError("signature did not verify") from exc
+    return statement

@@ -1,0 +1,117 @@
+"""The one error root of spoc and its semantic subclasses.
+
+Domain code raises these and nothing else for expected failures; the HTTP edge maps them to
+RFC 9457 problem+json in one handler (``broker.app``), the CLI to a one-line message. Each class
+carries its HTTP status and a stable ``type`` slug so integrators can switch on it.
+
+Hierarchy::
+
+    SpocError
+    ├── InvalidInput          400  the request is malformed or violates the schema
+    ├── NotAuthenticated      401  no or bad credentials
+    ├── NotPermitted          403  authenticated but not allowed (role, scope, clearance)
+    ├── NotFound              404  no such object *in the caller's scope*
+    ├── Conflict              409  state does not allow it / idempotency key reused
+    ├── PolicyRefused         422  a rule of the exchange refuses it (legal basis, accreditation)
+    ├── VerificationError     422  a signature, key or ciphertext did not verify (deliberately opaque)
+    ├── TooLarge              413
+    ├── RateLimited           429
+    └── Unavailable           503  a backing service is down; retry later
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class SpocError(Exception):
+    """Root of every expected failure. ``detail`` is safe to show to the caller."""
+
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    @property
+    def type_uri(self) -> str:
+        return f"urn:spoc:problem:{self.slug}"
+
+    def problem(self, instance: str | None = None) -> dict[str, Any]:
+        """The RFC 9457 problem details object for this error."""
+        body: dict[str, Any] = {
+            "type": self.type_uri,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance:
+            body["instance"] = instance
+        body.update(self.extra)
+        return body
+
+
+class InvalidInput(SpocError):
+    status = 400
+    slug = "invalid-input"
+    title = "Invalid input"
+
+
+class NotAuthenticated(SpocError):
+    status = 401
+    slug = "not-authenticated"
+    title = "Not authenticated"
+
+
+class NotPermitted(SpocError):
+    status = 403
+    slug = "not-permitted"
+    title = "Not permitted"
+
+
+class NotFound(SpocError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class Conflict(SpocError):
+    status = 409
+    slug = "conflict"
+    title = "Conflict"
+
+
+class PolicyRefused(SpocError):
+    status = 422
+    slug = "policy-refused"
+    title = "Refused by policy"
+
+
+class VerificationError(SpocError):
+    """Any signature, key or ciphertext failure. Deliberately says nothing about *which* check failed
+    beyond what the caller already knows, so it cannot be used as an oracle."""
+
+    status = 422
+    slug = "verification-failed"
+    title = "Verification failed"
+
+
+class TooLarge(SpocError):
+    status = 413
+    slug = "too-large"
+    title = "Request too large"
+
+
+class RateLimited(SpocError):
+    status = 429
+    slug = "rate-limited"
+    title = "Too many requests"
+
+
+class Unavailable(SpocError):
+    status = 503
+    slug = "unavailable"
+    title = "Service unavailable"

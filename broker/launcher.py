@@ -1,0 +1,147 @@
+"""Start and stop the whole system as child processes: API (uvicorn) and a Celery worker with beat.
+
+Used by ``spoc run`` (foreground, Ctrl-C stops everything) and ``spoc demo`` (a throw-away system in a
+temporary folder on a free port). Children are started in their own process group so one signal
+reaches all of a child's own children (Celery's pool) and nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from broker.config import Settings
+from broker.crypto import MasterKey
+from broker.db import make_engine, make_sessionmaker, unit_of_work
+from broker.directory.seed import SeedResult, is_seeded, seed_region
+from broker.migrate import upgrade
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def prepare(settings: Settings) -> SeedResult | None:
+    """Migrate the database and seed the demo region if it is empty. Returns the seed, or None if it existed."""
+    upgrade(settings)
+    engine = make_engine(settings)
+    try:
+        with unit_of_work(make_sessionmaker(engine)) as session:
+            if is_seeded(session):
+                return None
+            master = MasterKey.from_secret(settings.master_key_secret())
+            return seed_region(session, master, data_dir=settings.data_dir)
+    finally:
+        engine.dispose()
+
+
+@dataclass
+class System:
+    url: str
+    data_dir: Path
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)  # the leader shuts its own children down (warm shutdown)
+        deadline = time.monotonic() + timeout
+        for proc in self.processes:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.processes)
+
+
+def _spawn(command: list[str], env: dict[str, str], log: Path | None) -> subprocess.Popen[bytes]:
+    """Run ``python -m <command>`` in its own session, output to ``log`` (or inherited)."""
+    if log is None:
+        return subprocess.Popen([sys.executable, "-m", *command], env=env, start_new_session=True)  # noqa: S603
+    with log.open("ab") as out:  # the child keeps its own descriptor; ours is closed at once
+        return subprocess.Popen(  # noqa: S603 - our own interpreter and modules, no shell
+            [sys.executable, "-m", *command],
+            env=env,
+            start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def start(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    env: dict[str, str],
+    log_dir: Path | None = None,
+    worker_concurrency: int = 2,
+) -> System:
+    """Start API and worker+beat with ``env`` (the SPOC_* variables), wait until the API answers."""
+    full_env = {**os.environ, **env}
+    api_cmd = [
+        "uvicorn",
+        "contact_points.app:create_app",
+        "--factory",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    worker_cmd = [
+        "celery",
+        "--quiet",
+        "-A",
+        "workers.celery_app",
+        "worker",
+        "-B",
+        "--loglevel=WARNING",
+        f"--concurrency={worker_concurrency}",
+        "-n",
+        f"spoc-{port}@%h",
+    ]
+    api = _spawn(api_cmd, full_env, log_dir / "api.log" if log_dir else None)
+    worker = _spawn(worker_cmd, full_env, log_dir / "worker.log" if log_dir else None)
+    system = System(url=f"http://{host}:{port}", data_dir=settings.data_dir, processes=[api, worker])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not system.alive():
+            system.stop()
+            raise RuntimeError("a process of the system exited at start-up; see its log")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{system.url}/health", timeout=1).status_code == 200:
+                return system
+        time.sleep(0.2)
+    system.stop()
+    raise RuntimeError("the API did not answer within 60 s")
+
+
+@contextlib.contextmanager
+def running(
+    settings: Settings, *, host: str, port: int, env: dict[str, str], log_dir: Path | None = None
+) -> Iterator[System]:
+    system = start(settings, host=host, port=port, env=env, log_dir=log_dir)
+    try:
+        yield system
+    finally:
+        system.stop()

@@ -1,0 +1,263 @@
+"""Agency-facing message endpoints: submit (idempotent), read the status of one's own messages, resubmit a
+message returned for clarification, and ask a provider for permission to pass H2 information on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from broker.audit.actions import AuditAction
+from broker.audit.service import Actor, record
+from broker.delivery.models import InboxItem
+from broker.delivery.service import receipts_for
+from broker.deps import CurrentAgency, DbSession, Keys, RawBody, request_id
+from broker.directory.models import Agency
+from broker.errors import InvalidInput, NotFound, NotPermitted, PolicyRefused, VerificationError
+from broker.keys.service import remember_nonce
+from broker.messages import idempotency
+from broker.messages.dissemination import as_wire, request_dissemination, requests_for
+from broker.messages.models import CustodyStep, Message
+from broker.messages.service import resubmit, submit
+from broker.messages.states import AWAITING_CLARIFICATION, State
+from schemas.api import (
+    DisseminationRequest,
+    DisseminationRequestBody,
+    MessageStatus,
+    Receipt,
+    SubmitReceipt,
+)
+
+router = APIRouter(prefix="/v1/messages", tags=["messages"])
+
+
+def _parse(body: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"the body is not JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("the body must be a JSON object (an envelope)")
+    return data
+
+
+def _status(session: Session, message: Message, receipts: Sequence[InboxItem] = ()) -> MessageStatus:
+    superseded_by = session.scalar(select(Message.id).where(Message.supersedes == message.id).limit(1))
+    return MessageStatus(
+        message_id=message.id,
+        conversation_id=message.conversation_id,
+        type=message.type,
+        state=message.state,
+        origin_country=message.origin_country,
+        destination_country=message.destination_country,
+        destination_agency=message.destination_agency,
+        classification=message.classification,
+        category=message.category,
+        priority_level=message.priority_level,
+        deadline_at=message.deadline_at,
+        updated_at=message.updated_at,
+        receipts=tuple(
+            Receipt(agency=r.agency_id, acknowledged_at=r.acked_at, receipt=r.receipt)
+            for r in receipts
+            if r.acked_at is not None and r.receipt is not None
+        ),
+        deadline_paused=message.paused_at is not None,
+        clarification_request=_clarification_request(session, message),
+        supersedes=message.supersedes,
+        superseded_by=superseded_by,
+    )
+
+
+def _clarification_request(session: Session, message: Message) -> str | None:
+    """What a contact point asked the sender to clarify (the reason of the return), if it was returned."""
+    if message.state not in AWAITING_CLARIFICATION and message.state != State.SUPERSEDED:
+        return None
+    return session.scalar(
+        select(CustodyStep.reason)
+        .where(
+            CustodyStep.message_id == message.id,
+            CustodyStep.decision.in_(("returned", "clarification-requested")),
+        )
+        .order_by(CustodyStep.seq.desc())
+        .limit(1)
+    )
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=SubmitReceipt,
+    operation_id="submit_message",
+    responses={400: {}, 401: {}, 403: {}, 409: {}, 413: {}, 422: {}},
+)
+def submit_message(
+    request: Request,
+    session: DbSession,
+    keys: Keys,
+    agency: CurrentAgency,
+    body: RawBody,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> Any:
+    """Submit a signed, encrypted envelope. Send an ``Idempotency-Key`` to retry safely."""
+
+    def accept(raw: dict[str, Any], actor: Actor) -> Message:
+        return submit(session, keys, agency=agency, raw=raw, actor=actor)
+
+    return _intake(request, session, agency, body, idempotency_key, accept)
+
+
+@router.post(
+    "/{message_id}/resubmissions",
+    status_code=202,
+    response_model=SubmitReceipt,
+    operation_id="resubmit_message",
+    responses={400: {}, 401: {}, 403: {}, 404: {}, 409: {}, 413: {}, 422: {}},
+)
+def resubmit_message(
+    message_id: str,
+    request: Request,
+    session: DbSession,
+    keys: Keys,
+    agency: CurrentAgency,
+    body: RawBody,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> Any:
+    """Resubmit, amended, a message a contact point returned for clarification (its status says what to
+    clarify). The body is a new envelope — new ``message_id``, same ``conversation_id``, destination country,
+    type and ``in_reply_to`` — that goes through review again; the returned message becomes ``superseded``
+    and the deadline runs on from where it stopped."""
+
+    def accept(raw: dict[str, Any], actor: Actor) -> Message:
+        return resubmit(session, keys, agency=agency, original_id=message_id, raw=raw, actor=actor)
+
+    return _intake(request, session, agency, body, idempotency_key, accept)
+
+
+def _intake(
+    request: Request,
+    session: Session,
+    agency: Agency,
+    body: bytes,
+    idempotency_key: str | None,
+    accept: Callable[[dict[str, Any], Actor], Message],
+) -> Any:
+    raw = _parse(body)
+    if idempotency_key is not None:
+        replayed = idempotency.replay(session, agency_id=agency.id, key=idempotency_key, body=body)
+        if replayed is not None:
+            return JSONResponse(
+                status_code=replayed[0], content=replayed[1], headers={"Idempotent-Replayed": "true"}
+            )
+    actor = Actor(agency.id, "agency", request_id(request))
+    try:
+        message = accept(raw, actor)
+    except (PolicyRefused, VerificationError, NotPermitted) as exc:
+        # Nothing of the refused message may stay, but the refusal itself is audited: roll back, record, commit.
+        session.rollback()
+        remember_nonce(session, request.state.verified_request)
+        _audit_refusal(session, actor, raw, exc)
+        session.commit()
+        raise
+    receipt = SubmitReceipt(
+        message_id=message.id,
+        state=message.state,
+        deadline_at=message.deadline_at,
+        received_at=message.received_at,
+    )
+    if idempotency_key is not None:
+        idempotency.remember(
+            session,
+            agency_id=agency.id,
+            key=idempotency_key,
+            body=body,
+            status=202,
+            response=receipt.model_dump(mode="json"),
+        )
+    return receipt
+
+
+def _visible_to(session: Session, agency: Agency, message: Message) -> bool:
+    """The sender sees its message; the addressed agency only once it was delivered to it."""
+    if agency.id == message.sender_agency:
+        return True
+    delivered = session.scalar(
+        select(InboxItem.id).where(InboxItem.agency_id == agency.id, InboxItem.message_id == message.id)
+    )
+    return agency.id == message.destination_agency and delivered is not None
+
+
+def _audit_refusal(session: Session, actor: Actor, raw: dict[str, Any], exc: Exception) -> None:
+    """A refused submission leaves no message, but it does leave an audit entry."""
+    header = raw.get("header") if isinstance(raw.get("header"), dict) else {}
+    assert isinstance(header, dict)  # noqa: S101 - narrowed above
+    countries = [
+        c for c in (header.get("origin_country"), header.get("destination_country")) if isinstance(c, str)
+    ]
+    message_id = header.get("message_id")
+    record(
+        session,
+        actor=actor,
+        action=AuditAction.MESSAGE_REFUSED_AT_INTAKE,
+        object_type="message",
+        object_id=str(message_id)[:64] if message_id else None,
+        countries=[c[:2] for c in countries],
+        outcome="refused",
+        details={"error": type(exc).__name__, "reason": getattr(exc, "extra", {}).get("reason")},
+    )
+
+
+@router.get("/{message_id}", response_model=MessageStatus, operation_id="get_message_status")
+def get_message_status(message_id: str, session: DbSession, agency: CurrentAgency) -> MessageStatus:
+    """The status of a message this agency sent (or that was delivered to it)."""
+    message = session.get(Message, message_id)
+    if message is None or not _visible_to(session, agency, message):
+        raise NotFound(f"no message {message_id}")
+    return _status(
+        session, message, receipts_for(session, message.id) if agency.id == message.sender_agency else ()
+    )
+
+
+@router.post(
+    "/{message_id}/dissemination-requests",
+    status_code=201,
+    response_model=DisseminationRequest,
+    operation_id="request_dissemination",
+    responses={400: {}, 401: {}, 404: {}},
+)
+def post_dissemination_request(
+    message_id: str,
+    body: DisseminationRequestBody,
+    request: Request,
+    session: DbSession,
+    agency: CurrentAgency,
+) -> DisseminationRequest:
+    """Ask the provider of an H2 message delivered to this agency for permission to pass it on. Until it is
+    granted, a message that passes it on (``in_reply_to`` naming it) is held in outbound review."""
+    row = request_dissemination(
+        session,
+        agency_id=agency.id,
+        message_id=message_id,
+        body=body,
+        actor=Actor(agency.id, "agency", request_id(request)),
+    )
+    return as_wire(row)
+
+
+@router.get(
+    "/{message_id}/dissemination-requests",
+    response_model=list[DisseminationRequest],
+    operation_id="list_dissemination_requests",
+)
+def list_dissemination_requests(
+    message_id: str, session: DbSession, agency: CurrentAgency
+) -> list[DisseminationRequest]:
+    """This agency's requests for onward dissemination of a message, with the provider's answers."""
+    message = session.get(Message, message_id)
+    if message is None or message.destination_agency != agency.id:
+        raise NotFound(f"no message {message_id} delivered to {agency.id}")
+    return [as_wire(r) for r in requests_for(session, message_id, agency_id=agency.id)]

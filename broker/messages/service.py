@@ -1,0 +1,474 @@
+"""Submission, the state machine and the worker steps (forward, deliver) of a message.
+
+Every function here flushes and never commits: the caller's unit of work makes the state change, its
+custody step, its audit entry and its outbox row one atomic step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from broker.audit.actions import AuditAction
+from broker.audit.service import SYSTEM, Actor, record
+from broker.crypto import countersign, digest, verify_envelope
+from broker.db import utcnow
+from broker.delivery.models import InboxItem
+from broker.directory.models import Agency, ContactPoint
+from broker.directory.service import contact_point_for, get_agency
+from broker.errors import Conflict, InvalidInput, NotFound, NotPermitted, PolicyRefused
+from broker.keys.service import DatabaseKeyStore
+from broker.messages.clock import clock_of, deadline_event, iso, pause_clock, set_clock
+from broker.messages.deadlines import Clock, legal_period
+from broker.messages.models import CustodyStep, Message
+from broker.messages.states import ALLOWED, AWAITING_CLARIFICATION, State
+from broker.outbox.service import enqueue
+from broker.policy.service import check_accreditation, legal_basis
+from schemas.envelope import Envelope, RoutingHeader
+
+ANSWER_TYPES = frozenset({"response", "clarification", "acknowledgement"})
+
+
+def signing_view(raw: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """The header and payload exactly as the sender sent them (not as we would re-serialise them)."""
+    return raw["header"], raw["payload"]
+
+
+def message_digest(raw: Mapping[str, Any]) -> str:
+    header, payload = signing_view(raw)
+    core = {k: payload[k] for k in ("protected", "iv", "ciphertext", "tag", "aad") if k in payload}
+    return digest({"header": header, "payload": core})
+
+
+def submit(
+    session: Session,
+    keys: DatabaseKeyStore,
+    *,
+    agency: Agency,
+    raw: Mapping[str, Any],
+    actor: Actor,
+    supersedes: Message | None = None,
+) -> Message:
+    """Verify, check policy, store and queue a message posted by ``agency``.
+
+    ``raw`` is the envelope as received (a JSON object); it is validated against the schema here and its
+    signature is verified over the received header and ciphertext, so a sender's serialisation choices
+    (time formats, key order) never break a valid signature. ``supersedes`` is the returned message this
+    one amends (see :func:`resubmit`).
+    """
+    envelope = Envelope.model_validate(raw)
+    header = envelope.header
+    if header.sender_agency != agency.id:
+        raise NotPermitted(
+            f"authenticated as {agency.id} but the header names {header.sender_agency} as sender"
+        )
+    if header.origin_country != agency.country:
+        raise NotPermitted(f"{agency.id} sends from {agency.country}, not {header.origin_country}")
+    raw_header, raw_payload = signing_view(raw)
+    verify_envelope(
+        raw_header,
+        raw_payload,
+        envelope.signature,
+        resolve=lambda kid: keys.resolve_at(kid, party_id=agency.id, at=header.created_at),
+    )
+    check_accreditation(agency, header.classification, role="send")
+    return _accept(session, keys, envelope=envelope, raw=raw, actor=actor, supersedes=supersedes)
+
+
+def submit_from_contact_point(
+    session: Session,
+    keys: DatabaseKeyStore,
+    *,
+    contact_point: ContactPoint,
+    raw: Mapping[str, Any],
+    actor: Actor,
+    composed_by: int,
+) -> Message:
+    """Store a message the contact point itself sends (an officer's own-initiative provision, Art. 7).
+
+    The envelope is signed with the contact point's key, held by the broker; it then goes through the same
+    checks and the same outbound review as an agency's message. ``composed_by`` (the officer's user id) is
+    kept so that the author cannot also be its approver.
+    """
+    envelope = Envelope.model_validate(raw)
+    header = envelope.header
+    if header.sender_agency != contact_point.id or header.origin_country != contact_point.country:
+        raise NotPermitted(f"{contact_point.id} sends only in its own name, from {contact_point.country}")
+    raw_header, raw_payload = signing_view(raw)
+    verify_envelope(
+        raw_header,
+        raw_payload,
+        envelope.signature,
+        resolve=lambda kid: keys.resolve_at(kid, party_id=contact_point.id, at=header.created_at),
+    )
+    message = _accept(session, keys, envelope=envelope, raw=raw, actor=actor, supersedes=None)
+    message.composed_by = composed_by
+    session.flush()
+    return message
+
+
+def resubmit(
+    session: Session,
+    keys: DatabaseKeyStore,
+    *,
+    agency: Agency,
+    original_id: str,
+    raw: Mapping[str, Any],
+    actor: Actor,
+) -> Message:
+    """The sender's amended version of a message returned for clarification.
+
+    The amendment is a new message (new id, new signature: the envelope is evidence and is never
+    rewritten) in the same conversation, to the same country, of the same type; it goes through review
+    again. The returned message becomes ``superseded`` and keeps its history; the deadline clock runs on
+    from where it stopped.
+    """
+    original = session.get(Message, original_id)
+    if original is None or original.sender_agency != agency.id:
+        raise NotFound(f"no message {original_id}")
+    if original.state not in AWAITING_CLARIFICATION:
+        raise Conflict(
+            f"message {original.id} is {original.state}; only a message returned for clarification "
+            "can be resubmitted"
+        )
+    header = Envelope.model_validate(raw).header
+    same = {
+        "type": (header.type, original.type),
+        "conversation_id": (str(header.conversation_id), original.conversation_id),
+        "destination_country": (header.destination_country, original.destination_country),
+        "in_reply_to": (str(header.in_reply_to) if header.in_reply_to else None, original.in_reply_to),
+    }
+    for name, (new, old) in same.items():
+        if new != old:
+            raise InvalidInput(f"an amended message keeps the {name} of the original ({old}), not {new}")
+    return submit(session, keys, agency=agency, raw=raw, actor=actor, supersedes=original)
+
+
+def _accept(
+    session: Session,
+    keys: DatabaseKeyStore,
+    *,
+    envelope: Envelope,
+    raw: Mapping[str, Any],
+    actor: Actor,
+    supersedes: Message | None,
+) -> Message:
+    """The checks and the storing every sender shares, after its own signature and accreditation checks."""
+    header = envelope.header
+    origin_cp = contact_point_for(session, header.origin_country)
+    destination_cp = contact_point_for(session, header.destination_country)
+    if header.destination_agency is not None:
+        try:
+            target = get_agency(session, header.destination_agency)
+        except NotFound as exc:
+            raise PolicyRefused(
+                f"unknown destination agency {header.destination_agency}", reason="unknown-agency"
+            ) from exc
+        check_accreditation(target, header.classification, role="receive")
+    original = _check_reply(session, sender=header.sender_agency, envelope=envelope)
+    agreement = legal_basis(
+        session,
+        origin=header.origin_country,
+        destination=header.destination_country,
+        category=header.category,
+        classification=header.classification,
+        at=utcnow(),  # the legal basis in force on arrival, not the sender's clock
+    )
+    readers = {r.header.get("kid") for r in envelope.payload.recipients}
+    for party in (origin_cp.id, destination_cp.id):
+        if keys.public_encryption_key(party).kid not in readers:
+            raise PolicyRefused(
+                f"the payload is not encrypted to {party}; fetch its key from /v1/directory/parties/{party}/jwks",
+                reason="missing-reader",
+            )
+    if session.get(Message, str(header.message_id)) is not None:
+        raise Conflict(f"message {header.message_id} was already submitted")
+
+    message = Message(
+        id=str(header.message_id),
+        conversation_id=str(header.conversation_id),
+        in_reply_to=str(header.in_reply_to) if header.in_reply_to else None,
+        type=header.type,
+        sender_agency=header.sender_agency,
+        origin_country=header.origin_country,
+        destination_country=header.destination_country,
+        destination_agency=header.destination_agency,
+        category=header.category,
+        classification=header.classification,
+        handling_codes=list(header.handling_codes),
+        priority_level=header.priority.level,
+        state=State.SUBMITTED,
+        envelope=dict(raw),
+        digest=message_digest(raw),
+        received_at=utcnow(),
+        supersedes=supersedes.id if supersedes is not None else None,
+        paused_seconds=0,
+        extended_seconds=0,
+    )
+    _start_clock(message, header=envelope.header, supersedes=supersedes)
+    session.add(message)
+    session.flush()
+    session.add(
+        CustodyStep(
+            message_id=message.id,
+            seq=0,
+            party=header.sender_agency,
+            actor=header.sender_agency,
+            decision="submitted",
+            to_state=State.SUBMITTED,
+            signature=envelope.signature,
+        )
+    )
+    record(
+        session,
+        actor=actor,
+        action=AuditAction.MESSAGE_SUBMITTED,
+        object_type="message",
+        object_id=message.id,
+        countries=_countries(message),
+        details={
+            "type": message.type,
+            "category": message.category,
+            "classification": message.classification,
+            "legal_basis": agreement.reference,
+            "digest": message.digest,
+        },
+    )
+    if message.deadline_at is not None:
+        deadline_event(session, message, "set", actor=actor)
+    transition(session, message, State.ORIGIN_REVIEW, actor=SYSTEM, action=AuditAction.MESSAGE_QUEUED)
+    if supersedes is not None:
+        _supersede(session, supersedes, message, actor=actor)
+    if original is not None and original.state == State.DELIVERED and message.type != "clarification":
+        transition(
+            session,
+            original,
+            State.ANSWERED,
+            actor=actor,
+            action=AuditAction.MESSAGE_ANSWERED,
+            details={"answer": message.id},
+        )
+    return message
+
+
+def _start_clock(message: Message, *, header: RoutingHeader, supersedes: Message | None) -> None:
+    """Start the deadline clock, or, for an amendment, run on the clock of the message it amends."""
+    period = legal_period(
+        message_type=header.type,
+        priority_level=header.priority.level,
+        information_access=header.priority.information_access,
+    )
+    if period is None:
+        return
+    previous = clock_of(supersedes) if supersedes is not None else None
+    if previous is None:
+        set_clock(message, Clock(started_at=message.received_at, deadline_at=message.received_at + period))
+        return
+    resumed = previous.resume(message.received_at)
+    # The amendment may change the priority: the legal period is the amended one, from the first submission.
+    stopped_and_extended = timedelta(seconds=resumed.paused_seconds + resumed.extended_seconds)
+    set_clock(message, replace(resumed, deadline_at=resumed.started_at + period + stopped_and_extended))
+
+
+def _supersede(session: Session, original: Message, amended: Message, *, actor: Actor) -> None:
+    stopped = clock_of(original)
+    transition(
+        session,
+        original,
+        State.SUPERSEDED,
+        actor=actor,
+        action=AuditAction.MESSAGE_SUPERSEDED,
+        details={"by": amended.id},
+    )
+    record(
+        session,
+        actor=actor,
+        action=AuditAction.MESSAGE_RESUBMITTED,
+        object_type="message",
+        object_id=amended.id,
+        countries=_countries(amended),
+        details={"supersedes": original.id},
+    )
+    if stopped is not None and stopped.paused_at is not None and amended.deadline_at is not None:
+        seconds = int((amended.received_at - stopped.paused_at).total_seconds())
+        deadline_event(session, amended, "resumed", actor=actor, seconds=max(0, seconds))
+        record(
+            session,
+            actor=actor,
+            action=AuditAction.DEADLINE_RESUMED,
+            object_type="message",
+            object_id=amended.id,
+            countries=_countries(amended),
+            details={"deadline_at": iso(amended.deadline_at), "paused_seconds": max(0, seconds)},
+        )
+
+
+def _check_reply(session: Session, *, sender: str, envelope: Envelope) -> Message | None:
+    """The message an answer answers (or a notification refers to), if the sender may refer to it."""
+    header = envelope.header
+    if header.in_reply_to is None:
+        return None
+    original = session.get(Message, str(header.in_reply_to))
+    if header.type not in ANSWER_TYPES:
+        # A notification may refer to a message its sender sent or was delivered (e.g. H2 information it
+        # passes on, which ``broker.policy`` then holds until the provider grants it).
+        if original is None or sender not in (original.sender_agency, original.destination_agency):
+            raise PolicyRefused(
+                "in_reply_to names no message this sender sent or received", reason="unknown-original"
+            )
+        return None
+    delivered = original is not None and original.state in (State.DELIVERED, State.ANSWERED)
+    if original is None or original.destination_agency != sender or not delivered:
+        raise PolicyRefused(
+            "in_reply_to names no message delivered to this agency", reason="unknown-original"
+        )
+    if header.destination_country != original.origin_country:
+        raise PolicyRefused(f"an answer goes back to {original.origin_country}", reason="wrong-destination")
+    if str(header.conversation_id) != original.conversation_id:
+        raise PolicyRefused(
+            "an answer keeps the conversation_id of the original", reason="wrong-conversation"
+        )
+    return original
+
+
+def _countries(message: Message) -> list[str]:
+    return [message.origin_country, message.destination_country]
+
+
+def transition(
+    session: Session,
+    message: Message,
+    to: State,
+    *,
+    actor: Actor,
+    action: AuditAction,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Move ``message`` to ``to`` if the state machine allows it, with its audit entry."""
+    current = State(message.state)
+    if to not in ALLOWED[current]:
+        raise Conflict(f"message {message.id} is {current}; it cannot become {to}")
+    message.state = to
+    message.updated_at = utcnow()
+    if to in AWAITING_CLARIFICATION:
+        pause_clock(session, message, actor=actor, reason=(details or {}).get("reason"))
+    record(
+        session,
+        actor=actor,
+        action=action,
+        object_type="message",
+        object_id=message.id,
+        countries=_countries(message),
+        details={"from": str(current), "to": str(to), **(details or {})},
+    )
+    session.flush()
+
+
+def add_custody(
+    session: Session,
+    keys: DatabaseKeyStore,
+    message: Message,
+    *,
+    party: str,
+    actor: str,
+    decision: str,
+    from_state: str | None,
+    reason: str | None = None,
+    refusal_ground: str | None = None,
+) -> CustodyStep:
+    """Append a hop to the chain of custody, countersigned by ``party`` over the message digest."""
+    seq = (
+        session.scalar(select(func.max(CustodyStep.seq)).where(CustodyStep.message_id == message.id)) or 0
+    ) + 1
+    at = utcnow()
+    statement = {
+        "message_id": message.id,
+        "digest": message.digest,
+        "seq": seq,
+        "party": party,
+        "actor": actor,
+        "decision": decision,
+        "from": from_state,
+        "to": message.state,
+        "reason": reason,
+        "refusal_ground": refusal_ground,
+        "at": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    }
+    step = CustodyStep(
+        message_id=message.id,
+        seq=seq,
+        party=party,
+        actor=actor,
+        decision=decision,
+        from_state=from_state,
+        to_state=message.state,
+        reason=reason,
+        refusal_ground=refusal_ground,
+        at=at,
+        signature=countersign(statement, key=keys.signing_key(party)),
+    )
+    session.add(step)
+    session.flush()
+    return step
+
+
+def custody_of(session: Session, message_id: str) -> Sequence[CustodyStep]:
+    return session.scalars(
+        select(CustodyStep).where(CustodyStep.message_id == message_id).order_by(CustodyStep.seq)
+    ).all()
+
+
+# --- worker steps: idempotent, called from the outbox -------------------------------------------
+
+
+def forward(session: Session, keys: DatabaseKeyStore, message_id: str) -> None:
+    """The destination contact point receives a forwarded message into its inbound queue."""
+    message = session.get(Message, message_id)
+    if message is None or message.state != State.FORWARDED:
+        return  # already done (task ran twice) or withdrawn
+    cp = contact_point_for(session, message.destination_country)
+    transition(
+        session,
+        message,
+        State.DESTINATION_REVIEW,
+        actor=Actor(cp.id, "contact-point"),
+        action=AuditAction.MESSAGE_RECEIVED,
+    )
+    add_custody(
+        session, keys, message, party=cp.id, actor=cp.id, decision="received", from_state=State.FORWARDED
+    )
+
+
+def deliver(session: Session, message_id: str) -> None:
+    """Put a routed message into its agency's pull inbox; the unique (agency, message) key de-duplicates."""
+    message = session.get(Message, message_id)
+    if message is None or message.state != State.ROUTED or message.destination_agency is None:
+        return
+    exists = session.scalar(
+        select(InboxItem.id).where(
+            InboxItem.agency_id == message.destination_agency, InboxItem.message_id == message.id
+        )
+    )
+    if exists is None:
+        session.add(InboxItem(agency_id=message.destination_agency, message_id=message.id))
+    transition(
+        session,
+        message,
+        State.DELIVERED,
+        actor=SYSTEM,
+        action=AuditAction.MESSAGE_DELIVERED,
+        details={"agency": message.destination_agency, "channel": "pull"},
+    )
+
+
+def schedule_forward(session: Session, message: Message) -> None:
+    enqueue(session, kind="forward", message_id=message.id)
+
+
+def schedule_delivery(session: Session, message: Message) -> None:
+    enqueue(session, kind="deliver", message_id=message.id)

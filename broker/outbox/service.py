@@ -1,0 +1,93 @@
+"""Writing, claiming and completing outbox rows.
+
+``enqueue`` runs inside the change's transaction. The relay ``claim``s a batch (rows never handed over,
+or handed over ``redispatch_after`` seconds ago and still not done: their task was lost, e.g. Redis was
+flushed or a worker was killed), commits, then sends them to Celery. Tasks call ``process`` with the ids;
+it skips rows already done (or being done by a concurrent run: ``SKIP LOCKED``), so a task that runs
+twice does nothing the second time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.orm import Session
+
+from broker.db import utcnow
+from broker.outbox.models import OutboxItem
+
+Handler = Callable[[Session, OutboxItem], None]
+Prefetch = Callable[[Session, Sequence[OutboxItem]], None]
+
+
+def enqueue(
+    session: Session, *, kind: str, message_id: str | None = None, payload: dict[str, Any] | None = None
+) -> None:
+    session.add(OutboxItem(kind=kind, message_id=message_id, payload=payload or {}))
+
+
+def claim(session: Session, *, limit: int, redispatch_after: float) -> list[int]:
+    now = utcnow()
+    stale = now - timedelta(seconds=redispatch_after)
+    query = (
+        select(OutboxItem)
+        .where(
+            OutboxItem.done_at.is_(None),
+            or_(OutboxItem.dispatched_at.is_(None), OutboxItem.dispatched_at < stale),
+        )
+        .order_by(OutboxItem.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    rows = session.scalars(query).all()
+    for row in rows:
+        row.dispatched_at = now
+        row.attempts += 1
+    session.flush()
+    return [row.id for row in rows]
+
+
+def process(
+    session: Session, ids: Sequence[int], handlers: dict[str, Handler], *, prefetch: Prefetch | None = None
+) -> int:
+    """Run the handler of each not-yet-done row, in id order, and mark it done. Returns rows processed.
+
+    ``prefetch`` loads what the batch's handlers will need in a few queries (no query per row).
+    """
+    query = (
+        select(OutboxItem).where(OutboxItem.id.in_(ids), OutboxItem.done_at.is_(None)).order_by(OutboxItem.id)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    rows = session.scalars(query).all()
+    if prefetch is not None and rows:
+        prefetch(session, rows)
+    done = 0
+    for row in rows:
+        try:
+            with session.begin_nested():  # one bad row must not undo the batch
+                handlers[row.kind](session, row)
+        except Exception as exc:
+            row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+            continue
+        row.done_at = utcnow()
+        done += 1
+    session.flush()
+    return done
+
+
+def pending_count(session: Session) -> int:
+    return (
+        session.scalar(select(func.count()).select_from(OutboxItem).where(OutboxItem.done_at.is_(None))) or 0
+    )
+
+
+def purge_done(session: Session, *, older_than_seconds: float) -> int:
+    """Delete rows finished more than ``older_than_seconds`` ago (the claim scan stays small)."""
+    cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+    result = session.execute(delete(OutboxItem).where(OutboxItem.done_at < cutoff))
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,1 @@
+"""The auditors' web pages (search, exchange timeline, checkpoints, export), over ``broker.audit``."""

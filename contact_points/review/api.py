@@ -1,0 +1,252 @@
+"""Officers' queues, messages and decisions over the API (the web UI calls the same services)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy.orm import Session
+
+from broker.accounts.models import User
+from broker.deps import DbSession, Keys
+from broker.keys.service import DatabaseKeyStore
+from broker.messages.clock import deadline_events
+from broker.messages.dissemination import as_wire, pending_for_contact_point, requests_for
+from broker.messages.models import Message
+from contact_points.deps import CpOfficer
+from contact_points.review import notifications
+from contact_points.review.content import acknowledge_conditions
+from contact_points.review.own_initiative import provide
+from contact_points.review.present import summaries, summary, usernames
+from contact_points.review.queues import QueueFilter, counts
+from contact_points.review.service import (
+    allowed_actions,
+    decide,
+    message_in_scope,
+    officer_contact_point,
+    queue,
+    read_content,
+)
+from contact_points.review.timeline import conversation, hops
+from schemas.api import Decision, DisseminationRequest, OwnInitiativeProvision
+
+router = APIRouter(prefix="/v1/cp", tags=["contact point"])
+
+Direction = Literal["outbound", "inbound"]
+Filter = Annotated[str | None, Query(max_length=40)]
+
+__all__ = ["router", "summary"]
+
+
+def _filters(
+    status: Filter = None,
+    priority: Filter = None,
+    country: Filter = None,
+    category: Filter = None,
+    classification: Filter = None,
+    assigned: Filter = None,
+) -> QueueFilter:
+    return QueueFilter(status, priority, country, category, classification, assigned)
+
+
+@router.get("/queues/{direction}", operation_id="list_queue")
+def list_queue(
+    direction: Direction,
+    officer: CpOfficer,
+    session: DbSession,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    status: Filter = None,
+    priority: Filter = None,
+    country: Filter = None,
+    category: Filter = None,
+    classification: Filter = None,
+    assigned: Filter = None,
+) -> list[dict[str, Any]]:
+    """The officer's contact point's queue, most urgent deadline first.
+
+    By default what awaits review; ``status`` (a state, or ``all``), ``priority``, ``country`` (the other
+    country), ``category``, ``classification`` and ``assigned`` (``me``, ``unassigned``) narrow it.
+    """
+    filters = _filters(status, priority, country, category, classification, assigned)
+    return summaries(
+        session, queue(session, officer.user, direction, limit=limit, offset=offset, filters=filters)
+    )
+
+
+@router.get("/queues/{direction}/counts", operation_id="count_queue")
+def count_queue(
+    direction: Direction,
+    officer: CpOfficer,
+    session: DbSession,
+    status: Filter = None,
+    priority: Filter = None,
+    country: Filter = None,
+    category: Filter = None,
+    classification: Filter = None,
+    assigned: Filter = None,
+) -> dict[str, Any]:
+    """How many messages per state, awaiting review, urgent, overdue, and matching the filters."""
+    filters = _filters(status, priority, country, category, classification, assigned)
+    c = counts(session, officer.user, direction, filters=filters)
+    return {
+        "by_state": c.by_state,
+        "awaiting": c.awaiting,
+        "urgent": c.urgent,
+        "overdue": c.overdue,
+        "matching": c.matching,
+    }
+
+
+def detail(
+    session: Session, keys: DatabaseKeyStore, user: User, message: Message, direction: Direction
+) -> dict[str, Any]:
+    names = usernames(session, [message.assigned_to])
+    return {
+        **summary(message, names=names),
+        "direction": direction,
+        "custody": [
+            {
+                "seq": h.seq,
+                "party": h.party,
+                "actor": h.actor,
+                "decision": h.decision,
+                "at": h.at.isoformat(),
+                "reason": h.reason,
+                "refusal_ground": h.refusal_ground,
+                "signature": h.signature,
+                "signature_detail": h.detail,
+            }
+            for h in hops(session, keys, message)
+        ],
+        "deadline_events": [
+            {
+                "kind": e.kind,
+                "at": e.at.isoformat(),
+                "actor": e.actor,
+                "reason": e.reason,
+                "deadline_at": e.deadline_at.isoformat() if e.deadline_at else None,
+                "seconds": e.seconds,
+            }
+            for e in deadline_events(session, message.id)
+        ],
+        "conversation": [
+            {"message_id": m.id, "type": m.type, "state": m.state, "supersedes": m.supersedes}
+            for m in conversation(session, message)
+        ],
+        "dissemination_requests": [
+            as_wire(r).model_dump(mode="json") for r in requests_for(session, message.id)
+        ]
+        if direction == "outbound"
+        else [],
+        "allowed_actions": allowed_actions(session, user, message, direction),
+    }
+
+
+@router.get("/messages/{message_id}", operation_id="get_cp_message")
+def get_cp_message(message_id: str, officer: CpOfficer, session: DbSession, keys: Keys) -> dict[str, Any]:
+    """Metadata, chain of custody (signatures checked), deadline history and the decisions open to you."""
+    message, _, direction = message_in_scope(session, officer.user, message_id)
+    return detail(session, keys, officer.user, message, direction)
+
+
+@router.get("/messages/{message_id}/content", operation_id="read_cp_message_content")
+def read_cp_message_content(
+    message_id: str, request: Request, officer: CpOfficer, session: DbSession, keys: Keys
+) -> dict[str, Any]:
+    """The decrypted payload, for an officer cleared for its classification; audited either way.
+
+    For an H3 message not yet acknowledged by you: the provider's ``conditions`` and
+    ``acknowledgement_required``, no payload (acknowledge at ``.../conditions/acknowledgement``)."""
+    content = read_content(session, keys, officer.user, message_id, actor=officer.actor(request))
+    return {
+        "readable": content.readable,
+        "notice": content.notice,
+        "conditions": content.conditions,
+        "acknowledgement_required": content.acknowledgement_required,
+        "payload_b64": base64.b64encode(content.plaintext).decode()
+        if content.plaintext is not None
+        else None,
+    }
+
+
+@router.post(
+    "/messages/{message_id}/conditions/acknowledgement",
+    status_code=204,
+    operation_id="acknowledge_conditions",
+)
+def post_conditions_acknowledgement(
+    message_id: str, request: Request, officer: CpOfficer, session: DbSession
+) -> Response:
+    """Acknowledge the provider's H3 conditions (recorded and audited); then the content can be read."""
+    acknowledge_conditions(session, officer.user, message_id, actor=officer.actor(request))
+    return Response(status_code=204)
+
+
+@router.post("/messages/{message_id}/decisions", operation_id="decide_message")
+def decide_message(
+    message_id: str, body: Decision, request: Request, officer: CpOfficer, session: DbSession, keys: Keys
+) -> dict[str, Any]:
+    """Take a decision: approve, reject, return (outbound); accept, route, refuse, return (inbound);
+    extend, assign (both); grant, deny (a request for onward dissemination of H2 information)."""
+    message = decide(session, keys, officer.user, message_id, body, actor=officer.actor(request))
+    return summary(message, names=usernames(session, [message.assigned_to]))
+
+
+@router.post("/provisions", status_code=201, operation_id="provide_information")
+def provide_information(
+    body: OwnInitiativeProvision, request: Request, officer: CpOfficer, session: DbSession, keys: Keys
+) -> dict[str, Any]:
+    """Own-initiative provision (Art. 7): the contact point sends information nobody asked for. It goes
+    through outbound review; another officer approves it."""
+    message = provide(
+        session,
+        keys,
+        officer.user,
+        destination_country=body.destination_country,
+        destination_agency=body.destination_agency,
+        category=body.category,
+        classification=body.classification,
+        handling_codes=body.handling_codes,
+        information=body.information,
+        conditions=body.conditions,
+        source_reliability=body.evaluation.source_reliability,
+        information_accuracy=body.evaluation.information_accuracy,
+        actor=officer.actor(request),
+    )
+    return summary(message)
+
+
+@router.get("/dissemination-requests", operation_id="list_pending_dissemination_requests")
+def list_pending_dissemination(officer: CpOfficer, session: DbSession) -> list[DisseminationRequest]:
+    """Requests to pass on H2 information your country provided, waiting for your grant or denial."""
+    return [
+        as_wire(r) for r in pending_for_contact_point(session, officer_contact_point(session, officer.user))
+    ]
+
+
+@router.get("/notifications", operation_id="list_notifications")
+def list_notifications(officer: CpOfficer, session: DbSession) -> list[dict[str, Any]]:
+    """Open notifications: deadline warnings (breaches, for supervisors), H2 requests, assignments."""
+    return [
+        {
+            "id": n.id,
+            "kind": n.kind,
+            "text": n.text,
+            "message_id": n.message_id,
+            "audience": n.audience,
+            "created_at": n.created_at.isoformat(),
+        }
+        for n in notifications.for_user(session, officer.user)
+    ]
+
+
+@router.post(
+    "/notifications/{notification_id}/dismissal", status_code=204, operation_id="dismiss_notification"
+)
+def dismiss_notification(
+    notification_id: int, request: Request, officer: CpOfficer, session: DbSession
+) -> Response:
+    notifications.dismiss(session, officer.user, notification_id, actor=officer.actor(request))
+    return Response(status_code=204)

@@ -1,0 +1,372 @@
+"""The contact point's review: the decisions officers take on a message, and which they may take.
+
+Scope is built into every query (``scope``): an officer sees and acts on messages of its own contact
+point only. Each decision is a state change (or a recorded act: accept, assign, extend, grant, deny)
+with its countersigned custody step and its audit entry, in the caller's transaction.
+
+Which decisions fit which message, for which officer, is one function, :func:`allowed_actions`: the UI
+shows exactly those, and :func:`decide` refuses anything else with the reason.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from broker.accounts.models import User
+from broker.audit.actions import AuditAction
+from broker.audit.service import Actor, record
+from broker.crypto import PublicKey, add_reader
+from broker.directory.models import ContactPoint
+from broker.directory.service import contact_point_for, get_agency
+from broker.errors import Conflict, InvalidInput, NotFound, NotPermitted, PolicyRefused
+from broker.keys.service import DatabaseKeyStore
+from broker.messages.clock import extend_deadline
+from broker.messages.dissemination import decide_dissemination, requests_for
+from broker.messages.models import Approval, Message
+from broker.messages.notifications import notify
+from broker.messages.service import add_custody, schedule_delivery, schedule_forward, transition
+from broker.messages.states import State
+from broker.policy.service import check_accreditation, check_onward_dissemination, cleared, onward_source
+from contact_points.review.content import Content, read_content
+from contact_points.review.queues import QueueFilter, counts, queue
+from contact_points.review.scope import (
+    AWAITING,
+    NOT_YET_FORWARDED,
+    OFFICER_ROLES,
+    Direction,
+    message_in_scope,
+    officer_contact_point,
+)
+from schemas.api import Decision
+from schemas.codelists import classification_rank
+
+__all__ = [
+    "FOUR_EYES_FROM",
+    "NOT_YET_FORWARDED",
+    "Content",
+    "Direction",
+    "QueueFilter",
+    "allowed_actions",
+    "approvals_of",
+    "counts",
+    "decide",
+    "message_in_scope",
+    "officer_contact_point",
+    "queue",
+    "read_content",
+]
+
+FOUR_EYES_FROM = classification_rank("CONFIDENTIAL")
+REVIEW_ACTIONS: dict[Direction, tuple[str, ...]] = {
+    "outbound": ("approve", "reject", "return", "assign", "extend"),
+    "inbound": ("accept", "route", "refuse", "return", "assign", "extend"),
+}
+PROVIDER_ACTIONS = ("grant", "deny")
+
+
+class _Custody(Protocol):
+    """The ``custody`` callback ``decide`` hands to its helpers: one countersigned step."""
+
+    def __call__(self, name: str, reason: str | None = ...) -> None: ...
+
+
+def approvals_of(session: Session, message: Message, stage: str = "origin") -> list[User]:
+    rows = session.scalars(
+        select(Approval)
+        .where(Approval.message_id == message.id, Approval.stage == stage)
+        .order_by(Approval.id)
+    ).all()
+    return [u for u in (session.get(User, a.user_id) for a in rows) if u is not None]
+
+
+def _may_approve(session: Session, message: Message, user: User) -> str | None:
+    """Why ``user`` may not approve ``message`` now (four eyes, authorship, H2), or None."""
+    if message.composed_by == user.id:
+        return "four eyes: you wrote this provision; another officer must approve it"
+    previous = approvals_of(session, message)
+    if any(u.id == user.id for u in previous):
+        return "four eyes: you have already approved this message; a different officer must approve it"
+    if (
+        message.classification == "SECRET"
+        and previous
+        and user.role != "supervisor"
+        and not any(u.role == "supervisor" for u in previous)
+    ):
+        return "four eyes: a SECRET message needs a supervisor as one of its two approvers"
+    return None
+
+
+def allowed_actions(session: Session, user: User, message: Message, direction: Direction) -> list[str]:
+    """The decisions this officer may take on this message now — what the UI offers, and nothing more."""
+    if user.role not in OFFICER_ROLES or not cleared(user.clearance, message.classification):
+        return []
+    actions: list[str] = []
+    if message.state == AWAITING[direction]:
+        for action in REVIEW_ACTIONS[direction]:
+            if action == "approve" and (
+                _may_approve(session, message, user) is not None or _h2_blocked(session, message)
+            ):
+                continue
+            if action == "extend" and message.deadline_at is None:
+                continue
+            if action == "refuse" and message.type != "request":
+                continue
+            actions.append(action)
+    if direction == "outbound" and requests_for(session, message.id, pending_only=True):
+        actions.extend(PROVIDER_ACTIONS)
+    return actions
+
+
+def _h2_blocked(session: Session, message: Message) -> bool:
+    try:
+        check_onward_dissemination(session, message)
+    except PolicyRefused:
+        return True
+    return False
+
+
+def h2_source(session: Session, message: Message) -> Message | None:
+    """The H2 message whose information this one passes on (the UI shows whether it is granted)."""
+    return onward_source(session, message)
+
+
+def decide(
+    session: Session, keys: DatabaseKeyStore, user: User, message_id: str, decision: Decision, *, actor: Actor
+) -> Message:
+    message, cp, direction = message_in_scope(session, user, message_id)
+    if not cleared(user.clearance, message.classification):
+        raise NotPermitted(f"deciding on a {message.classification} message needs clearance at or above it")
+    if decision.action in PROVIDER_ACTIONS:
+        return _grant_or_deny(session, keys, message, cp, user, decision, actor=actor)
+    expected = AWAITING[direction]
+    if message.state != expected:
+        raise Conflict(f"message {message.id} is {message.state}, not awaiting {direction} review")
+    allowed = REVIEW_ACTIONS[direction]
+    if decision.action not in allowed:
+        raise Conflict(
+            f"'{decision.action}' is not a decision of {direction} review; allowed: {', '.join(sorted(allowed))}"
+        )
+    before = message.state
+
+    def custody(name: str, reason: str | None = decision.reason) -> None:
+        add_custody(
+            session,
+            keys,
+            message,
+            party=cp.id,
+            actor=user.username,
+            decision=name,
+            from_state=before,
+            reason=reason,
+            refusal_ground=decision.refusal_ground,
+        )
+
+    if decision.action == "approve":
+        _approve(session, message, user, actor=actor, custody=custody)
+    elif decision.action == "reject":
+        transition(
+            session,
+            message,
+            State.REJECTED,
+            actor=actor,
+            action=AuditAction.MESSAGE_REJECTED,
+            details={"reason": decision.reason},
+        )
+        custody("rejected")
+    elif decision.action == "return":
+        _return(session, message, direction, decision, actor=actor)
+        custody("returned" if direction == "outbound" else "clarification-requested")
+    elif decision.action == "accept":
+        custody("accepted")
+        _audit(session, message, AuditAction.MESSAGE_ACCEPTED, actor)
+    elif decision.action == "route":
+        _route(session, keys, message, cp, decision)
+        transition(
+            session,
+            message,
+            State.ROUTED,
+            actor=actor,
+            action=AuditAction.MESSAGE_ROUTED,
+            details={"agency": message.destination_agency},
+        )
+        custody("routed")
+        schedule_delivery(session, message)
+    elif decision.action == "refuse":
+        transition(
+            session,
+            message,
+            State.REFUSED,
+            actor=actor,
+            action=AuditAction.MESSAGE_REFUSED,
+            details={"ground": decision.refusal_ground},
+        )
+        custody("refused")
+    elif decision.action == "assign":
+        assignee = _assign(session, message, cp, user, decision, actor=actor)
+        custody("assigned", reason=f"to {assignee.username}")
+    else:  # extend
+        hours, reason = decision.extend_hours or 0, decision.reason or ""  # both required by the schema
+        extend_deadline(session, message, by=timedelta(hours=hours), reason=reason, actor=actor)
+        custody("deadline-extended")
+    return message
+
+
+def _audit(session: Session, message: Message, action: AuditAction, actor: Actor, **details: object) -> None:
+    record(
+        session,
+        actor=actor,
+        action=action,
+        object_type="message",
+        object_id=message.id,
+        countries=[message.origin_country, message.destination_country],
+        details=dict(details),
+    )
+
+
+def _approve(session: Session, message: Message, user: User, *, actor: Actor, custody: _Custody) -> None:
+    """Four eyes: UNCLASSIFIED and RESTRICTED need one officer; CONFIDENTIAL and above two different officers,
+    and for SECRET one of them must be a supervisor. An H2-derived message waits for the provider's grant."""
+    check_onward_dissemination(session, message)
+    refused = _may_approve(session, message, user)
+    if refused is not None:
+        raise Conflict(refused)
+    previous = approvals_of(session, message)
+    session.add(Approval(message_id=message.id, stage="origin", user_id=user.id))
+    session.flush()
+    needed = 2 if classification_rank(message.classification) >= FOUR_EYES_FROM else 1
+    if len(previous) + 1 < needed:
+        custody("approved-first")
+        _audit(session, message, AuditAction.MESSAGE_APPROVED, actor, four_eyes="first")
+        return
+    transition(session, message, State.FORWARDED, actor=actor, action=AuditAction.MESSAGE_FORWARDED)
+    custody("approved")
+    schedule_forward(session, message)
+
+
+def _return(
+    session: Session, message: Message, direction: Direction, decision: Decision, *, actor: Actor
+) -> None:
+    """Back to the sender for clarification; the deadline clock stops until the amendment arrives."""
+    if direction == "outbound":
+        transition(
+            session,
+            message,
+            State.RETURNED,
+            actor=actor,
+            action=AuditAction.MESSAGE_RETURNED,
+            details={"reason": decision.reason},
+        )
+        return
+    transition(
+        session,
+        message,
+        State.CLARIFICATION_REQUESTED,
+        actor=actor,
+        action=AuditAction.MESSAGE_CLARIFICATION_REQUESTED,
+        details={"reason": decision.reason},
+    )
+    origin = contact_point_for(session, message.origin_country)
+    notify(
+        session,
+        contact_point_id=origin.id,
+        kind="clarification",
+        message_id=message.id,
+        text=f"{message.destination_country} asks {message.sender_agency} to clarify {message.id}: "
+        f"{decision.reason}",
+    )
+
+
+def _assign(
+    session: Session, message: Message, cp: ContactPoint, user: User, decision: Decision, *, actor: Actor
+) -> User:
+    """An officer takes a message; a supervisor may give it to any officer of the contact point."""
+    assignee = session.scalar(select(User).where(User.username == decision.assign_to))
+    if assignee is None or assignee.contact_point_id != cp.id or assignee.role not in OFFICER_ROLES:
+        raise InvalidInput(f"{decision.assign_to} is not an officer of {cp.id}")
+    if assignee.id != user.id and user.role != "supervisor":
+        raise NotPermitted("officers assign messages to themselves; a supervisor assigns to others")
+    if not assignee.active:
+        raise InvalidInput(f"{assignee.username}'s account is locked")
+    if not cleared(assignee.clearance, message.classification):
+        raise InvalidInput(f"{assignee.username} is not cleared for {message.classification}")
+    message.assigned_to = assignee.id
+    _audit(session, message, AuditAction.MESSAGE_ASSIGNED, actor, to=assignee.username)
+    if assignee.id != user.id:
+        notify(
+            session,
+            contact_point_id=cp.id,
+            kind="assigned",
+            message_id=message.id,
+            user_id=assignee.id,
+            text=f"{user.username} assigned {message.type} {message.id} to you",
+        )
+    return assignee
+
+
+def _grant_or_deny(
+    session: Session,
+    keys: DatabaseKeyStore,
+    message: Message,
+    cp: ContactPoint,
+    user: User,
+    decision: Decision,
+    *,
+    actor: Actor,
+) -> Message:
+    if decision.dissemination_request is None:
+        raise InvalidInput(f"'{decision.action}' needs dissemination_request")
+    grant = decision.action == "grant"
+    row = decide_dissemination(
+        session,
+        message,
+        cp,
+        request_id=decision.dissemination_request,
+        grant=grant,
+        reason=decision.reason,
+        actor=actor,
+    )
+    add_custody(
+        session,
+        keys,
+        message,
+        party=cp.id,
+        actor=user.username,
+        decision="dissemination-granted" if grant else "dissemination-denied",
+        from_state=message.state,
+        reason=f"request {row.id} of {row.requested_by} to {row.recipient_agency or row.recipient_country}"
+        + (f": {decision.reason}" if decision.reason else ""),
+    )
+    return message
+
+
+def _route(
+    session: Session, keys: DatabaseKeyStore, message: Message, cp: ContactPoint, decision: Decision
+) -> None:
+    """Send to the competent agency: check it, and wrap the content key to it if the sender could not."""
+    target_id = decision.route_to_agency or message.destination_agency
+    if target_id is None:
+        raise InvalidInput("route needs route_to_agency")
+    try:
+        target = get_agency(session, target_id)
+    except NotFound:
+        raise InvalidInput(f"{target_id} is not an agency of {cp.country}") from None
+    if target.country != cp.country:
+        raise InvalidInput(f"{target.id} is not an agency of {cp.country}")
+    if message.destination_agency is not None and message.destination_agency != target.id:
+        raise Conflict(
+            f"the sender addressed {message.destination_agency}; the message cannot be re-addressed"
+        )
+    check_accreditation(target, message.classification, role="receive")
+    reader: PublicKey = keys.public_encryption_key(target.id)
+    payload = message.envelope["payload"]
+    held = keys.encryption_keys(cp.id)
+    kids = {r["header"].get("kid") for r in payload["recipients"]}
+    key = next((k for k in held if k.kid in kids), None)
+    if key is None:
+        raise Conflict("this contact point holds no key the payload was encrypted to")
+    message.envelope = {**message.envelope, "payload": add_reader(payload, key=key, reader=reader)}
+    message.destination_agency = target.id

@@ -1,0 +1,45 @@
+"""The migrations build exactly the models (on PostgreSQL and SQLite), and go down and up again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine
+
+from broker.config import Settings
+from broker.migrate import alembic_config, include_object_for, upgrade
+from broker.models import Base
+
+
+def _diff(engine: Engine) -> list[object]:
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"include_object": include_object_for(conn.dialect.name)}
+        )
+        return list(compare_metadata(context, Base.metadata))
+
+
+def test_one_head() -> None:
+    assert len(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()) == 1
+
+
+def test_postgres_schema_matches_the_models(engine: Engine) -> None:
+    assert _diff(engine) == []
+
+
+def test_sqlite_schema_matches_the_models_and_downgrades(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    upgrade(settings)
+    engine = create_engine(settings.database_url)
+    try:
+        assert _diff(engine) == []
+        cfg = alembic_config(settings.database_url)
+        command.downgrade(cfg, "base")
+        command.upgrade(cfg, "heads")
+        assert _diff(engine) == []
+    finally:
+        engine.dispose()

@@ -1,0 +1,132 @@
+"""Shared fixtures: one PostgreSQL database per test run, built by the Alembic migrations and seeded once.
+
+Service-level tests run inside a transaction that is rolled back after each test. Tests that go over
+HTTP or through worker processes commit for real; they make their own messages and look only at those.
+With SPOC_REQUIRE_SERVICES=1 (CI) a missing PostgreSQL or Redis fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import redis
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from broker.config import Settings, get_settings
+from broker.crypto import MasterKey
+from broker.db import make_engine, make_sessionmaker, unit_of_work
+from broker.directory.seed import seed_region
+from broker.keys.service import DatabaseKeyStore
+from broker.migrate import upgrade
+from tests.factories import Region
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379"
+REQUIRE = os.environ.get("SPOC_REQUIRE_SERVICES") == "1"
+
+
+def _unavailable(what: str, exc: Exception) -> None:
+    message = f"{what} is not reachable on 127.0.0.1 ({type(exc).__name__}: {exc}); run `make services`"
+    if REQUIRE:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    name = f"spoc_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        _unavailable("PostgreSQL", exc)
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    db = 1 + secrets.randbelow(14)
+    try:
+        redis.Redis.from_url(f"{REDIS_URL}/{db}", socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        _unavailable("Redis", exc)
+    return f"{REDIS_URL}/{db}"
+
+
+@pytest.fixture(scope="session")
+def master_secret() -> str:
+    return MasterKey.generate_secret()
+
+
+@pytest.fixture(scope="session")
+def settings(pg_url: str, master_secret: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        environment="test",
+        database_url=pg_url,
+        master_key=SecretStr(master_secret),
+        data_dir=tmp_path_factory.mktemp("data"),
+    )
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Settings) -> Iterator[Engine]:
+    upgrade(settings)
+    engine = make_engine(settings)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def region(engine: Engine, settings: Settings) -> Region:
+    with unit_of_work(make_sessionmaker(engine)) as session:
+        result = seed_region(
+            session, MasterKey.from_secret(settings.master_key_secret()), data_dir=settings.data_dir
+        )
+    return Region(result, settings.data_dir)
+
+
+@pytest.fixture
+def db(engine: Engine, region: Region) -> Iterator[Session]:
+    """A session whose every change is rolled back after the test (services flush, never commit)."""
+    connection = engine.connect()
+    transaction = connection.begin()
+    session = Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    yield session
+    session.close()
+    transaction.rollback()
+    connection.close()
+
+
+@pytest.fixture
+def keys(db: Session, settings: Settings) -> DatabaseKeyStore:
+    return DatabaseKeyStore(db, MasterKey.from_secret(settings.master_key_secret()))
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings, region: Region) -> FastAPI:
+    from contact_points.app import create_app
+
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+def _clear_settings_cache() -> Iterator[None]:
+    yield
+    get_settings.cache_clear()

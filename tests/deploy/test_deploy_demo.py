@@ -1,0 +1,24 @@
+"""``spoc demo`` from an empty folder with nothing running: starts its own system and verifies the log."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_runs_end_to_end_and_verifies_the_audit_log(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPOC_")}
+    spoc = Path(sys.executable).with_name("spoc")
+    result = subprocess.run(
+        [str(spoc), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240, check=False
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1].startswith("audit log verified:"), lines[-5:]
+    assert any("refused at intake" in line and "BA" in line for line in lines)
+    assert sum("answered" in line for line in lines if line.startswith(("AL ", "MK "))) == 2
+    assert list(tmp_path.iterdir()) == []  # everything lived in its own temporary folder

@@ -1,0 +1,39 @@
+"""One running stack for the whole fault suite (faults and soak), and the soak counts in the summary."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.faults.harness import Agencies, Stack, running_stack
+from tests.faults.workload import REPORTS, Run
+
+
+@pytest.fixture(scope="package")
+def stack(redis_url: str) -> Iterator[Stack]:
+    with running_stack(redis_url) as running:
+        yield running
+
+
+@pytest.fixture(scope="package")
+def agencies(stack: Stack) -> Iterator[Agencies]:
+    ends = Agencies(stack)
+    ends.start()
+    yield ends
+    ends.stop()
+
+
+@pytest.fixture
+def run(stack: Stack, agencies: Agencies) -> Iterator[Run]:
+    current = Run(stack, agencies)
+    current.start()
+    yield current
+    current.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if REPORTS:
+        terminalreporter.section("delivery under faults")
+        for name, report in REPORTS:
+            terminalreporter.write_line(f"{name}: {report.line()}")

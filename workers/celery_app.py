@@ -1,0 +1,66 @@
+"""The Celery application: JSON only, late acks, a beat schedule for the relay and the audit sequencer.
+
+Celery's command line (``celery -A workers.celery_app``) needs a module-level app, so this module
+builds one from ``get_settings()``; the database engine is *not* created here but on first use in each
+worker process (``workers.runtime``), after the fork.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from broker.config import Settings, get_settings
+
+
+def create_celery(settings: Settings) -> Celery:
+    tick_expiry = max(5.0, settings.beat_interval_seconds * 5)
+    app = Celery(
+        "spoc",
+        broker=settings.broker_url,
+        include=["workers.tasks", "workers.bench_tasks", "workers.audit_tasks", "workers.review_tasks"],
+    )
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=4,
+        broker_connection_retry_on_startup=True,
+        timezone="UTC",
+        enable_utc=True,
+        task_always_eager=settings.celery_eager,
+        beat_schedule={
+            # A tick a busy worker reaches late is dropped (expires): the next tick does the same work.
+            "outbox-relay": {
+                "task": "spoc.outbox.relay",
+                "schedule": settings.beat_interval_seconds,
+                "options": {"expires": tick_expiry},
+            },
+            "audit-sequence": {"task": "spoc.audit.sequence", "schedule": settings.beat_interval_seconds},
+            "delivery-dispatch": {
+                "task": "spoc.delivery.dispatch",
+                "schedule": settings.beat_interval_seconds,
+                "options": {"expires": tick_expiry},
+            },
+            "maintenance-purge": {
+                "task": "spoc.maintenance.purge",
+                "schedule": settings.purge_interval_seconds,
+            },
+            # A signed checkpoint (and witness cosignatures) every 30 beats: 30 s by default.
+            "audit-checkpoint": {
+                "task": "spoc.audit.checkpoint",
+                "schedule": settings.beat_interval_seconds * 30,
+            },
+            "audit-witness": {"task": "spoc.audit.witness", "schedule": settings.beat_interval_seconds * 30},
+            # The deadline monitor: warn at 75 %, escalate on breach (workers.review_tasks).
+            "review-deadlines": {"task": "spoc.review.deadlines", "schedule": 60.0},
+        },
+        beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
+    )
+    return app
+
+
+app = create_celery(get_settings())

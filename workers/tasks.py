@@ -1,0 +1,110 @@
+"""Celery tasks. Each is idempotent, takes ids (never objects), and owns its transaction.
+
+``relay`` claims outbox rows and commits *before* it sends the batch tasks, so a task can never run
+ahead of the commit that made its work; if sending fails (Redis down) or a task is lost (Redis flushed,
+worker killed), the rows are claimed again after ``outbox_redispatch_seconds``. ``dispatch`` does the
+same for due pushes, whose lease (``push_lease_seconds``) plays that part. Beat tasks (relay, dispatch,
+purge) never retry: the next tick is their retry.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from broker.audit.service import sequence_all
+from broker.config import get_settings
+from broker.db import unit_of_work
+from broker.delivery.runner import claim_due, push_batch
+from broker.keys.service import DatabaseKeyStore, forget_old_nonces
+from broker.messages import idempotency
+from broker.messages.work import process as process_rows
+from broker.outbox import service as outbox
+from workers.celery_app import app
+from workers.runtime import http, runtime
+
+log = logging.getLogger("spoc.workers")
+BATCH = 50
+MAX_DISPATCH_ROUNDS = 20  # one dispatch hands over at most this many push batches
+
+
+class SpocTask(Task):  # type: ignore[type-arg]  # celery-types: Task is generic in its call signature
+    """Base task: JSON arguments, late acks, bounded retries on connection errors only."""
+
+    acks_late = True
+    autoretry_for: tuple[type[Exception], ...] = (
+        ConnectionError,
+        TimeoutError,
+        OperationalError,
+        InterfaceError,
+    )
+    retry_backoff = True
+    retry_backoff_max = 30
+    max_retries = 5
+
+
+class BeatTask(SpocTask):
+    """A task beat sends every tick: no retries of its own (the next tick retries)."""
+
+    autoretry_for = ()
+
+
+@app.task(name="spoc.outbox.relay", base=BeatTask)
+def relay() -> int:
+    settings = get_settings()
+    with unit_of_work(runtime().sessionmaker) as session:
+        ids = outbox.claim(
+            session, limit=settings.outbox_batch_size, redispatch_after=settings.outbox_redispatch_seconds
+        )
+    for start in range(0, len(ids), BATCH):
+        process.delay(ids[start : start + BATCH])
+    return len(ids)
+
+
+@app.task(name="spoc.outbox.process", base=SpocTask)
+def process(ids: list[int]) -> int:
+    with unit_of_work(runtime().sessionmaker) as session:
+        done = process_rows(session, DatabaseKeyStore(session, runtime().master_key), ids)
+    if done:
+        dispatch.delay()  # pushes it scheduled go out now, not at the next tick
+    return done
+
+
+@app.task(name="spoc.delivery.dispatch", base=BeatTask)
+def dispatch() -> int:
+    """Lease due pushes batch by batch and hand each batch to a ``push`` task."""
+    settings = get_settings()
+    total = 0
+    for _ in range(MAX_DISPATCH_ROUNDS):
+        ids = claim_due(runtime().sessionmaker, settings)
+        if not ids:
+            break
+        push.delay(ids)
+        total += len(ids)
+    return total
+
+
+@app.task(name="spoc.delivery.push", base=SpocTask)
+def push(ids: list[int]) -> dict[str, int]:
+    """Push a batch to the agencies' endpoints and record the outcomes (idempotent: settled rows are skipped)."""
+    return push_batch(runtime().sessionmaker, runtime().master_key, ids, get_settings(), http())
+
+
+@app.task(name="spoc.audit.sequence", base=SpocTask)
+def sequence() -> int:
+    with unit_of_work(runtime().sessionmaker) as session:
+        return sequence_all(session, batch=get_settings().audit_batch_size)
+
+
+@app.task(name="spoc.maintenance.purge", base=BeatTask)
+def purge() -> dict[str, int]:
+    """Forget expired Idempotency-Keys, request nonces past the replay window, and old finished outbox rows."""
+    settings = get_settings()
+    with unit_of_work(runtime().sessionmaker) as session:
+        return {
+            "idempotency_keys": idempotency.purge(session, ttl_seconds=settings.idempotency_ttl_seconds),
+            "nonces": forget_old_nonces(session, older_than_seconds=2 * settings.request_signature_max_age),
+            "outbox_rows": outbox.purge_done(session, older_than_seconds=settings.outbox_keep_done_seconds),
+        }
