@@ -12,7 +12,10 @@ from tests.faults.workload import REPORTS, Run
 
 @pytest.fixture(scope="package")
 def stack(redis_url: str) -> Iterator[Stack]:
-    with running_stack(redis_url) as running:
+    # A Redis database of its own: this suite flushes it and kills workers, and the integration tests'
+    # worker (same session) must never see its tasks, nor it theirs.
+    base, _, index = redis_url.rpartition("/")
+    with running_stack(f"{base}/{int(index) % 15 + 1}") as running:
         yield running
 
 
