@@ -153,6 +153,9 @@ def bench(
     messages: Annotated[int, typer.Option(help="Messages per concurrency level.")] = 1500,
     levels: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "4,16,64",
     out: Annotated[Path, typer.Option(help="Where results go.")] = Path("bench/results"),
+    profile: Annotated[
+        int, typer.Option(help="Instead: profile N in-process submissions (pyinstrument) and print the tree.")
+    ] = 0,
 ) -> None:
     """Measure the exchange on the real stack (PostgreSQL, Redis, API, workers) next to this machine's limits.
 
@@ -166,6 +169,16 @@ def bench(
     from broker.bench.runner import write
 
     console = Console()
+    if profile:
+        from broker.bench.profile import profile_intake
+
+        found = profile_intake(profile)
+        typer.echo(found.tree)
+        typer.echo(
+            f"{found.requests} submissions: {found.ms_per_request:.2f} ms each, "
+            f"{found.statements_per_request:.1f} SQL statements each"
+        )
+        return
     try:
         parsed = tuple(int(x) for x in levels.split(",") if x.strip())
     except ValueError:

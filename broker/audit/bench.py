@@ -31,17 +31,19 @@ def _write(
     written = 0
     while written < n:
         with unit_of_work(factory) as session:
-            for i in range(min(batch, n - written)):
-                ids.append(
-                    record(
-                        session,
-                        actor=actor,
-                        action=AuditAction.MESSAGE_QUEUED,
-                        object_type="message",
-                        object_id=f"{tag}-{written + i}",
-                        countries=["AL", "RS"],
-                    ).id
+            entries = [
+                record(
+                    session,
+                    actor=actor,
+                    action=AuditAction.MESSAGE_QUEUED,
+                    object_type="message",
+                    object_id=f"{tag}-{written + i}",
+                    countries=["AL", "RS"],
                 )
+                for i in range(min(batch, n - written))
+            ]
+            session.flush()  # one batched INSERT of the entries and their queue rows
+            ids.extend(e.id for e in entries)
         written = len(ids)
     return ids
 

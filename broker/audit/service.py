@@ -71,10 +71,9 @@ def record(
         outcome=outcome,
         request_id=actor.request_id,
         details=details or {},
+        pending=AuditPending(),
     )
     session.add(entry)
-    session.flush()
-    session.add(AuditPending(entry_id=entry.id))
     return entry
 
 

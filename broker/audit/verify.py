@@ -138,6 +138,19 @@ def verify_stored_log(session: Session, *, batch: int = 5000) -> LogReport:
             expected_seq,
             f"checkpoint {checkpoint.id} signs {checkpoint.size} entries; the log holds {expected_seq}",
         )
+    # An entry commits with its queue row and leaves the queue only as a leaf (one transaction each),
+    # so an entry with neither was taken out of the queue by hand: it would never reach the tree.
+    dropped = session.execute(
+        select(func.min(AuditEntry.id), func.count())
+        .where(~select(AuditLeaf.seq).where(AuditLeaf.entry_id == AuditEntry.id).exists())
+        .where(~select(AuditPending.entry_id).where(AuditPending.entry_id == AuditEntry.id).exists())
+    ).one()
+    if dropped[1]:
+        return fail(
+            expected_seq,
+            f"{dropped[1]} entries (first: entry {dropped[0]}) were removed from the queue and never "
+            "entered the log",
+        )
     return LogReport(
         True, expected_seq, prev, pending, root=frontier.root().hex(), checkpoints=len(checkpoints)
     )

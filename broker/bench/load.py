@@ -42,10 +42,15 @@ def credentials(data_dir: Path, agency_id: str) -> AgencyCredentials:
 
 
 def build_envelopes(
-    url: str, data_dir: Path, count: int, *, payload_bytes: int = 2048
+    url: str,
+    data_dir: Path,
+    count: int,
+    *,
+    payload_bytes: int = 2048,
+    transport: httpx.BaseTransport | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
     """``count`` signed, sealed envelopes spread over ``ROUTES``: (sender agency, envelope)."""
-    clients = {s: AgencyClient(url, credentials(data_dir, s)) for s, _ in ROUTES}
+    clients = {s: AgencyClient(url, credentials(data_dir, s), transport=transport) for s, _ in ROUTES}
     out = []
     try:
         for i in range(count):

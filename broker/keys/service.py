@@ -7,16 +7,18 @@ code uses; ``DatabaseKeyStore`` implements it, and a KMS/HSM-backed store could 
 
 Decrypted private keys are cached per process by kid: loading and unsealing a key on every request
 would cost more than the signature it makes. The cache is keyed by kid, so rotation (a new kid) needs
-no invalidation; revocation is checked on the row, which is read on every resolution.
+no invalidation. Public keys and their status come from a registry snapshot that every request checks
+against the registry's stamp (``DatabaseKeyStore``), so a revocation is seen by the next request.
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, event, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -96,14 +98,93 @@ def public_jwks(session: Session, party_id: str) -> dict[str, list[dict[str, obj
     return {"keys": [dict(r.public_jwk) for r in rows]}
 
 
+@dataclass(frozen=True)
+class _KeyView:
+    """What the store needs of one registry row, detached from any session."""
+
+    kid: str
+    party_id: str
+    use: str
+    status: str
+    created_at: datetime
+    retired_at: datetime | None
+    revoked_at: datetime | None
+    revocation_reason: str | None
+    private_sealed: str | None
+    public: PublicKey
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    by_kid: dict[str, _KeyView]
+    by_party: dict[tuple[str, str], list[_KeyView]]  # (party, use) -> newest first
+
+
+_STAMP = select(
+    func.count(), func.max(PartyKey.created_at), func.max(PartyKey.retired_at), func.max(PartyKey.revoked_at)
+)
+_snapshots: dict[tuple[object, ...], _Snapshot] = {}
+
+
+def _changed_party_keys(session: Session, _flush_context: object) -> None:
+    if any(isinstance(o, PartyKey) for o in (*session.new, *session.dirty, *session.deleted)):
+        session.info["party_keys_changes"] = session.info.get("party_keys_changes", 0) + 1
+
+
+event.listen(Session, "after_flush", _changed_party_keys)
+
+
 class DatabaseKeyStore:
-    """``KeyStore`` over the ``party_keys`` table; private keys unsealed with ``master``."""
+    """``KeyStore`` over the ``party_keys`` table; private keys unsealed with ``master``.
+
+    No per-request key loading: the registry is read into a process-wide snapshot, and a request costs
+    one small aggregate query (row count and the latest created/retired/revoked time), the registry's
+    *stamp*. Keys are never deleted and every status change sets its time, so any change anywhere (any
+    process) changes the stamp and the next request reloads: a revocation takes effect at once. Within a
+    session, a flush that touches ``party_keys`` makes the store read the stamp again.
+    """
 
     def __init__(self, session: Session, master: MasterKey) -> None:
         self._session = session
         self._master = master
+        self._memo: tuple[int, _Snapshot] | None = None
 
-    def _unseal(self, row: PartyKey) -> KeyPair:
+    def _snapshot(self) -> _Snapshot:
+        changes = self._session.info.get("party_keys_changes", 0)
+        if self._memo is not None and self._memo[0] == changes:
+            return self._memo[1]
+        stamp = tuple(self._session.execute(_STAMP).one())
+        snapshot = _snapshots.get(stamp)
+        if snapshot is None:
+            snapshot = self._load()
+            with _cache_lock:
+                if len(_snapshots) >= 8:
+                    _snapshots.clear()
+                _snapshots[stamp] = snapshot
+        self._memo = (self._session.info.get("party_keys_changes", 0), snapshot)
+        return snapshot
+
+    def _load(self) -> _Snapshot:
+        by_kid: dict[str, _KeyView] = {}
+        by_party: dict[tuple[str, str], list[_KeyView]] = {}
+        for row in self._session.scalars(select(PartyKey).order_by(PartyKey.created_at.desc())):
+            view = _KeyView(
+                kid=row.kid,
+                party_id=row.party_id,
+                use=row.use,
+                status=row.status,
+                created_at=row.created_at,
+                retired_at=row.retired_at,
+                revoked_at=row.revoked_at,
+                revocation_reason=row.revocation_reason,
+                private_sealed=row.private_sealed,
+                public=public_key(row),
+            )
+            by_kid[view.kid] = view
+            by_party.setdefault((view.party_id, view.use), []).append(view)
+        return _Snapshot(by_kid, by_party)
+
+    def _unseal(self, row: _KeyView) -> KeyPair:
         with _cache_lock:
             cached = _private_cache.get(row.kid)
         if cached is not None:
@@ -115,14 +196,8 @@ class DatabaseKeyStore:
             _private_cache[row.kid] = pair
         return pair
 
-    def _active(self, party_id: str, use: str) -> list[PartyKey]:
-        return list(
-            self._session.scalars(
-                select(PartyKey)
-                .where(PartyKey.party_id == party_id, PartyKey.use == use, PartyKey.status == "active")
-                .order_by(PartyKey.created_at.desc())
-            ).all()
-        )
+    def _active(self, party_id: str, use: str) -> list[_KeyView]:
+        return [k for k in self._snapshot().by_party.get((party_id, use), []) if k.status == "active"]
 
     def signing_key(self, party_id: str) -> KeyPair:
         rows = self._active(party_id, "sig")
@@ -132,21 +207,15 @@ class DatabaseKeyStore:
 
     def encryption_keys(self, party_id: str) -> list[KeyPair]:
         """Held decryption keys, newest first: active and retired (what was sealed to a retired key stays readable)."""
-        rows = self._session.scalars(
-            select(PartyKey)
-            .where(
-                PartyKey.party_id == party_id,
-                PartyKey.use == "enc",
-                PartyKey.status.in_(("active", "retired")),
-                PartyKey.private_sealed.is_not(None),
-            )
-            .order_by(PartyKey.created_at.desc())
-        ).all()
-        return [self._unseal(r) for r in rows]
+        rows = self._snapshot().by_party.get((party_id, "enc"), [])
+        return [
+            self._unseal(r)
+            for r in rows
+            if r.status in ("active", "retired") and r.private_sealed is not None
+        ]
 
-    def resolve(self, kid: str, *, party_id: str | None = None, use: str = "sig") -> PublicKey:
-        """The public key ``kid``, if it exists, belongs to ``party_id`` and is not revoked."""
-        row = self._session.get(PartyKey, kid)
+    def _row(self, kid: str, party_id: str | None, use: str) -> _KeyView:
+        row = self._snapshot().by_kid.get(kid)
         if row is None or row.use != use or (party_id is not None and row.party_id != party_id):
             raise VerificationError("unknown signing key")
         if row.status == "revoked":
@@ -154,24 +223,27 @@ class DatabaseKeyStore:
             raise KeyRevoked(
                 f"the key {kid} of {row.party_id} was revoked at {when}: {row.revocation_reason}"
             )
-        return public_key(row)
+        return row
+
+    def resolve(self, kid: str, *, party_id: str | None = None, use: str = "sig") -> PublicKey:
+        """The public key ``kid``, if it exists, belongs to ``party_id`` and is not revoked."""
+        return self._row(kid, party_id, use).public
 
     def resolve_at(self, kid: str, *, party_id: str, at: datetime) -> PublicKey:
         """Like ``resolve``, for a signature dated ``at``: a retired key only signs what predates its retirement."""
-        key = self.resolve(kid, party_id=party_id)
-        row = self._session.get(PartyKey, kid)
-        if row is not None and row.status == "retired" and row.retired_at is not None and at > row.retired_at:
+        row = self._row(kid, party_id, "sig")
+        if row.status == "retired" and row.retired_at is not None and at > row.retired_at:
             raise KeyRevoked(
                 f"the key {kid} of {party_id} was retired at {row.retired_at.isoformat()}; "
                 "sign with the current key"
             )
-        return key
+        return row.public
 
     def public_encryption_key(self, party_id: str) -> PublicKey:
         rows = self._active(party_id, "enc")
         if not rows:
             raise NotFound(f"no active encryption key for {party_id}")
-        return public_key(rows[0])
+        return rows[0].public
 
 
 def remember_nonce(session: Session, verified: VerifiedRequest) -> None:

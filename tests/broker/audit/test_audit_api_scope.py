@@ -40,14 +40,16 @@ def tagged(client: TestClient) -> tuple[str, dict[str, int]]:
     ids = {}
     with unit_of_work(client.app.state.sessionmaker) as session:  # type: ignore[attr-defined]
         for name, countries in (("al-rs", ["AL", "RS"]), ("ba-hr", ["BA", "HR"]), ("none", [])):
-            ids[name] = record(
+            entry = record(
                 session,
                 actor=Actor(actor, "system"),
                 action=AuditAction.KEY_CREATED,
                 object_type="key",
                 object_id=f"{actor}-{name}",
                 countries=countries,
-            ).id
+            )
+            session.flush()  # record() defers the insert to the next flush; the id is known after it
+            ids[name] = entry.id
         sequence_all(session)
     return actor, ids
 
@@ -224,4 +226,4 @@ def test_a_national_bundle_holds_only_its_country_and_verifies(
     assert all("BA" in e["entry"]["countries"] for e in bundle["entries"])
     report = verify_bundle(bundle)
     assert report.ok, report.line()
-    assert len(report.cosigners) >= 0
+    assert report.entries == 1  # the one BA entry of this actor, proven in the signed tree

@@ -157,7 +157,7 @@ def test_the_checkpoint_and_database_verify_commands(cli_env: Settings, engine: 
 
 
 def test_tampering_with_a_stored_entry_is_named_by_the_bundle(db: Session, keys: DatabaseKeyStore) -> None:
-    ids = [
+    entries = [
         record(
             db,
             actor=Actor("tamper", "system"),
@@ -165,9 +165,11 @@ def test_tampering_with_a_stored_entry_is_named_by_the_bundle(db: Session, keys:
             object_type="message",
             object_id=f"t{i}",
             countries=["SI"],
-        ).id
+        )
         for i in range(6)
     ]
+    db.flush()  # record() defers its inserts to the next flush
+    ids = [e.id for e in entries]
     sequence_all(db)
     assert cps.issue(db, keys).checkpoint is not None
     victim = ids[3]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -27,7 +27,7 @@ from broker.migrate import upgrade
 
 
 def _add(session: Session, n: int) -> list[int]:
-    return [
+    entries = [
         record(
             session,
             actor=SYSTEM,
@@ -35,9 +35,11 @@ def _add(session: Session, n: int) -> list[int]:
             object_type="message",
             object_id=f"m{i}",
             countries=["AL", "RS"],
-        ).id
+        )
         for i in range(n)
     ]
+    session.flush()  # record() defers its inserts to the next flush
+    return [e.id for e in entries]
 
 
 def test_sequencer_appends_every_pending_entry_in_order(db: Session) -> None:
@@ -105,6 +107,19 @@ def test_sqlite_refuses_rewriting_the_log(tmp_path: Path) -> None:
             session.rollback()
         assert verify_log(session).ok
     engine.dispose()
+
+
+def test_an_entry_taken_out_of_the_queue_before_sequencing_is_detected(db: Session) -> None:
+    """audit_pending is a queue (rows leave it), so no trigger guards it: the verifier must notice."""
+    sequence_all(db)
+    assert verify_log(db).ok
+    ids = _add(db, 3)
+    db.execute(delete(AuditPending).where(AuditPending.entry_id == ids[1]))
+    sequence_all(db)
+    report = verify_log(db)
+    assert not report.ok
+    assert f"entry {ids[1]}" in (report.problem or "")
+    assert "never entered the log" in (report.problem or "")
 
 
 def test_tampering_by_an_operator_is_detected_and_located(db: Session) -> None:
