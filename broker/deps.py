@@ -6,6 +6,7 @@ Permissions are declared in route signatures with these aliases (``CurrentAgency
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -148,8 +149,31 @@ def current_principal(request: Request, session: DbSession) -> Principal:
     return Principal(user, row, via_cookie)
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_HEADER = "x-csrf-token"
+
+
+def csrf_ok(expected: str | None, given: str | None) -> bool:
+    """Constant-time comparison of the session's CSRF token with the one the request carries."""
+    return bool(expected) and bool(given) and hmac.compare_digest(str(expected), str(given))
+
+
+def api_principal(request: Request, principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    """The API's caller. The API also accepts the UI's session cookie, which a browser attaches on its own
+    to a forged cross-site request: a state-changing call authenticated by the cookie must therefore carry
+    the session's CSRF token in ``X-CSRF-Token``. A bearer token is never sent on its own, so needs none.
+    (The UI's own forms carry the token as a form field and are checked by the UI.)"""
+    if (
+        principal.via_cookie
+        and request.method not in SAFE_METHODS
+        and not csrf_ok(principal.session.csrf_token, request.headers.get(CSRF_HEADER))
+    ):
+        raise NotPermitted("a call authenticated by the session cookie needs the X-CSRF-Token header")
+    return principal
+
+
 def require(*roles: str) -> Callable[[Principal], Principal]:
-    def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    def dependency(principal: Annotated[Principal, Depends(api_principal)]) -> Principal:
         if principal.user.role not in roles:
             raise NotPermitted(f"this needs the role {' or '.join(roles)}")
         return principal
@@ -157,7 +181,7 @@ def require(*roles: str) -> Callable[[Principal], Principal]:
     return dependency
 
 
-AnyUser = Annotated[Principal, Depends(current_principal)]
+AnyUser = Annotated[Principal, Depends(api_principal)]
 Officer = Annotated[Principal, Depends(require("officer", "supervisor"))]
 Auditor = Annotated[Principal, Depends(require("auditor", "admin"))]
 Admin = Annotated[Principal, Depends(require("admin"))]

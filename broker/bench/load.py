@@ -155,7 +155,9 @@ def submit_all(
     rate: float | None = None,
 ) -> SubmitResult:
     """Submit every envelope with ``concurrency`` clients in flight (closed loop), or at ``rate`` msg/s."""
-    ctx = mp.get_context("fork")
+    # spawn, not fork: the caller has threads (officers, a progress bar); a forked child can inherit a
+    # lock one of them held and hang for ever.
+    ctx = mp.get_context("spawn")
     results: Any = ctx.Queue()
     shares = [list(envelopes[i::processes]) for i in range(processes)]
     per_rate = rate / processes if rate else None

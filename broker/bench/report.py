@@ -55,6 +55,14 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     out.append(("limit: Redis round trips/s", _f(lim["redis_round_trips_per_s"])))
     out.append(("limit: Celery trivial tasks/s", _f(lim.get("celery_trivial_tasks_per_s"))))
     out.append(("baseline: RabbitMQ bare queue msg/s", _f(lim.get("rabbitmq_bare_queue_msgs_per_s"))))
+    for step in results.get("scaling", []):
+        out.append(
+            (
+                f"at {step['factor']}x stored ({step['messages_stored']:,} messages, {step['log_size']:,} log entries)",
+                f"submit p50 {_f(step['p50_ms'], 1)} ms, p99 {_f(step['p99_ms'], 1)} ms; "
+                f"inclusion proof {_f(step['inclusion_proof_ms'], 2)} ms",
+            )
+        )
     for name, value in results.get("ratios", {}).items():
         out.append((f"ratio: {name.replace('_', ' ')}", _f(value, 2)))
     return out

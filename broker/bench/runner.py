@@ -158,7 +158,9 @@ def run(
         results["limits"] = measure_limits(stack, say)
         end_to_end = max(200, messages // 4)
         open_loop = max(500, messages // 2)
-        total = messages * len(levels) + end_to_end + open_loop
+        total = (
+            messages * len(levels) + end_to_end + open_loop + (3 * max(100, messages // 10) if scaling else 0)
+        )
         say(f"building {total} signed, sealed envelopes")
         envelopes = build_envelopes(stack.url, stack.settings.data_dir, total)
         cursor = 0
@@ -198,8 +200,114 @@ def run(
         say(f"submit: {open_loop} messages offered at 500 msg/s")
         results["submit_at_500"] = _submit_phase(stack, take(open_loop), concurrency=64, rate=500.0)
         results["audit"] = measure_audit(stack, say, entries=20000)
+        if scaling:
+            probe = max(100, messages // 10)
+            results["scaling"] = measure_scaling(stack, say, probes=[take(probe) for _ in range(3)])
     results["ratios"] = ratios(results)
     return results
+
+
+def _stored(dsn: str) -> tuple[int, int]:
+    with psycopg.connect(dsn) as conn:
+        messages = conn.execute("SELECT count(*) FROM messages").fetchone()
+        leaves = conn.execute("SELECT count(*) FROM audit_leaves").fetchone()
+    return int(messages[0] if messages else 0), int(leaves[0] if leaves else 0)
+
+
+def _grow_messages(dsn: str, count: int) -> None:
+    """Add ``count`` finished messages, copies of a stored one with fresh ids (a bulk INSERT ... SELECT).
+
+    They are ``answered``: in the tables and indexes every query walks, in no queue, no deadline.
+    """
+    if count <= 0:
+        return
+    fresh = {
+        "id": "gen_random_uuid()::text",
+        "conversation_id": "gen_random_uuid()::text",
+        "in_reply_to": "NULL",
+        "supersedes": "NULL",
+        "state": "'answered'",
+        "deadline_at": "NULL",
+        "deadline_warn_at": "NULL",
+    }
+    with psycopg.connect(dsn) as conn:
+        columns = [
+            str(r[0])
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = 'messages' AND table_schema = current_schema() ORDER BY ordinal_position"
+            ).fetchall()
+        ]
+        chosen = ", ".join(fresh.get(c, f"m.{c}") for c in columns)
+        conn.execute(
+            f"INSERT INTO messages ({', '.join(columns)}) SELECT {chosen} "  # noqa: S608 - our own column names
+            "FROM (SELECT * FROM messages LIMIT 1) m, generate_series(1, %s)",
+            (count,),
+        )
+
+
+def _grow_log(stack: Stack, count: int) -> None:
+    """Append ``count`` audit entries through the real path: record in batches, then the sequencer."""
+    engine = make_engine(stack.settings)
+    factory = make_sessionmaker(engine)
+    try:
+        written = 0
+        while written < count:
+            n = min(5000, count - written)
+            with unit_of_work(factory) as session:
+                for i in range(n):
+                    record(
+                        session,
+                        actor=SYSTEM,
+                        action=AuditAction.MESSAGE_QUEUED,
+                        object_type="message",
+                        object_id=f"grow-{written + i}",
+                        countries=["AL", "RS"],
+                    )
+            with unit_of_work(factory) as session:
+                sequence_all(session)
+            written += n
+    finally:
+        engine.dispose()
+
+
+def measure_scaling(stack: Stack, say: Say, *, probes: list[list[Any]]) -> list[dict[str, Any]]:
+    """Submit latency and inclusion-proof time at 1x, 4x and 16x the volume stored by the run so far.
+
+    The stored messages and the audit log are grown between probes (copies of stored messages; real
+    audit entries through the sequencer); each probe submits the same number of fresh envelopes at
+    concurrency 4. Flat or log n growth is the goal: no query may scan what is stored.
+    """
+    base_messages, base_log = _stored(stack.dsn)
+    engine = make_engine(stack.settings)
+    factory = make_sessionmaker(engine)
+    out = []
+    try:
+        for factor, probe in zip((1, 4, 16), probes, strict=True):
+            messages, log = _stored(stack.dsn)
+            if factor > 1:
+                say(f"scaling: growing to {factor}x the stored volume")
+                _grow_messages(stack.dsn, base_messages * factor - messages)
+                _grow_log(stack, base_log * factor - log)
+                with unit_of_work(factory) as session:
+                    sequence_all(session)
+            messages, log = _stored(stack.dsn)
+            say(f"scaling: {factor}x ({messages} messages, {log} log entries)")
+            phase = _submit_phase(stack, probe, concurrency=4)
+            out.append(
+                {
+                    "factor": factor,
+                    "messages_stored": messages,
+                    "log_size": log,
+                    "accepted_per_s": phase["accepted_per_s"],
+                    "p50_ms": phase["p50_ms"],
+                    "p99_ms": phase["p99_ms"],
+                    "inclusion_proof_ms": _proof_time(factory, log) if log else None,
+                }
+            )
+    finally:
+        engine.dispose()
+    return out
 
 
 def _wait_delivered(dsn: str, ids: list[str], *, timeout: float) -> None:

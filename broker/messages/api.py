@@ -183,12 +183,22 @@ def _intake(
 
 def _visible_to(session: Session, agency: Agency, message: Message) -> bool:
     """The sender sees its message; the addressed agency only once it was delivered to it."""
-    if agency.id == message.sender_agency:
-        return True
+    return agency.id == message.sender_agency or _delivered_to(session, agency, message)
+
+
+def _delivered_to(session: Session, agency: Agency, message: Message) -> bool:
     delivered = session.scalar(
         select(InboxItem.id).where(InboxItem.agency_id == agency.id, InboxItem.message_id == message.id)
     )
     return agency.id == message.destination_agency and delivered is not None
+
+
+def _require_delivered(session: Session, agency: Agency, message_id: str) -> None:
+    """NotFound unless the message was delivered to ``agency``: also while it is still on its way to it
+    (addressed, not delivered), neither its existence nor its handling codes are the agency's to learn."""
+    message = session.get(Message, message_id)
+    if message is None or not _delivered_to(session, agency, message):
+        raise NotFound(f"no message {message_id} delivered to {agency.id}")
 
 
 def _audit_refusal(session: Session, actor: Actor, raw: dict[str, Any], exc: Exception) -> None:
@@ -238,6 +248,7 @@ def post_dissemination_request(
 ) -> DisseminationRequest:
     """Ask the provider of an H2 message delivered to this agency for permission to pass it on. Until it is
     granted, a message that passes it on (``in_reply_to`` naming it) is held in outbound review."""
+    _require_delivered(session, agency, message_id)
     row = request_dissemination(
         session,
         agency_id=agency.id,
@@ -257,7 +268,5 @@ def list_dissemination_requests(
     message_id: str, session: DbSession, agency: CurrentAgency
 ) -> list[DisseminationRequest]:
     """This agency's requests for onward dissemination of a message, with the provider's answers."""
-    message = session.get(Message, message_id)
-    if message is None or message.destination_agency != agency.id:
-        raise NotFound(f"no message {message_id} delivered to {agency.id}")
+    _require_delivered(session, agency, message_id)
     return [as_wire(r) for r in requests_for(session, message_id, agency_id=agency.id)]

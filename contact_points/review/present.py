@@ -27,7 +27,8 @@ def usernames(session: Session, ids: Iterable[int | None]) -> dict[int, str]:
     wanted = {i for i in ids if i is not None}
     if not wanted:
         return {}
-    return dict(session.execute(select(User.id, User.username).where(User.id.in_(wanted))).tuples().all())
+    rows = session.execute(select(User.id, User.username).where(User.id.in_(wanted))).all()
+    return {int(user_id): str(username) for user_id, username in rows}
 
 
 def summary(

@@ -143,6 +143,7 @@ def provide_submit(
     if principal is None:
         return RedirectResponse("/ui/login", status_code=303)
     check_csrf(principal.session.csrf_token, csrf)
+    officer_contact_point(session, principal.user)  # before the form page, which needs an officer's
     form = {
         "destination_country": destination_country,
         "destination_agency": destination_agency or "",

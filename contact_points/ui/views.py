@@ -204,8 +204,10 @@ def queue_fragment(
 ) -> Response:
     """The live part of the queue page, for the page's own polling (``X-Queue-Version`` says if it changed)."""
     principal = principal_or_none(request, session)
-    if principal is None or principal.user.role not in OFFICER_ROLES:
-        return Response(status_code=401)
+    if principal is None:
+        return Response(status_code=401)  # the page's script sends the browser to the login page
+    if principal.user.role not in OFFICER_ROLES:
+        return Response(status_code=403)  # logged in, but only officers have queues
     filters = _filters(status, priority, country, category, classification, assigned)
     context = _queues(session, principal, filters)
     response = page(request, principal, "_queue_live.html", context)
