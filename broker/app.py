@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi import routing as fastapi_routing
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import ValidationError
-from sqlalchemy.exc import DisconnectionError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DisconnectionError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -20,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from broker.config import Settings, get_settings
 from broker.crypto import MasterKey
 from broker.db import make_engine, make_sessionmaker
-from broker.errors import Conflict, InvalidInput, SpocError, Unavailable
+from broker.errors import Conflict, InvalidInput, SpocError, Unavailable, UnsupportedMediaType
 from broker.limits import BodySizeLimit, make_limiter
 
 log = logging.getLogger("spoc.api")
@@ -42,6 +45,25 @@ def problem_response(error: SpocError, request: Request) -> JSONResponse:
     body = error.problem(instance=request.url.path)
     body.pop("retry_after", None)
     return JSONResponse(status_code=error.status, content=body, media_type=PROBLEM, headers=headers)
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def declared_non_json_body(request: Request) -> bool:
+    """A body under ``/v1/`` declared as anything but JSON (``application/json`` or ``application/*+json``).
+
+    Every API body is JSON; one labelled otherwise is refused rather than guessed at (a proxy, a cache or
+    a WAF in front of us would have treated it by its label). A body sent without a Content-Type is read
+    as JSON, as before; the browser forms live under ``/ui`` and are not affected.
+    """
+    if not request.url.path.startswith("/v1/") or request.method not in ("POST", "PUT", "PATCH"):
+        return False
+    content_type = request.headers.get("content-type")
+    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+    return content_type is not None and has_body and not _is_json(content_type)
 
 
 def _validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
@@ -112,10 +134,123 @@ def install_error_handlers(app: FastAPI) -> None:
         log.info("integrity conflict: %s", type(exc.orig).__name__)
         return problem_response(Conflict("a concurrent request changed the same data; retry"), request)
 
+    @app.exception_handler(DataError)
+    async def _data(request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value the schema let through (an id or offset beyond the column's
+        # integer range, a string the column cannot hold): the caller's input, not our failure.
+        log.info("database refused a value: %s", type(exc.orig).__name__)
+        return problem_response(InvalidInput("a value in the request is out of range"), request)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(SpocError("an unexpected error occurred; it was logged"), request)
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details; ``type`` is a stable ``urn:spoc:problem:*`` slug.",
+    "type": "object",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+    },
+    "required": ["type", "title", "status", "detail"],
+    "additionalProperties": True,
+}
+_REASONS = {
+    400: "Invalid input: malformed, or the request does not match the schema",
+    401: "Not authenticated: no, bad, expired or replayed credentials",
+    403: "Not permitted for this role, scope or clearance",
+    404: "Not found in the caller's scope",
+    409: "Conflict with the current state",
+    413: "Request too large",
+    415: "The body is declared as something other than JSON",
+    422: "Refused by policy, or a signature, key or ciphertext did not verify",
+    429: "Too many requests; see Retry-After",
+    503: "A backing service is unavailable; see Retry-After",
+}
+
+
+def _api_routes(app: FastAPI) -> Iterator[Any]:
+    """Every API route with its effective path (FastAPI >= 0.16x nests included routers; older ones are flat)."""
+    contexts = getattr(fastapi_routing, "iter_route_contexts", None)
+    routes: Iterator[Any] = iter(contexts(app.routes) if contexts is not None else app.routes)
+    for route in routes:
+        if isinstance(getattr(route, "original_route", route), APIRoute) and route.include_in_schema:
+            yield route
+
+
+def _dependency_calls(route: Any) -> set[Any]:
+    calls: set[Any] = set()
+    pending = list(route.dependant.dependencies)
+    while pending:
+        dependant = pending.pop()
+        if dependant.call is not None:
+            calls.add(getattr(dependant.call, "__qualname__", dependant.call))
+        pending.extend(dependant.dependencies)
+    return calls
+
+
+def _error_statuses(route: Any) -> set[int]:
+    """The error statuses a route can answer, from what it declares and what its dependencies raise."""
+    calls = _dependency_calls(route)
+    statuses = {int(code) for code in route.responses if str(code).isdigit() and int(code) >= 400}
+    if route.dependant.path_params:
+        statuses.add(404)
+    if route.dependant.query_params or route.dependant.body_params or route.dependant.path_params:
+        statuses.add(400)
+    if route.dependant.body_params or "raw_body" in calls:
+        statuses.update((400, 413, 415))
+    if "current_agency" in calls:
+        statuses.update((401, 429))
+    if "current_principal" in calls:
+        statuses.add(401)
+    if "require.<locals>.dependency" in calls or "api_principal" in calls:
+        statuses.add(403)  # a role it lacks, or a cookie-authenticated write without the CSRF header
+    if "get_db" in calls:
+        statuses.add(503)
+    return statuses
+
+
+def document_problems(app: FastAPI) -> None:
+    """Make the OpenAPI say what the API answers on errors: RFC 9457 problem+json, with the statuses each
+    route can produce. FastAPI's default documents a 422 ``HTTPValidationError`` that this API never sends
+    (schema violations are 400 problem+json, see ``install_error_handlers``)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = spec.setdefault("components", {}).setdefault("schemas", {})
+        components["Problem"] = PROBLEM_SCHEMA
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        problem = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for route in _api_routes(app):
+            statuses = _error_statuses(route)
+            declared_422 = 422 in {int(c) for c in route.responses if str(c).isdigit()}
+            for method in route.methods:
+                operation = spec["paths"][route.path_format].get(method.lower())
+                if operation is None:
+                    continue
+                responses = operation["responses"]
+                if not declared_422:
+                    responses.pop("422", None)
+                for status in sorted(statuses):
+                    responses[str(status)] = {
+                        "description": _REASONS.get(status, "Error"),
+                        "content": problem,
+                    }
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = ()) -> FastAPI:
@@ -143,6 +278,14 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+
+    @app.middleware("http")
+    async def _json_only(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if declared_non_json_body(request):
+            declared = request.headers.get("content-type", "")[:100]
+            error = UnsupportedMediaType(f"the body must be application/json, not {declared!r}")
+            return problem_response(error, request)
+        return await call_next(request)
 
     @app.middleware("http")
     async def _request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -176,4 +319,5 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    document_problems(app)
     return app

@@ -15,6 +15,7 @@ Hierarchy::
     ├── PolicyRefused         422  a rule of the exchange refuses it (legal basis, accreditation)
     ├── VerificationError     422  a signature, key or ciphertext did not verify (deliberately opaque)
     ├── TooLarge              413
+    ├── UnsupportedMediaType  415  a body declared as something other than JSON
     ├── RateLimited           429
     └── Unavailable           503  a backing service is down; retry later
 """
@@ -103,6 +104,12 @@ class TooLarge(SpocError):
     status = 413
     slug = "too-large"
     title = "Request too large"
+
+
+class UnsupportedMediaType(SpocError):
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
 
 
 class RateLimited(SpocError):

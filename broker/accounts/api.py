@@ -12,7 +12,7 @@ from schemas.api import LoginRequest, LoginResult
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
 
-@router.post("/login", response_model=LoginResult, operation_id="login")
+@router.post("/login", response_model=LoginResult, operation_id="login", responses={401: {}})
 def api_login(body: LoginRequest, request: Request, session: DbSession, settings: SettingsDep) -> LoginResult:
     try:
         new = login(

@@ -80,7 +80,7 @@ def get_entry(entry_id: int, auditor: Auditor, session: DbSession) -> dict[str, 
     return entry(session, Scope.of(auditor.user), entry_id).view()
 
 
-@router.get("/entries/{entry_id}/proof", operation_id="audit_inclusion_proof")
+@router.get("/entries/{entry_id}/proof", operation_id="audit_inclusion_proof", responses={409: {}})
 def inclusion_proof(
     entry_id: int,
     auditor: Auditor,
@@ -111,7 +111,7 @@ def inclusion_proof(
     }
 
 
-@router.get("/proofs/consistency", operation_id="audit_consistency_proof")
+@router.get("/proofs/consistency", operation_id="audit_consistency_proof", responses={409: {}})
 def consistency_proof(
     _auditor: Auditor,
     session: DbSession,
@@ -140,7 +140,12 @@ def exchange_timeline(message_id: str, auditor: Auditor, session: DbSession) -> 
     return {"message_id": message_id, "entries": [f.view() for f in found]}
 
 
-@router.get("/checkpoint", operation_id="latest_checkpoint_note", response_class=PlainTextResponse)
+@router.get(
+    "/checkpoint",
+    operation_id="latest_checkpoint_note",
+    response_class=PlainTextResponse,
+    responses={404: {}},
+)
 def checkpoint_note(_auditor: Auditor, session: DbSession) -> Response:
     """The latest checkpoint as a C2SP signed note with its cosignatures (text/plain, for tooling)."""
     latest = cps.latest(session)
@@ -165,7 +170,11 @@ def get_checkpoint(checkpoint_id: int, _auditor: Auditor, session: DbSession) ->
     return cps.describe(session, row)
 
 
-@router.post("/checkpoints", operation_id="issue_checkpoint")
+@router.post(
+    "/checkpoints",
+    operation_id="issue_checkpoint",
+    responses={201: {"description": "A new checkpoint was signed"}},
+)
 def issue_checkpoint(request: Request, auditor: Auditor, session: DbSession, keys: Keys) -> JSONResponse:
     """Sequence what is pending and sign a checkpoint now (200 with the latest if nothing changed)."""
     sequence_all(session)
@@ -229,7 +238,7 @@ def list_alerts(_auditor: Auditor, session: DbSession) -> dict[str, Any]:
     }
 
 
-@router.get("/export", operation_id="export_audit_bundle")
+@router.get("/export", operation_id="export_audit_bundle", responses={404: {}})
 def export(
     request: Request,
     auditor: Auditor,

@@ -29,7 +29,8 @@ from broker.audit.service import GENESIS, LogReport, chain_hash, entry_document,
 from broker.errors import VerificationError
 
 
-def _check(leaf_row: AuditLeaf, entry: AuditEntry, expected_seq: int, prev: str) -> tuple[bytes | None, str]:
+def _check(leaf_row: Any, entry: Any, expected_seq: int, prev: str) -> tuple[bytes | None, str]:
+    """One position: in order, its entry hashes to its leaf, and its chain link holds."""
     if leaf_row.seq != expected_seq:
         return None, f"position {expected_seq} is missing"
     leaf = leaf_hash(entry_document(entry))
@@ -94,17 +95,27 @@ def verify_stored_log(session: Session, *, batch: int = 5000) -> LogReport:
         return LogReport(False, expected_seq, prev, pending, seq, why, checkpoints=len(checkpoints))
 
     while True:
-        rows: Sequence[Any] = session.execute(
-            select(AuditLeaf, AuditEntry)
-            .join(AuditEntry, AuditEntry.id == AuditLeaf.entry_id)
+        # Plain rows, not ORM objects: the walk reads each row once, and identity-mapping a million
+        # objects would cost more than hashing them.
+        leaves: Sequence[Any] = session.execute(
+            select(AuditLeaf.__table__)
             .where(AuditLeaf.seq >= expected_seq)
             .order_by(AuditLeaf.seq)
             .limit(batch)
         ).all()
-        if not rows:
+        if not leaves:
             break
+        entries = {
+            e.id: e
+            for e in session.execute(
+                select(AuditEntry.__table__).where(AuditEntry.id.in_([leaf.entry_id for leaf in leaves]))
+            )
+        }
+        rows = [(leaf, entries.get(leaf.entry_id)) for leaf in leaves]
         computed: dict[Node, bytes] = {}
         for leaf_row, entry in rows:
+            if entry is None:
+                return fail(expected_seq, f"the entry of position {leaf_row.seq} is missing (deleted)")
             leaf, why = _check(leaf_row, entry, expected_seq, prev)
             if leaf is None:
                 return fail(expected_seq, why)

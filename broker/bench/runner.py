@@ -247,26 +247,23 @@ def _grow_messages(dsn: str, count: int) -> None:
 
 
 def _grow_log(stack: Stack, count: int) -> None:
-    """Append ``count`` audit entries through the real path: record in batches, then the sequencer."""
+    """Append ``count`` audit entries: queued by one bulk INSERT (as many transactions would have left
+    them), then put in the log by the real sequencer, which hashes them and stores the tree's nodes."""
+    if count <= 0:
+        return
+    with psycopg.connect(stack.dsn) as conn:
+        conn.execute(
+            "WITH e AS (INSERT INTO audit_entries "
+            "(at, actor, role, action, object_type, object_id, countries, outcome, details) "
+            "SELECT now(), 'spoc', 'system', 'message:queued', 'message', 'grow-' || g, "
+            "'[\"AL\", \"RS\"]'::jsonb, 'ok', '{}'::jsonb FROM generate_series(1, %s) g RETURNING id) "
+            "INSERT INTO audit_pending (entry_id) SELECT id FROM e",
+            (count,),
+        )
     engine = make_engine(stack.settings)
-    factory = make_sessionmaker(engine)
     try:
-        written = 0
-        while written < count:
-            n = min(5000, count - written)
-            with unit_of_work(factory) as session:
-                for i in range(n):
-                    record(
-                        session,
-                        actor=SYSTEM,
-                        action=AuditAction.MESSAGE_QUEUED,
-                        object_type="message",
-                        object_id=f"grow-{written + i}",
-                        countries=["AL", "RS"],
-                    )
-            with unit_of_work(factory) as session:
-                sequence_all(session)
-            written += n
+        with unit_of_work(make_sessionmaker(engine)) as session:
+            sequence_all(session)
     finally:
         engine.dispose()
 

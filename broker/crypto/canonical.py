@@ -14,10 +14,10 @@ instead of being coerced, because a coerced value would be signed as something t
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 import rfc8785
 
 from broker.errors import InvalidInput
@@ -36,11 +36,18 @@ def _plain(obj: Any) -> Any:
 
 
 _SAFE_INT = 2**53 - 1
-_FAST = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _text_ok(text: str) -> bool:
+    return text.isascii() or not any("\ud800" <= c <= "\udfff" for c in text)
+
+
+def _key_ok(key: object) -> bool:
+    return isinstance(key, str) and (key.isascii() or all(c < "\ud800" for c in key))
 
 
 def _fast_ok(obj: Any, depth: int = 0) -> bool:
-    """True if ``obj`` is in the subset where the stdlib encoder's output *is* RFC 8785.
+    """True if ``obj`` is in the subset where orjson's sorted-keys output *is* RFC 8785.
 
     That subset: no floats (ES6 number formatting differs from Python's repr), integers within
     +/-(2**53 - 1), strings without lone surrogates, and object keys whose UTF-16 order equals their code
@@ -49,34 +56,61 @@ def _fast_ok(obj: Any, depth: int = 0) -> bool:
     newline, carriage return and tab, lowercase u00xx escapes for the other control characters, and write
     everything else as UTF-8. ``tests/broker/crypto/test_crypto_canonical_fast.py`` checks the agreement.
     """
-    if depth > 64:
-        return False
-    if isinstance(obj, str):
-        return not any("\ud800" <= c <= "\udfff" for c in obj) if not obj.isascii() else True
-    if isinstance(obj, bool) or obj is None:
+    # Iterative, scalars checked in place: this runs for every envelope and every audit entry.
+    pending: list[tuple[Any, int]] = [(obj, depth)]
+    while pending:
+        value, level = pending.pop()
+        if isinstance(value, dict):
+            if level > 64:
+                return False
+            for key, item in value.items():
+                if not _key_ok(key):
+                    return False
+                if isinstance(item, str):
+                    if not _text_ok(item):
+                        return False
+                elif isinstance(item, dict | list):
+                    pending.append((item, level + 1))
+                elif not _scalar_ok(item):
+                    return False
+        elif isinstance(value, list):
+            if level > 64:
+                return False
+            for item in value:
+                if isinstance(item, str):
+                    if not _text_ok(item):
+                        return False
+                elif isinstance(item, dict | list):
+                    pending.append((item, level + 1))
+                elif not _scalar_ok(item):
+                    return False
+        elif isinstance(value, str):
+            if not _text_ok(value):
+                return False
+        elif not _scalar_ok(value):
+            return False
+    return True
+
+
+def _scalar_ok(value: Any) -> bool:
+    if value is None or isinstance(value, bool):
         return True
-    if isinstance(obj, int):
-        return -_SAFE_INT <= obj <= _SAFE_INT
-    if isinstance(obj, dict):
-        return all(
-            isinstance(k, str) and (k.isascii() or all(c < "\ud800" for c in k)) and _fast_ok(v, depth + 1)
-            for k, v in obj.items()
-        )
-    if isinstance(obj, list):
-        return all(_fast_ok(v, depth + 1) for v in obj)
-    return False
+    return isinstance(value, int) and -_SAFE_INT <= value <= _SAFE_INT
 
 
 def canonical(obj: Any) -> bytes:
     """The RFC 8785 canonical UTF-8 bytes of ``obj`` (InvalidInput if it is not I-JSON).
 
-    Envelopes and audit entries hold only strings, integers, booleans and nulls, for which the C-backed
-    stdlib encoder produces the RFC 8785 bytes directly (see ``_fast_ok``); everything else (floats,
-    exotic keys) goes through the reference implementation.
+    Envelopes and audit entries hold only strings, integers, booleans and nulls, for which orjson (C,
+    keys sorted) produces the RFC 8785 bytes directly (see ``_fast_ok``); everything else (floats,
+    exotic keys) goes through the reference implementation. Plain dicts and lists, the usual case, are
+    checked and encoded as they are; other mappings and tuples are copied first.
     """
+    if _fast_ok(obj):
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
     plain = _plain(obj)
     if _fast_ok(plain):
-        return _FAST.encode(plain).encode("utf-8")
+        return orjson.dumps(plain, option=orjson.OPT_SORT_KEYS)
     try:
         return rfc8785.dumps(plain)
     except (rfc8785.CanonicalizationError, RecursionError) as exc:

@@ -14,8 +14,10 @@ message; it only changes who can read it, and that is the contact point's audite
 
 What is deliberately not accepted when opening: any key-management algorithm but ECDH-ES+A256KW, any
 content encryption but A256GCM, compression (``zip``: it leaks plaintext structure through length, and
-we never produce it), and empty plaintexts (jwcrypto cannot tell an empty plaintext from a failed
-decryption, so :func:`seal` refuses them and :func:`open_sealed` cannot return one).
+we never produce it), critical extensions (``crit``: RFC 7516 §4.1.13 requires refusing those not
+understood, and we understand none), headers that repeat a name (RFC 7516 §7.2.1), and empty plaintexts
+(jwcrypto cannot tell an empty plaintext from a failed decryption, so :func:`seal` refuses them and
+:func:`open_sealed` cannot return one).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ ENVELOPE_TYP: Final = "spoc-envelope+jws"
 #: The JWE members the originator's signature covers (``recipients`` and ``unprotected`` are not).
 SIGNED_JWE_MEMBERS: Final = ("protected", "iv", "ciphertext", "tag", "aad")
 _CANNOT_DECRYPT: Final = "could not decrypt"
+_NOT_IN_PROFILE: Final = "the payload is not sealed with ECDH-ES+A256KW and A256GCM (no zip, no crit)"
 _TOP_LEVEL: Final = (*SIGNED_JWE_MEMBERS, "unprotected")
 
 
@@ -116,6 +119,38 @@ def _recipient_kid(shared: dict[str, Any], recipient: Any) -> Any:
     return header.get("kid", shared.get("kid"))
 
 
+def _entry_in_profile(jwe: Mapping[str, Any], entry: Any) -> None:
+    """One recipient entry is in this exchange's profile (ValueError otherwise).
+
+    RFC 7516 §7.2.1: the protected, shared unprotected and per-recipient header names must be disjoint, so
+    no header can override another (a protected ``alg: none`` "overridden" by a per-recipient ``alg``).
+    """
+    protected = _decoded_protected(jwe)
+    unprotected = jwe.get("unprotected", {})
+    own = entry.get("header", {}) if isinstance(entry, Mapping) else None
+    if not isinstance(unprotected, Mapping) or not isinstance(own, Mapping):
+        raise ValueError("a JWE header is not an object")
+    p, u, r = set(protected), set(unprotected), set(own)
+    if p & u or p & r or u & r:
+        raise ValueError("JWE header names are not disjoint")
+    header = {**protected, **unprotected, **own}
+    if (
+        header.get("alg") != KEY_ALG
+        or header.get("enc") != CONTENT_ENC
+        or "zip" in header
+        or "crit" in header
+    ):
+        raise ValueError("algorithms not accepted")
+
+
+def _check_profile(jwe: Mapping[str, Any]) -> None:
+    """Every recipient entry of a General JSON JWE is in the profile (ValueError otherwise); no decryption."""
+    if not isinstance(jwe, Mapping) or not isinstance(jwe.get("recipients"), list) or not jwe["recipients"]:
+        raise ValueError("not a General JSON JWE")
+    for entry in jwe["recipients"]:
+        _entry_in_profile(jwe, entry)
+
+
 def _for_reader(jwe: Mapping[str, Any], kid: str) -> dict[str, Any]:
     """Reduce the General JSON to the Flattened JSON of ``kid``'s entry, after checking the algorithms.
 
@@ -130,9 +165,7 @@ def _for_reader(jwe: Mapping[str, Any], kid: str) -> dict[str, Any]:
     if len(mine) != 1:
         raise ValueError("no (or more than one) recipient entry for this key")
     entry = mine[0]
-    header = {**shared, **dict(entry.get("header", {}))}
-    if header.get("alg") != KEY_ALG or header.get("enc") != CONTENT_ENC or "zip" in header:
-        raise ValueError("algorithms not accepted")
+    _entry_in_profile(jwe, entry)
     flat = {name: jwe[name] for name in _TOP_LEVEL if name in jwe}
     flat.update({name: entry[name] for name in ("header", "encrypted_key") if name in entry})
     return flat
@@ -225,12 +258,23 @@ def verify_envelope(
     Malformed token, any ``alg`` but EdDSA, wrong ``typ``, unknown kid, or a header or JWE that differs
     from what was signed: all raise the same VerificationError("signature did not verify"). The caller
     still has to check that the kid belongs to the party the header names as sender.
+
+    Then, without decrypting, every recipient entry of ``payload`` must be in the profile that
+    :func:`open_sealed` accepts (ECDH-ES+A256KW, A256GCM, no ``zip``, no ``crit``): a validly signed
+    envelope that no reader could open (``alg: none``, another cipher) is refused at the door, with its
+    own fixed message, rather than stored and found unreadable by the first officer.
     """
+    if not isinstance(header, Mapping) or not isinstance(payload, Mapping):  # parsed from the wire
+        raise VerificationError("signature did not verify")
     try:
         message = signing_input(header, payload)
-    except InvalidInput as exc:
+    except (InvalidInput, RecursionError) as exc:  # not I-JSON, or nested past the interpreter's limit
         raise VerificationError("signature did not verify") from exc
     kid, _ = _jws.verify_compact(signature, typ=ENVELOPE_TYP, resolve=resolve, detached_payload=message)
+    try:
+        _check_profile(payload)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise VerificationError(_NOT_IN_PROFILE) from exc
     return kid
 
 

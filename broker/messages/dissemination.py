@@ -124,13 +124,17 @@ def requests_for(
     return session.scalars(query.order_by(DisseminationRequest.id)).all()
 
 
-def pending_for_contact_point(session: Session, cp: ContactPoint) -> Sequence[DisseminationRequest]:
-    """Requests waiting for this contact point as provider, oldest first."""
+def pending_for_contact_point(
+    session: Session, cp: ContactPoint, *, limit: int = 100, offset: int = 0
+) -> Sequence[DisseminationRequest]:
+    """Requests waiting for this contact point as provider, oldest first, one page."""
     return session.scalars(
         select(DisseminationRequest)
         .join(Message, Message.id == DisseminationRequest.message_id)
         .where(Message.origin_country == cp.country, DisseminationRequest.state == "pending")
         .order_by(DisseminationRequest.id)
+        .limit(limit)
+        .offset(offset)
     ).all()
 
 

@@ -219,15 +219,24 @@ def provide_information(
 
 
 @router.get("/dissemination-requests", operation_id="list_pending_dissemination_requests")
-def list_pending_dissemination(officer: CpOfficer, session: DbSession) -> list[DisseminationRequest]:
+def list_pending_dissemination(
+    officer: CpOfficer,
+    session: DbSession,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> list[DisseminationRequest]:
     """Requests to pass on H2 information your country provided, waiting for your grant or denial."""
-    return [
-        as_wire(r) for r in pending_for_contact_point(session, officer_contact_point(session, officer.user))
-    ]
+    cp = officer_contact_point(session, officer.user)
+    return [as_wire(r) for r in pending_for_contact_point(session, cp, limit=limit, offset=offset)]
 
 
 @router.get("/notifications", operation_id="list_notifications")
-def list_notifications(officer: CpOfficer, session: DbSession) -> list[dict[str, Any]]:
+def list_notifications(
+    officer: CpOfficer,
+    session: DbSession,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> list[dict[str, Any]]:
     """Open notifications: deadline warnings (breaches, for supervisors), H2 requests, assignments."""
     return [
         {
@@ -238,7 +247,7 @@ def list_notifications(officer: CpOfficer, session: DbSession) -> list[dict[str,
             "audience": n.audience,
             "created_at": n.created_at.isoformat(),
         }
-        for n in notifications.for_user(session, officer.user)
+        for n in notifications.for_user(session, officer.user, limit=limit, offset=offset)
     ]
 
 

@@ -31,11 +31,17 @@ def _visible(user: User) -> list[ColumnElement[bool]]:
     ]
 
 
-def for_user(session: Session, user: User, *, limit: int = 50) -> Sequence[ReviewNotification]:
-    """Open notifications this officer may see, newest first."""
+def for_user(
+    session: Session, user: User, *, limit: int = 50, offset: int = 0
+) -> Sequence[ReviewNotification]:
+    """Open notifications this officer may see, newest first, one page."""
     officer_contact_point(session, user)
     return session.scalars(
-        select(ReviewNotification).where(*_visible(user)).order_by(ReviewNotification.id.desc()).limit(limit)
+        select(ReviewNotification)
+        .where(*_visible(user))
+        .order_by(ReviewNotification.id.desc())
+        .limit(limit)
+        .offset(offset)
     ).all()
 
 

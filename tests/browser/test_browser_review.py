@@ -11,7 +11,9 @@ these tests only, so "at the top" is a fact about this run.
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,13 @@ from tests.factories import Region
 
 pytestmark = pytest.mark.browser
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# The README's screenshots are refreshed with SPOC_UPDATE_SCREENSHOTS=1; otherwise they are still taken
+# (the code path runs) but into a temporary folder, so a test run leaves the work tree as it was.
+SCREENSHOTS = (
+    Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+    if os.environ.get("SPOC_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.mkdtemp(prefix="spoc-screenshots-"))
+)
 URGENT_DIRECT = {
     "level": "urgent",
     "urgency_reason": "threat-to-life-or-physical-integrity",

@@ -80,7 +80,11 @@ def test_forwarding_h2_information_is_blocked_until_the_provider_grants_it(
 
     asked = _ask(db, source)
     assert asked.state == "pending"
-    note = db.scalar(select(ReviewNotification).where(ReviewNotification.kind == "dissemination"))
+    note = db.scalar(
+        select(ReviewNotification).where(
+            ReviewNotification.kind == "dissemination", ReviewNotification.message_id == source.id
+        )
+    )
     assert note is not None
     assert note.contact_point_id == "AL-SPOC"  # the provider's contact point is asked
     assert {"grant", "deny"} <= set(allowed_actions(db, user(db, "al-officer"), source, "outbound"))
