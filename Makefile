@@ -33,6 +33,10 @@ test-full: $(STAMP) services
 demo: $(STAMP)
 	$(BIN)/spoc demo
 
+## The benchmark on the real stack (PostgreSQL and Redis on 127.0.0.1); see README "Benchmark".
+bench: $(STAMP) services
+	$(BIN)/spoc bench
+
 # PostgreSQL and Redis on 127.0.0.1 for the integration tests. With SPOC_REQUIRE_SERVICES=1 (CI) a service
 # that cannot be started fails the run; otherwise the integration tests skip and say why.
 services:

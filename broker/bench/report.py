@@ -13,13 +13,22 @@ def _f(value: Any, digits: int = 0) -> str:
     return str(value)
 
 
+def _errors(phase: dict[str, Any]) -> str:
+    return (
+        f"; {phase['errors']} of {phase['sent']} failed: {phase['first_error']}"
+        if phase.get("errors")
+        else ""
+    )
+
+
 def rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     lim, out = results["limits"], []
     for phase in results["submit"]:
         out.append(
             (
                 f"accepted msg/s at concurrency {phase['concurrency']}",
-                f"{_f(phase['accepted_per_s'])} (p50 {_f(phase['p50_ms'], 1)} ms, p99 {_f(phase['p99_ms'], 1)} ms)",
+                f"{_f(phase['accepted_per_s'])} (p50 {_f(phase['p50_ms'], 1)} ms, p99 {_f(phase['p99_ms'], 1)} ms"
+                f"{_errors(phase)})",
             )
         )
     at500 = results.get("submit_at_500", {})
@@ -28,7 +37,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str]]:
             (
                 "submit latency at 500 msg/s offered",
                 f"p50 {_f(at500['p50_ms'], 1)} ms, p95 {_f(at500['p95_ms'], 1)} ms, p99 {_f(at500['p99_ms'], 1)} ms"
-                f" ({_f(at500['accepted_per_s'])} msg/s achieved)",
+                f" ({_f(at500['accepted_per_s'])} msg/s achieved{_errors(at500)})",
             )
         )
     e2e = results.get("end_to_end", {})
