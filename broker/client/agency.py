@@ -27,7 +27,7 @@ from broker.errors import VerificationError
 from schemas.envelope import RoutingHeader
 
 
-class _SignedRequests(httpx.Auth):
+class SignedRequests(httpx.Auth):
     """Sign every request with the agency's key (RFC 9421): the broker holds no secret of ours."""
 
     requires_request_body = True
@@ -75,7 +75,7 @@ class AgencyClient:
         self._sig = KeyPair.from_private_jwk(credentials.signing_key)
         self._enc = KeyPair.from_private_jwk(credentials.encryption_key)
         self._http = httpx.Client(
-            base_url=base_url, timeout=timeout, transport=transport, auth=_SignedRequests(self._sig)
+            base_url=base_url, timeout=timeout, transport=transport, auth=SignedRequests(self._sig)
         )
         self._keys: dict[str, list[PublicKey]] = {}
         self._registries: dict[str, list[dict[str, Any]]] = {}

@@ -14,7 +14,7 @@ instead of being coerced, because a coerced value would be signed as something t
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -60,35 +60,34 @@ def _fast_ok(obj: Any, depth: int = 0) -> bool:
     pending: list[tuple[Any, int]] = [(obj, depth)]
     while pending:
         value, level = pending.pop()
+        items: Iterable[Any]
         if isinstance(value, dict):
             if level > 64:
                 return False
-            for key, item in value.items():
-                if not _key_ok(key):
+            for key in value:
+                if not (type(key) is str and key.isascii()) and not _key_ok(key):
                     return False
-                if isinstance(item, str):
-                    if not _text_ok(item):
-                        return False
-                elif isinstance(item, dict | list):
-                    pending.append((item, level + 1))
-                elif not _scalar_ok(item):
-                    return False
+            items = value.values()
         elif isinstance(value, list):
             if level > 64:
                 return False
-            for item in value:
-                if isinstance(item, str):
-                    if not _text_ok(item):
-                        return False
-                elif isinstance(item, dict | list):
-                    pending.append((item, level + 1))
-                elif not _scalar_ok(item):
-                    return False
+            items = value
         elif isinstance(value, str):
             if not _text_ok(value):
                 return False
+            continue
         elif not _scalar_ok(value):
             return False
+        else:
+            continue
+        for item in items:
+            if isinstance(item, str):
+                if not _text_ok(item):
+                    return False
+            elif isinstance(item, dict | list):
+                pending.append((item, level + 1))
+            elif not _scalar_ok(item):
+                return False
     return True
 
 

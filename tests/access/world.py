@@ -17,7 +17,7 @@ route (dismissing one consumes it), a retired throwaway key (the admin revokes i
 from __future__ import annotations
 
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,9 +30,8 @@ from broker.accounts.models import User
 from broker.accounts.service import create_user
 from broker.audit.models import AuditEntry
 from broker.audit.service import SYSTEM
-from broker.client.agency import AgencyClient
+from broker.client.agency import AgencyClient, SignedRequests
 from broker.crypto import KeyPair
-from broker.crypto.httpsig import sign_request
 from broker.db import unit_of_work, utcnow
 from broker.delivery.models import Channel
 from broker.delivery.push import dead_letter
@@ -61,17 +60,7 @@ USERS = {
 }
 
 
-class Signed(httpx.Auth):
-    """An agency's RFC 9421 signature on each request (fresh nonce every time)."""
-
-    requires_request_body = True
-
-    def __init__(self, key: KeyPair) -> None:
-        self._key = key
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        sign_request(request.method, str(request.url), request.headers, request.content, key=self._key)
-        yield request
+Signed = SignedRequests  # the agency client's own RFC 9421 signer
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -10,8 +10,8 @@ import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
+from broker.client.agency import SignedRequests
 from broker.crypto import KeyPair
-from broker.crypto.httpsig import sign_request
 from tests.factories import Region
 
 BASE = "http://testserver"
@@ -20,15 +20,7 @@ CONTENT_TABLES = ("messages", "custody_steps", "approvals", "outbox", "idempoten
 AUDIT_TABLES = ("audit_pending", "audit_entries")
 
 
-class _Signed(httpx.Auth):
-    requires_request_body = True
-
-    def __init__(self, key: KeyPair) -> None:
-        self._key = key
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        sign_request(request.method, str(request.url), request.headers, request.content, key=self._key)
-        yield request
+_Signed = SignedRequests  # the agency client's own RFC 9421 signer
 
 
 def signing_key(region: Region, agency_id: str) -> KeyPair:

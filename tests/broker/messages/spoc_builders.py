@@ -11,7 +11,7 @@ Two ways to drive a message, as in the rest of the suite:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from broker.accounts.models import User
 from broker.audit.models import AuditEntry
 from broker.audit.service import Actor
+from broker.client.agency import SignedRequests
 from broker.crypto import KeyPair, seal, sign_envelope
 from broker.crypto.countersign import sign_receipt
-from broker.crypto.httpsig import sign_request
 from broker.db import unit_of_work
 from broker.directory.service import get_agency
 from broker.keys.service import DatabaseKeyStore
@@ -202,17 +202,7 @@ def drain(client: TestClient) -> int:
         return drain_outbox(session, DatabaseKeyStore(session, master))
 
 
-class _Signed(httpx.Auth):
-    """Sign each request as the agency does (RFC 9421), fresh nonce every time."""
-
-    requires_request_body = True
-
-    def __init__(self, key: KeyPair) -> None:
-        self._key = key
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        sign_request(request.method, str(request.url), request.headers, request.content, key=self._key)
-        yield request
+_Signed = SignedRequests  # the agency client's own RFC 9421 signer
 
 
 def agency_http(client: TestClient, region: Region, agency_id: str) -> httpx.Client:
