@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
@@ -227,3 +228,46 @@ def test_a_national_bundle_holds_only_its_country_and_verifies(
     report = verify_bundle(bundle)
     assert report.ok, report.line()
     assert report.entries == 1  # the one BA entry of this actor, proven in the signed tree
+
+
+def test_search_by_time_range(client: TestClient, region: Region) -> None:
+    actor = f"time-{uuid.uuid4().hex[:8]}"
+    months = {"jan": datetime(2026, 1, 1, tzinfo=UTC), "feb": datetime(2026, 2, 1, tzinfo=UTC)}
+    months["mar"] = datetime(2026, 3, 1, tzinfo=UTC)
+    with unit_of_work(client.app.state.sessionmaker) as session:  # type: ignore[attr-defined]
+        for name, at in months.items():
+            entry = record(
+                session,
+                actor=Actor(actor, "system"),
+                action=AuditAction.KEY_CREATED,
+                object_type="key",
+                object_id=f"{actor}-{name}",
+                countries=["AL"],
+            )
+            entry.at = at  # record() defers its insert: the time can still be set, as if written then
+    headers = login(client, region, "regional-auditor")
+
+    def found(**params: str) -> set[str]:
+        entries = client.get("/v1/audit/entries", params={"actor": actor, **params}, headers=headers).json()
+        return {e["object_id"].rsplit("-", 1)[1] for e in entries["entries"]}
+
+    assert found() == {"jan", "feb", "mar"}
+    assert found(since="2026-01-15T00:00:00Z", until="2026-02-15T00:00:00Z") == {"feb"}
+    assert found(since="2026-02-01T00:00:00Z") == {"feb", "mar"}  # since is inclusive
+    assert found(until="2026-02-01T00:00:00Z") == {"jan"}  # until is exclusive
+
+
+def test_search_by_agency_finds_its_messages_and_its_own_acts(client: TestClient, region: Region) -> None:
+    message_id, _ = deliver_request(client, region, sender="ME-UP", target="HR-POL", category="fraud")
+    headers = login(client, region, "regional-auditor")
+
+    def found(agency: str) -> list[dict[str, object]]:
+        params = {"agency": agency, "message": message_id}
+        return list(client.get("/v1/audit/entries", params=params, headers=headers).json()["entries"])
+
+    sender = found("ME-UP")
+    assert sender, "the sender's message is found by the sender's agency"
+    assert {e["object_id"] for e in sender} == {message_id}
+    assert any(e["actor"] == "ME-UP" for e in sender)  # its own submission
+    assert {e["id"] for e in found("HR-POL")} == {e["id"] for e in sender}  # the addressee's too
+    assert found("MK-MOI") == []  # an agency with no part in it finds nothing of it
