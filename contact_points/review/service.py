@@ -138,6 +138,10 @@ def decide(
     session: Session, keys: DatabaseKeyStore, user: User, message_id: str, decision: Decision, *, actor: Actor
 ) -> Message:
     message, cp, direction = message_in_scope(session, user, message_id)
+    # One decision on a message at a time: two officers approving at once would otherwise each see no
+    # other approval (four eyes would stall) and race for the same custody position. PostgreSQL: a row
+    # lock held to the commit; SQLite already serialises writers (BEGIN IMMEDIATE).
+    session.refresh(message, with_for_update=True)
     if not cleared(user.clearance, message.classification):
         raise NotPermitted(f"deciding on a {message.classification} message needs clearance at or above it")
     if decision.action in PROVIDER_ACTIONS:

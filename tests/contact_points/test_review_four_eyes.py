@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import threading
+import time
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from broker.accounts.models import User
@@ -13,6 +16,7 @@ from broker.accounts.service import create_user
 from broker.audit.actions import AuditAction
 from broker.audit.service import SYSTEM, Actor
 from broker.client.agency import ClientError
+from broker.db import unit_of_work
 from broker.errors import Conflict, NotPermitted
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.models import Message
@@ -191,3 +195,55 @@ def test_read_content_service_denies_below_clearance(
     [entry] = audit_entries(db, object_id=message.id, action=AuditAction.CONTENT_READ)
     assert entry.outcome == "denied"
     assert entry.actor == "al-officer"
+
+
+def test_two_officers_approving_at_the_same_moment_complete_four_eyes(
+    client: TestClient, region: Region
+) -> None:
+    """The second decision waits for the first one's row lock, then sees its approval and forwards.
+
+    Without the lock each transaction would see no other approval, both would record a first one, and the
+    message would sit in review with two approvals and nobody left to give the second.
+    """
+    message_id = _confidential_request(client, region)
+    maker = client.app.state.sessionmaker  # type: ignore[attr-defined]
+    master = client.app.state.master_key  # type: ignore[attr-defined]
+    holding, release = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    def approve(username: str, hold: bool) -> None:
+        try:
+            with unit_of_work(maker) as session:
+                decide_as(session, DatabaseKeyStore(session, master), username, message_id, "approve")
+                if hold:  # keep the first transaction open until the second one is waiting on it
+                    holding.set()
+                    release.wait(30)
+        except BaseException as exc:  # reported to the test thread below
+            failures.append(exc)
+            holding.set()
+
+    first = threading.Thread(target=approve, args=("al-officer2", True))
+    first.start()
+    assert holding.wait(30)
+    second = threading.Thread(target=approve, args=("al-supervisor", False))
+    second.start()
+    with committed(client) as session:
+        for _ in range(600):  # until the second transaction is blocked on the first one's lock
+            waiting = session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+            if waiting:
+                break
+            time.sleep(0.05)
+            session.rollback()
+        else:
+            release.set()
+            pytest.fail("the second approval never waited for the first one's lock")
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert failures == []
+    assert agency_client(region, "AL-ASP", client).status(message_id)["state"] == "forwarded"
