@@ -205,3 +205,39 @@ def test_the_queue_shows_new_work_without_a_reload(
         page.locator(f'a[href="/ui/messages/{arrived}"]').wait_for(timeout=15_000)
         assert page.evaluate("window.__same_page") is True  # swapped in place, not reloaded
         assert "Updated at" in page.locator("#live-status").inner_text()
+
+
+def _tab_to(page: Any, script: str, *, most: int = 300) -> None:
+    """Press Tab until ``script`` (a JS expression on document.activeElement ``el``) is true."""
+    for _ in range(most):
+        page.keyboard.press("Tab")
+        if page.evaluate(f"(() => {{ const el = document.activeElement; return Boolean({script}); }})()"):
+            return
+    raise AssertionError(f"Tab never reached an element where {script}")
+
+
+def test_an_officer_can_do_the_whole_job_with_the_keyboard(
+    browser_page: Any, live_server: str, region: Region
+) -> None:
+    page = browser_page
+    with _agency(live_server, region) as police:
+        urgent = _submit(police, b'{"q": "keyboard only"}', category="kidnapping", priority=URGENT_DIRECT)
+        page.goto("/ui/login")
+        assert page.evaluate("document.activeElement.name") == "username"  # focused on arrival
+        page.keyboard.type("si-officer")
+        page.keyboard.press("Tab")
+        page.keyboard.type(region.password("si-officer"))
+        page.keyboard.press("Enter")
+        page.wait_for_url("**/ui/queue")
+        page.keyboard.press("Tab")  # the first stop of the page is the skip link
+        assert page.evaluate("document.activeElement.textContent.trim()") == "Skip to content"
+        page.keyboard.press("Enter")
+        assert page.evaluate("document.activeElement.id") == "main"
+
+        _tab_to(page, f"el.getAttribute('href') === '/ui/messages/{urgent}'")
+        page.keyboard.press("Enter")
+        page.wait_for_url(f"**/ui/messages/{urgent}")
+        _tab_to(page, "el.tagName === 'BUTTON' && el.textContent.trim() === 'Approve'")
+        page.keyboard.press("Enter")
+        page.wait_for_url("**/ui/queue?done=approve")
+        assert police.status(urgent)["state"] == "forwarded"
