@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi import routing as fastapi_routing
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -18,7 +18,9 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DataError, DisconnectionError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm.exc import StaleDataError
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.config import Settings, get_settings
 from broker.crypto import MasterKey
@@ -64,6 +66,39 @@ def declared_non_json_body(request: Request) -> bool:
     content_type = request.headers.get("content-type")
     has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
     return content_type is not None and has_body and not _is_json(content_type)
+
+
+class RequestEdge:
+    """ASGI middleware at the edge of every request: give it an id (the caller's ``X-Request-ID`` if
+    printable, else a new one) that the audit log and the response carry, and refuse an API body declared
+    as anything but JSON (415) before any route reads it.
+
+    A plain ASGI class rather than ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware`` runs the
+    rest of the app in a task group with memory streams, a measurable cost on every request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        given = request.headers.get("x-request-id", "")
+        rid = given[:64] if given and given.isprintable() else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["X-Request-ID"] = rid
+            await send(message)
+
+        if declared_non_json_body(request):
+            declared = request.headers.get("content-type", "")[:100]
+            error = UnsupportedMediaType(f"the body must be application/json, not {declared!r}")
+            await problem_response(error, request)(scope, receive, send_with_id)
+            return
+        await self.app(scope, receive, send_with_id)
 
 
 def _validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
@@ -279,21 +314,7 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
-    @app.middleware("http")
-    async def _json_only(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if declared_non_json_body(request):
-            declared = request.headers.get("content-type", "")[:100]
-            error = UnsupportedMediaType(f"the body must be application/json, not {declared!r}")
-            return problem_response(error, request)
-        return await call_next(request)
-
-    @app.middleware("http")
-    async def _request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        rid = request.headers.get("x-request-id", "")
-        request.state.request_id = rid[:64] if rid.isprintable() and rid else uuid.uuid4().hex
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = request.state.request_id
-        return response
+    app.add_middleware(RequestEdge)
 
     from broker.accounts.api import router as auth_router
     from broker.audit.api import router as audit_router

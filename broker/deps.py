@@ -22,7 +22,6 @@ from broker.crypto import MasterKey, PublicKey
 from broker.crypto.httpsig import verify_request
 from broker.directory.models import Agency
 from broker.errors import NotAuthenticated, NotFound, NotPermitted, TooLarge
-from broker.keys.models import PartyKey
 from broker.keys.service import DatabaseKeyStore, remember_nonce
 from broker.limits import enforce
 
@@ -89,13 +88,16 @@ async def raw_body(request: Request) -> bytes:
 RawBody = Annotated[bytes, Depends(raw_body)]
 
 
-def current_agency(request: Request, session: DbSession, body: RawBody) -> Agency:
-    """The agency whose RFC 9421 signature this request carries (see ``broker.crypto.httpsig``)."""
+def current_agency(request: Request, session: DbSession, keys: Keys, body: RawBody) -> Agency:
+    """The agency whose RFC 9421 signature this request carries (see ``broker.crypto.httpsig``).
+
+    The key comes from the key store's registry snapshot (no query of its own), so a revocation is seen by
+    the next request, as for envelope signatures."""
     settings: Settings = request.app.state.settings
     agency_holder: list[Agency] = []
 
     def resolve(kid: str) -> PublicKey:
-        row = session.get(PartyKey, kid)
+        row = keys.registered(kid)
         if row is not None and row.status == "revoked":
             when = row.revoked_at.isoformat() if row.revoked_at else "an earlier time"
             raise NotAuthenticated(f"the key {kid} was revoked at {when}; sign with a current key")
@@ -105,7 +107,7 @@ def current_agency(request: Request, session: DbSession, body: RawBody) -> Agenc
         if agency is None or not agency.active:
             raise NotFound("no such agency")
         agency_holder.append(agency)
-        return PublicKey.from_jwk(row.public_jwk)
+        return row.public
 
     verified = verify_request(
         request.method,

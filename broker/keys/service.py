@@ -16,10 +16,11 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
-from sqlalchemy import delete, event, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, delete, event, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from broker.audit.actions import AuditAction
@@ -225,6 +226,10 @@ class DatabaseKeyStore:
             )
         return row
 
+    def registered(self, kid: str) -> _KeyView | None:
+        """The registry's entry for ``kid`` whatever its status (the caller decides what a status means)."""
+        return self._snapshot().by_kid.get(kid)
+
     def resolve(self, kid: str, *, party_id: str | None = None, use: str = "sig") -> PublicKey:
         """The public key ``kid``, if it exists, belongs to ``party_id`` and is not revoked."""
         return self._row(kid, party_id, use).public
@@ -246,15 +251,26 @@ class DatabaseKeyStore:
         return rows[0].public
 
 
+_SEEN_NONCES = cast(Table, SeenNonce.__table__)
+
+
 def remember_nonce(session: Session, verified: VerifiedRequest) -> None:
-    """Record a signed request's nonce; a second request with the same (key, nonce) is a replay."""
-    try:
-        with session.begin_nested():
-            session.add(SeenNonce(kid=verified.kid, nonce=verified.nonce[:128], created_at=utcnow()))
-    except IntegrityError:
-        raise NotAuthenticated(
-            "the request signature is missing, expired, replayed or does not verify"
-        ) from None
+    """Record a signed request's nonce; a second request with the same (key, nonce) is a replay.
+
+    One ``INSERT ... ON CONFLICT DO NOTHING`` (PostgreSQL and SQLite both have it): no savepoint round trips
+    on the hot path, and the primary key still decides between two concurrent uses of one nonce — the
+    second insert waits for the first transaction and then inserts nothing.
+    """
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = (
+        insert(_SEEN_NONCES)
+        .values(kid=verified.kid, nonce=verified.nonce[:128], created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["kid", "nonce"])
+        .returning(_SEEN_NONCES.c.kid)
+    )
+    if session.execute(statement).first() is None:
+        raise NotAuthenticated("the request signature is missing, expired, replayed or does not verify")
 
 
 def forget_old_nonces(session: Session, *, older_than_seconds: int) -> int:

@@ -212,18 +212,6 @@ def _accept(
     )
     _start_clock(message, header=envelope.header, supersedes=supersedes)
     session.add(message)
-    session.flush()
-    session.add(
-        CustodyStep(
-            message_id=message.id,
-            seq=0,
-            party=header.sender_agency,
-            actor=header.sender_agency,
-            decision="submitted",
-            to_state=State.SUBMITTED,
-            signature=envelope.signature,
-        )
-    )
     record(
         session,
         actor=actor,
@@ -239,9 +227,23 @@ def _accept(
             "digest": message.digest,
         },
     )
+    # Queued for review before the row is first written: one INSERT in state origin-review, not an INSERT
+    # and an UPDATE; both steps keep their audit entries, in order. (Rows that refer to the message are
+    # added after this flush: the unit of work orders INSERTs by relationship, not by foreign key.)
+    transition(session, message, State.ORIGIN_REVIEW, actor=SYSTEM, action=AuditAction.MESSAGE_QUEUED)
+    session.add(
+        CustodyStep(
+            message_id=message.id,
+            seq=0,
+            party=header.sender_agency,
+            actor=header.sender_agency,
+            decision="submitted",
+            to_state=State.SUBMITTED,
+            signature=envelope.signature,
+        )
+    )
     if message.deadline_at is not None:
         deadline_event(session, message, "set", actor=actor)
-    transition(session, message, State.ORIGIN_REVIEW, actor=SYSTEM, action=AuditAction.MESSAGE_QUEUED)
     if supersedes is not None:
         _supersede(session, supersedes, message, actor=actor)
     if original is not None and original.state == State.DELIVERED and message.type != "clarification":
