@@ -21,6 +21,7 @@ from broker.config import Settings
 from broker.crypto import MasterKey, PublicKey
 from broker.crypto.httpsig import verify_request
 from broker.directory.models import Agency
+from broker.directory.service import find_agency
 from broker.errors import NotAuthenticated, NotFound, NotPermitted, TooLarge
 from broker.keys.service import DatabaseKeyStore, remember_nonce
 from broker.limits import enforce
@@ -103,7 +104,7 @@ def current_agency(request: Request, session: DbSession, keys: Keys, body: RawBo
             raise NotAuthenticated(f"the key {kid} was revoked at {when}; sign with a current key")
         if row is None or row.use != "sig" or row.status != "active":
             raise NotFound("no such agency key")
-        agency = session.get(Agency, row.party_id)
+        agency = find_agency(session, row.party_id)
         if agency is None or not agency.active:
             raise NotFound("no such agency")
         agency_holder.append(agency)

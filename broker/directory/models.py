@@ -23,6 +23,7 @@ class ContactPoint(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     country: Mapped[str] = mapped_column(ForeignKey("countries.code"), unique=True)
     name: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
 class Agency(Base):
@@ -38,6 +39,7 @@ class Agency(Base):
     categories: Mapped[list[str]] = mapped_column(JSONType, default=list)
     push_url: Mapped[str | None] = mapped_column(String(500), default=None)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
 class Agreement(Base):
@@ -55,3 +57,4 @@ class Agreement(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     valid_from: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -1,0 +1,115 @@
+"""The directory snapshot: look-ups cost no query of their own, yet every change is seen at once.
+
+Each test tries to make the snapshot serve a stale row: a change in the same session (flushed, not
+committed), a change committed by another connection, a new row, and a caller's own pending change that
+a cached copy must not overwrite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Engine, event, select
+from sqlalchemy.orm import Session
+
+from broker.db import utcnow
+from broker.directory.models import Agency, Agreement
+from broker.directory.service import agreements_between, contact_point_for, find_agency, get_agency
+from broker.errors import NotFound
+from tests.factories import Region
+
+
+@pytest.fixture
+def statements(db: Session) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        seen.append(statement)
+
+    bind = db.get_bind()
+    event.listen(bind, "before_cursor_execute", count)
+    yield seen
+    event.remove(bind, "before_cursor_execute", count)
+
+
+def test_lookups_after_the_first_cost_no_query(db: Session, statements: list[str]) -> None:
+    get_agency(db, "AL-ASP")
+    before = len(statements)
+    for _ in range(5):
+        assert contact_point_for(db, "AL").id == "AL-SPOC"
+        assert get_agency(db, "MK-BP").country == "MK"
+        assert agreements_between(db, "AL", "MK", at=utcnow())
+    assert len(statements) == before
+
+
+def test_an_agency_deactivated_in_the_same_session_is_refused_at_once(db: Session) -> None:
+    agency = get_agency(db, "ME-BP")
+    agency.active = False
+    db.flush()
+    with pytest.raises(NotFound):
+        get_agency(db, "ME-BP")
+    found = find_agency(db, "ME-BP")
+    assert found is not None
+    assert not found.active
+
+
+def test_a_change_committed_elsewhere_is_seen_by_the_next_lookup(engine: Engine, region: Region) -> None:
+    with Session(engine) as reader:
+        assert get_agency(reader, "SI-BP").name != "renamed by another process"
+    with Session(engine) as writer:
+        row = writer.get(Agency, "SI-BP")
+        assert row is not None
+        original = row.name
+        row.name = "renamed by another process"
+        writer.commit()
+    try:
+        with Session(engine) as reader:
+            assert get_agency(reader, "SI-BP").name == "renamed by another process"
+    finally:
+        with Session(engine) as writer:
+            row = writer.get(Agency, "SI-BP")
+            assert row is not None
+            row.name = original
+            writer.commit()
+
+
+def test_an_ended_agreement_is_no_legal_basis_from_its_end(db: Session) -> None:
+    now = utcnow()
+    current = agreements_between(db, "HR", "SI", at=now)
+    assert current
+    row = db.scalar(select(Agreement).where(Agreement.reference == current[0].reference))
+    assert row is not None
+    row.valid_until = now
+    db.flush()
+    assert current[0].reference not in {a.reference for a in agreements_between(db, "HR", "SI", at=now)}
+    just_before = now - timedelta(microseconds=1)
+    assert current[0].reference in {a.reference for a in agreements_between(db, "SI", "HR", at=just_before)}
+
+
+def test_a_new_agency_is_found(db: Session) -> None:
+    with pytest.raises(NotFound):
+        get_agency(db, "AL-NEW")
+    db.add(Agency(id="AL-NEW", country="AL", kind="police", name="New unit", accreditation="RESTRICTED"))
+    db.flush()
+    assert get_agency(db, "AL-NEW").name == "New unit"
+
+
+def test_a_pending_change_of_the_caller_is_not_overwritten_by_the_cached_row(db: Session) -> None:
+    agency = db.get(Agency, "RS-BP")
+    assert agency is not None
+    agency.push_url = "https://changed.invalid/hook"  # pending, not flushed
+    assert get_agency(db, "RS-BP") is agency
+    assert agency.push_url == "https://changed.invalid/hook"
+
+
+def test_lookups_hand_out_the_sessions_own_objects_not_the_shared_ones(
+    engine: Engine, region: Region
+) -> None:
+    with Session(engine) as first, Session(engine) as second:
+        a, b = get_agency(first, "BA-SIPA"), get_agency(second, "BA-SIPA")
+        assert a is not b
+        a.name = "changed in the first session only"
+        assert b.name != a.name
+        first.rollback()
