@@ -31,6 +31,12 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{_errors(phase)})",
             )
         )
+    for phase in results["submit"]:
+        if phase.get("cpu_ms_per_accepted"):
+            shares = ", ".join(
+                f"{role} {ms:.1f}" for role, ms in phase["cpu_ms_per_accepted"].items() if ms >= 0.1
+            )
+            out.append((f"CPU ms per accepted message at concurrency {phase['concurrency']}", shares))
     at500 = results.get("submit_at_500", {})
     if at500:
         out.append(

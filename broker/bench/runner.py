@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from broker.audit.actions import AuditAction
 from broker.audit.models import AuditPending
 from broker.audit.service import SYSTEM, record, sequence_all, verify_log
-from broker.bench import limits
+from broker.bench import cpu, limits
 from broker.bench.load import ROUTES, build_envelopes, officers_until_done, submit_all
 from broker.bench.stack import Stack, running
 from broker.crypto.bench import primitive_rates
@@ -141,8 +141,11 @@ def delivered_stats(dsn: str, message_ids: list[str]) -> dict[str, Any]:
 def _submit_phase(
     stack: Stack, envelopes: list[Any], *, concurrency: int, rate: float | None = None
 ) -> dict[str, Any]:
+    before = cpu.sample()
     result = submit_all(stack.url, stack.settings.data_dir, envelopes, concurrency=concurrency, rate=rate)
+    roots = {"api": stack.processes[0].pid, "worker": stack.processes[1].pid}
     return {
+        "cpu_ms_per_accepted": cpu.per_message(before, cpu.sample(), roots=roots, messages=result.accepted),
         "concurrency": concurrency,
         "offered_per_s": rate,
         "sent": result.sent,
