@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -63,6 +64,8 @@ def make_engine(settings: Settings) -> Engine:
         engine = create_engine(
             settings.database_url,
             connect_args={"check_same_thread": False, "timeout": 30},
+            json_serializer=_json_text,
+            json_deserializer=orjson.loads,
         )
 
         @event.listens_for(engine, "connect")
@@ -90,7 +93,20 @@ def make_engine(settings: Settings) -> Engine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_pre_ping=True,
+        json_serializer=_json_bytes,
+        json_deserializer=orjson.loads,
     )
+
+
+# JSON columns (envelopes, audit details) are encoded and decoded by orjson rather than the standard
+# library: the same JSON, several times faster, on every stored envelope and every audit entry read back.
+# Non-string keys are written as strings, as ``json.dumps`` does.
+def _json_bytes(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _json_text(value: Any) -> str:
+    return _json_bytes(value).decode()
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -139,7 +139,8 @@ def sequence_pending(session: Session, *, limit: int = 5000) -> int:
     tree.lock_log(session)
     # Plain rows, not ORM objects: nothing here is modified, and the identity map would cost more than
     # the hashing.
-    entries = session.execute(
+    connection = session.connection()
+    entries = connection.execute(
         select(AuditEntry.__table__)
         .join(AuditPending, AuditPending.entry_id == AuditEntry.id)
         .order_by(AuditEntry.id)
@@ -163,7 +164,11 @@ def sequence_pending(session: Session, *, limit: int = 5000) -> int:
         seq += 1
     tree.insert_rows(session, AuditLeaf, rows)
     tree.extend(session, first, leaves)
-    session.execute(delete(AuditPending).where(AuditPending.entry_id.in_(ids)))
+    # "fetch" keeps queue rows this session holds in step with the delete.
+    session.execute(
+        delete(AuditPending).where(tree.among(AuditPending.entry_id, ids, connection.dialect.name)),
+        execution_options={"synchronize_session": "fetch"},
+    )
     session.flush()
     return len(rows)
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from sqlalchemy import func, insert, select, text, tuple_
-from sqlalchemy.orm import Session
+from sqlalchemy import BigInteger, ColumnElement, any_, cast, func, insert, select, text, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import QueryableAttribute, Session
 
 from broker.audit import merkle
 from broker.audit.merkle import Frontier, Node
@@ -160,23 +161,64 @@ def insert_rows(
     """Insert the sequencer's rows (leaves, nodes) in as few round trips as the database allows.
 
     PostgreSQL: one ``INSERT … SELECT FROM unnest(arrays)`` statement per call: a fixed statement with one
-    array parameter per column, so it is prepared once and costs one round trip whatever the batch size
-    (an executemany costs a pipeline message per row, a multi-row VALUES a new statement per batch).
+    parameter per column, so it is prepared once and costs one round trip whatever the batch size (an
+    executemany costs a pipeline message per row, a multi-row VALUES a new statement per batch). Each
+    column travels as one comma-separated text that PostgreSQL splits and casts (integers, hex strings,
+    bytea in ``\\x`` hex form): the driver's per-element array encoding in Python cost more than the hashing.
     Other databases (SQLite, in-process): a plain executemany.
     """
     if not rows:
         return
     columns = list(rows[0])
     table = model.__table__
-    if session.get_bind().dialect.name == "postgresql":
-        arrays = ", ".join(
-            f"CAST(:{name} AS {_PG_ARRAY[type(table.c[name].type).__name__]})" for name in columns
-        )
-        # Table and column names come from our own metadata, never from input.
-        sql = f"INSERT INTO {model.__tablename__} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"  # noqa: S608
-        session.execute(text(sql), {name: [row[name] for row in rows] for name in columns})
-    else:
+    if session.get_bind().dialect.name != "postgresql":
         session.execute(insert(model), list(rows))
+        return
+    params: dict[str, object] = {}
+    arrays = []
+    for name in columns:
+        array_type = _PG_ARRAY[type(table.c[name].type).__name__]
+        values = [row[name] for row in rows]
+        joined = _joined(values)
+        if joined is None:  # a value the text form cannot carry: send a real array
+            params[name] = values
+            arrays.append(f"CAST(:{name} AS {array_type})")
+        else:
+            params[name] = joined
+            arrays.append(f"CAST(string_to_array(:{name}, ',') AS {array_type})")
+    # Table and column names come from our own metadata, never from input.
+    sql = (
+        f"INSERT INTO {model.__tablename__} ({', '.join(columns)}) SELECT * FROM unnest({', '.join(arrays)})"  # noqa: S608
+    )
+    session.execute(text(sql), params)
+
+
+def _joined(values: list[object]) -> str | None:
+    """``values`` as one comma-separated text, or None when that would not split back into the same list."""
+    blobs = [v for v in values if type(v) is bytes]
+    if len(blobs) == len(values):
+        return ",".join("\\x" + b.hex() for b in blobs)
+    numbers = [v for v in values if type(v) is int]
+    if len(numbers) == len(values):
+        return ",".join(map(str, numbers))
+    texts = [v for v in values if type(v) is str]
+    if len(texts) == len(values):
+        joined = ",".join(texts)
+        # Every value non-empty and comma-free: then the text splits back into exactly these values.
+        if "" in texts or joined.count(",") != len(texts) - 1:
+            return None
+        return joined
+    return None
+
+
+def among(
+    column: QueryableAttribute[int] | ColumnElement[int], ids: Sequence[int], dialect: str
+) -> ColumnElement[bool]:
+    """``column IN ids``, as one array parameter on PostgreSQL (``= ANY``): rendering and sending thousands
+    of separate parameters costs more than the query."""
+    if dialect == "postgresql":
+        return column == any_(cast(list(ids), ARRAY(BigInteger)))
+    return column.in_(ids)
 
 
 #: SQLAlchemy column type → PostgreSQL array type, for the columns the sequencer writes.

@@ -26,6 +26,7 @@ from broker.audit.checkpoints import log_keys, open_checkpoint
 from broker.audit.merkle import EMPTY_ROOT, Frontier, Node
 from broker.audit.models import AuditCheckpoint, AuditEntry, AuditLeaf, AuditNode, AuditPending
 from broker.audit.service import GENESIS, LogReport, chain_hash, entry_document, leaf_hash
+from broker.audit.tree import among
 from broker.errors import VerificationError
 
 
@@ -97,7 +98,8 @@ def verify_stored_log(session: Session, *, batch: int = 5000) -> LogReport:
     while True:
         # Plain rows, not ORM objects: the walk reads each row once, and identity-mapping a million
         # objects would cost more than hashing them.
-        leaves: Sequence[Any] = session.execute(
+        connection = session.connection()
+        leaves: Sequence[Any] = connection.execute(
             select(AuditLeaf.__table__)
             .where(AuditLeaf.seq >= expected_seq)
             .order_by(AuditLeaf.seq)
@@ -107,8 +109,10 @@ def verify_stored_log(session: Session, *, batch: int = 5000) -> LogReport:
             break
         entries = {
             e.id: e
-            for e in session.execute(
-                select(AuditEntry.__table__).where(AuditEntry.id.in_([leaf.entry_id for leaf in leaves]))
+            for e in connection.execute(
+                select(AuditEntry.__table__).where(
+                    among(AuditEntry.id, [leaf.entry_id for leaf in leaves], connection.dialect.name)
+                )
             )
         }
         rows = [(leaf, entries.get(leaf.entry_id)) for leaf in leaves]
