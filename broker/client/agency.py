@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
@@ -197,12 +198,31 @@ class AgencyClient:
             "signature": sign_envelope(header_json, jwe, key=self._sig),
         }
 
-    def submit(self, envelope: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
+    def submit(
+        self, envelope: dict[str, Any], *, idempotency_key: str | None = None, attempts: int = 3
+    ) -> dict[str, Any]:
+        """Post ``envelope`` under an ``Idempotency-Key`` (its message id unless given).
+
+        A connection lost before the answer arrived (the server closed an idle keep-alive connection as
+        the request went out, a proxy dropped it, a read timed out) leaves the sender not knowing whether
+        the message was accepted. Because of the key, sending it again is safe: the broker answers a
+        repeat with the first answer (``Idempotent-Replayed``) and never stores the message twice. So
+        transport failures are retried, ``attempts`` times in all; every attempt is signed afresh (a new
+        nonce), and HTTP errors are never retried here.
+        """
         key = idempotency_key or envelope["header"]["message_id"]
-        result: dict[str, Any] = self._call(
-            "POST", "/v1/messages", json=envelope, headers={"Idempotency-Key": key}
-        ).json()
-        return result
+        attempt = 1
+        while True:
+            try:
+                response = self._call("POST", "/v1/messages", json=envelope, headers={"Idempotency-Key": key})
+            except httpx.TransportError:
+                if attempt >= attempts:
+                    raise
+                time.sleep(0.05 * 4 ** (attempt - 1))
+                attempt += 1
+                continue
+            result: dict[str, Any] = response.json()
+            return result
 
     def status(self, message_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", f"/v1/messages/{message_id}").json()
