@@ -24,9 +24,10 @@ from broker.audit.tree import StoredTree
 from broker.db import unit_of_work
 
 
-def _write(
+def write_entries(
     factory: sessionmaker[Session], n: int, *, batch: int, actor: Actor = SYSTEM, tag: str = "bench"
 ) -> list[int]:
+    """Record ``n`` synthetic entries, ``batch`` per committed transaction; their ids."""
     ids: list[int] = []
     written = 0
     while written < n:
@@ -63,7 +64,7 @@ def measure(
     * ``verify_entries_per_s``: full recomputation of every leaf, link, node and checkpoint root.
     """
     begun = time.perf_counter()
-    _write(session_factory, n, batch=batch)
+    write_entries(session_factory, n, batch=batch)
     wrote = time.perf_counter() - begun
     begun = time.perf_counter()
     with unit_of_work(session_factory) as session:
@@ -115,7 +116,7 @@ def hammer(
         rounds = 0
         while len(ids) < entries:
             ids.extend(
-                _write(
+                write_entries(
                     factory,
                     min(per_txn, entries - len(ids)),
                     batch=per_txn,

@@ -16,9 +16,9 @@ from typing import Any
 import psycopg
 from sqlalchemy import func, select
 
-from broker.audit.actions import AuditAction
+from broker.audit.bench import write_entries
 from broker.audit.models import AuditPending
-from broker.audit.service import SYSTEM, record, sequence_all, verify_log
+from broker.audit.service import sequence_all, verify_log
 from broker.bench import cpu, limits
 from broker.bench.load import ROUTES, build_envelopes, officers_until_done, submit_all
 from broker.bench.stack import Stack, running
@@ -64,16 +64,7 @@ def measure_audit(stack: Stack, say: Say, *, entries: int) -> dict[str, Any]:
     factory = make_sessionmaker(engine)
     try:
         begun = time.perf_counter()
-        with unit_of_work(factory) as session:
-            for i in range(entries):
-                record(
-                    session,
-                    actor=SYSTEM,
-                    action=AuditAction.MESSAGE_QUEUED,
-                    object_type="message",
-                    object_id=f"bench-{i}",
-                    countries=["AL", "RS"],
-                )
+        write_entries(factory, entries, batch=entries)  # one transaction: the backlog appears at once
         wrote = time.perf_counter() - begun
         begun = time.perf_counter()
         with unit_of_work(factory) as session:

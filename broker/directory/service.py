@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import func, inspect, select
+from sqlalchemy import event, func, inspect, select
 from sqlalchemy.orm import Session
 
 from broker.directory.models import Agency, Agreement, ContactPoint
@@ -48,22 +48,14 @@ class _Snapshot:
 
 _snapshots: dict[tuple[object, ...], _Snapshot] = {}
 _lock = threading.Lock()
-_WATCHED = (ContactPoint, Agency, Agreement)
 
 
 def _changed_directory(session: Session, _flush_context: object) -> None:
-    if any(isinstance(o, _WATCHED) for o in (*session.new, *session.dirty, *session.deleted)):
+    if any(isinstance(o, _TABLES) for o in (*session.new, *session.dirty, *session.deleted)):
         session.info["directory_changes"] = session.info.get("directory_changes", 0) + 1
 
 
-def install(session_class: type[Session] = Session) -> None:
-    from sqlalchemy import event
-
-    if not event.contains(session_class, "after_flush", _changed_directory):
-        event.listen(session_class, "after_flush", _changed_directory)
-
-
-install()
+event.listen(Session, "after_flush", _changed_directory)
 
 
 def _load(session: Session) -> _Snapshot:

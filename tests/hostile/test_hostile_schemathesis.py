@@ -38,8 +38,6 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 AGENCY_PREFIXES = ("/v1/messages", "/v1/inbox", "/v1/keys")
 # Ending the session would turn the rest of the authenticated run into anonymous calls.
 NO_AUTH = {"/v1/auth/logout"}
-# Known bugs, excluded from one check each until the route is fixed (see the report of issue 6):
-KNOWN_BUGS: dict[tuple[str, str], list[Any]] = {}  # (method, path) -> checks skipped, each with its bug named
 
 
 def _login(app: FastAPI, region: Region, username: str) -> str:
@@ -57,7 +55,6 @@ def _fuzz(operation: Any, headers: dict[str, str], examples: int) -> None:
     strategy = st.one_of(
         operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE)
     )
-    excluded = KNOWN_BUGS.get((operation.method.upper(), operation.path), [])
 
     @given(case=strategy)
     @settings(
@@ -69,9 +66,7 @@ def _fuzz(operation: Any, headers: dict[str, str], examples: int) -> None:
         report_multiple_bugs=False,
     )
     def check(case: Any) -> None:
-        case.call_and_validate(
-            headers=headers, checks=[c for c in CHECKS if c not in excluded], excluded_checks=excluded
-        )
+        case.call_and_validate(headers=headers, checks=CHECKS)
 
     check()
 
