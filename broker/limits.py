@@ -45,9 +45,9 @@ class Decision:
 
 
 class RateLimiter(Protocol):
-    """Takes one token from ``key``'s bucket."""
+    """Takes ``cost`` tokens (one per message: a batch of 50 costs 50) from ``key``'s bucket."""
 
-    def take(self, key: str) -> Decision: ...
+    def take(self, key: str, cost: int = 1) -> Decision: ...
 
 
 class MemoryBuckets:
@@ -58,19 +58,19 @@ class MemoryBuckets:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
-    def take(self, key: str) -> Decision:
+    def take(self, key: str, cost: int = 1) -> Decision:
         now = self._clock()
         with self._lock:
             tokens, at = self._buckets.get(key, (float(self._burst), now))
             tokens = min(float(self._burst), tokens + (now - at) * self._rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
+            if tokens >= cost:
+                self._buckets[key] = (tokens - cost, now)
                 return Decision(True, 0.0)
             self._buckets[key] = (tokens, now)
-        return Decision(False, (1.0 - tokens) / self._rate)
+        return Decision(False, (cost - tokens) / self._rate)
 
 
-# KEYS[1] bucket; ARGV rate, burst. Returns {allowed, retry_after_ms}. Redis's clock, so replicas agree.
+# KEYS[1] bucket; ARGV rate, burst, cost. Returns {allowed, retry_after_ms}. Redis's clock, so replicas agree.
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -80,13 +80,14 @@ local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens = tonumber(state[1]) or burst
 local at = tonumber(state[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local cost = tonumber(ARGV[3]) or 1
 local allowed = 0
 local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
+if tokens >= cost then
+  tokens = tokens - cost
   allowed = 1
 else
-  wait = math.ceil((1 - tokens) / rate)
+  wait = math.ceil((cost - tokens) / rate)
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate) + 1000)
@@ -102,9 +103,9 @@ class RedisBuckets:
         self._redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self._script = self._redis.register_script(_TAKE)
 
-    def take(self, key: str) -> Decision:
+    def take(self, key: str, cost: int = 1) -> Decision:
         try:
-            allowed, wait_ms = self._script(keys=[self._prefix + key], args=[self._rate, self._burst])
+            allowed, wait_ms = self._script(keys=[self._prefix + key], args=[self._rate, self._burst, cost])
         except redis.RedisError as exc:
             log.warning("rate limiter unavailable, letting the call through: %s", type(exc).__name__)
             return Decision(True, 0.0)
@@ -112,7 +113,7 @@ class RedisBuckets:
 
 
 class _Unlimited:
-    def take(self, key: str) -> Decision:
+    def take(self, key: str, cost: int = 1) -> Decision:
         return Decision(True, 0.0)
 
 
@@ -125,9 +126,9 @@ def make_limiter(*, broker_url: str, rate: float, burst: int) -> RateLimiter:
     return MemoryBuckets(rate=rate, burst=burst)
 
 
-def enforce(limiter: RateLimiter, key: str) -> None:
-    """Take a token for ``key`` or raise 429 with the whole seconds to wait."""
-    decision = limiter.take(key)
+def enforce(limiter: RateLimiter, key: str, cost: int = 1) -> None:
+    """Take ``cost`` tokens for ``key`` or raise 429 with the whole seconds to wait."""
+    decision = limiter.take(key, cost)
     if not decision.allowed:
         wait = max(1, math.ceil(decision.retry_after))
         raise RateLimited(f"too many requests from {key}; retry in {wait} s", retry_after=wait)

@@ -18,6 +18,8 @@ from schemas.primitives import AgencyId, CompactJWS, Timestamp, WireUUID
 __all__ = [
     "PROBLEM_MEDIA_TYPE",
     "AckRequest",
+    "BatchItemResult",
+    "BatchReceipt",
     "CustodyStep",
     "Decision",
     "DecisionAction",
@@ -69,6 +71,34 @@ class SubmitReceipt(BaseModel):
     state: State
     deadline_at: Timestamp | None = None
     received_at: Timestamp
+
+
+MAX_BATCH: Final = 500
+"""The most envelopes one batch may carry (a deployment may set a lower limit, never a higher one)."""
+
+
+class BatchItemResult(BaseModel):
+    """The fate of one envelope of a batch, at its position ``index``: ``status`` 202 with its ``receipt``,
+    or the status and problem details it would have got alone (422 for a policy refusal, 409 for a
+    message id already submitted...)."""
+
+    model_config = _STRICT
+
+    index: int = Field(ge=0)
+    status: int = Field(ge=100, le=599)
+    receipt: SubmitReceipt | None = None
+    problem: dict[str, JsonValue] | None = None
+
+
+class BatchReceipt(BaseModel):
+    """Answer to a batch: every envelope is accepted or refused on its own, so one bad envelope never holds
+    back the others; ``results`` are in the order of the request's ``envelopes``."""
+
+    model_config = _STRICT
+
+    accepted: int = Field(ge=0)
+    refused: int = Field(ge=0)
+    results: list[BatchItemResult]
 
 
 class Receipt(BaseModel):

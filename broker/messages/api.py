@@ -16,16 +16,19 @@ from broker.audit.actions import AuditAction
 from broker.audit.service import Actor, record
 from broker.delivery.models import InboxItem
 from broker.delivery.service import receipts_for
-from broker.deps import CurrentAgency, DbSession, Keys, RawBody, request_id
+from broker.deps import CurrentAgency, DbSession, Keys, RawBody, SettingsDep, request_id
 from broker.directory.models import Agency
 from broker.errors import InvalidInput, NotFound, NotPermitted, PolicyRefused, VerificationError
 from broker.keys.service import remember_nonce
+from broker.limits import enforce
 from broker.messages import idempotency
 from broker.messages.dissemination import as_wire, request_dissemination, requests_for
 from broker.messages.models import CustodyStep, Message
-from broker.messages.service import resubmit, submit
+from broker.messages.service import resubmit, submit, submit_batch
 from broker.messages.states import AWAITING_CLARIFICATION, State
 from schemas.api import (
+    BatchItemResult,
+    BatchReceipt,
     DisseminationRequest,
     DisseminationRequestBody,
     MessageStatus,
@@ -44,6 +47,16 @@ def _parse(body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidInput("the body must be a JSON object (an envelope)")
     return data
+
+
+def _parse_batch(body: bytes, *, limit: int) -> list[Any]:
+    data = _parse(body)
+    envelopes = data.get("envelopes")
+    if set(data) != {"envelopes"} or not isinstance(envelopes, list):
+        raise InvalidInput('a batch is an object with one member, "envelopes": a list of envelopes')
+    if not 1 <= len(envelopes) <= limit:
+        raise InvalidInput(f"a batch carries 1 to {limit} envelopes, not {len(envelopes)}")
+    return envelopes
 
 
 def _status(session: Session, message: Message, receipts: Sequence[InboxItem] = ()) -> MessageStatus:
@@ -112,6 +125,71 @@ def submit_message(
 
 
 @router.post(
+    "/batches",
+    response_model=BatchReceipt,
+    operation_id="submit_message_batch",
+    responses={400: {}, 401: {}, 403: {}, 409: {}, 413: {}, 429: {}},
+)
+def submit_message_batch(
+    request: Request,
+    session: DbSession,
+    keys: Keys,
+    agency: CurrentAgency,
+    body: RawBody,
+    settings: SettingsDep,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> Any:
+    """Submit up to ``max_batch_envelopes`` envelopes in one signed request: ``{"envelopes": [...]}``.
+
+    Each envelope gets the checks of a single submission and is accepted or refused on its own; the answer
+    lists, in order, a receipt or the problem each would have got alone. Accepted envelopes and the audit
+    entries of refused ones are kept in one transaction: either the whole answer holds or, on an error of
+    the exchange itself, nothing was kept and the batch can be sent again (with its ``Idempotency-Key``,
+    the retry gets the first answer). Each envelope costs one token of the agency's rate limit."""
+    raws = _parse_batch(body, limit=settings.max_batch_envelopes)
+    if idempotency_key is not None:
+        replayed = idempotency.replay(session, agency_id=agency.id, key=idempotency_key, body=body)
+        if replayed is not None:
+            return JSONResponse(
+                status_code=replayed[0], content=replayed[1], headers={"Idempotent-Replayed": "true"}
+            )
+    if len(raws) > 1:  # the request's own token was taken with its signature
+        enforce(request.app.state.limiter, agency.id, cost=len(raws) - 1)
+    actor = Actor(agency.id, "agency", request_id(request))
+    results: list[BatchItemResult] = []
+    for index, (raw, outcome) in enumerate(
+        zip(raws, submit_batch(session, keys, agency=agency, raws=raws, actor=actor), strict=True)
+    ):
+        if isinstance(outcome, Message):
+            results.append(BatchItemResult(index=index, status=202, receipt=_receipt(outcome)))
+            continue
+        if isinstance(outcome, (PolicyRefused, VerificationError, NotPermitted)):
+            _audit_refusal(session, actor, raw if isinstance(raw, dict) else {}, outcome)
+        results.append(BatchItemResult(index=index, status=outcome.status, problem=outcome.problem()))
+    accepted = sum(1 for r in results if r.receipt is not None)
+    receipt = BatchReceipt(accepted=accepted, refused=len(results) - accepted, results=results)
+    if idempotency_key is not None:
+        idempotency.remember(
+            session,
+            agency_id=agency.id,
+            key=idempotency_key,
+            body=body,
+            status=200,
+            response=receipt.model_dump(mode="json"),
+        )
+    return receipt
+
+
+def _receipt(message: Message) -> SubmitReceipt:
+    return SubmitReceipt(
+        message_id=message.id,
+        state=message.state,
+        deadline_at=message.deadline_at,
+        received_at=message.received_at,
+    )
+
+
+@router.post(
     "/{message_id}/resubmissions",
     status_code=202,
     response_model=SubmitReceipt,
@@ -163,12 +241,7 @@ def _intake(
         _audit_refusal(session, actor, raw, exc)
         session.commit()
         raise
-    receipt = SubmitReceipt(
-        message_id=message.id,
-        state=message.state,
-        deadline_at=message.deadline_at,
-        received_at=message.received_at,
-    )
+    receipt = _receipt(message)
     if idempotency_key is not None:
         idempotency.remember(
             session,

@@ -103,16 +103,21 @@ def deadline_event(
     reason: str | None = None,
     seconds: int | None = None,
 ) -> None:
-    session.add(
-        DeadlineEvent(
-            message_id=message.id,
-            kind=kind,
-            at=utcnow(),
-            actor=actor.name,
-            reason=reason,
-            deadline_at=message.deadline_at,
-            seconds=seconds,
-        )
+    session.add(deadline_row(message, kind, actor=actor, reason=reason, seconds=seconds))
+
+
+def deadline_row(
+    message: Message, kind: str, *, actor: Actor, reason: str | None = None, seconds: int | None = None
+) -> DeadlineEvent:
+    """One event of the deadline's history, not yet added to a session."""
+    return DeadlineEvent(
+        message_id=message.id,
+        kind=kind,
+        at=utcnow(),
+        actor=actor.name,
+        reason=reason,
+        deadline_at=message.deadline_at,
+        seconds=seconds,
     )
 
 

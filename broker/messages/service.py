@@ -7,23 +7,24 @@ custody step, its audit entry and its outbox row one atomic step.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from broker.audit.actions import AuditAction
 from broker.audit.service import SYSTEM, Actor, record
 from broker.crypto import countersign, digest, verify_envelope
-from broker.db import utcnow
+from broker.db import Base, utcnow
 from broker.delivery.models import InboxItem
 from broker.directory.models import Agency, ContactPoint
 from broker.directory.service import contact_point_for, get_agency
-from broker.errors import Conflict, InvalidInput, NotFound, NotPermitted, PolicyRefused
+from broker.errors import Conflict, InvalidInput, NotFound, NotPermitted, PolicyRefused, SpocError
 from broker.keys.service import DatabaseKeyStore
-from broker.messages.clock import clock_of, deadline_event, iso, pause_clock, set_clock
+from broker.messages.clock import clock_of, deadline_event, deadline_row, iso, pause_clock, set_clock
 from broker.messages.deadlines import Clock, legal_period
 from broker.messages.models import CustodyStep, Message
 from broker.messages.states import ALLOWED, AWAITING_CLARIFICATION, State
@@ -61,6 +62,13 @@ def submit(
     (time formats, key order) never break a valid signature. ``supersedes`` is the returned message this
     one amends (see :func:`resubmit`).
     """
+    envelope = _verified(keys, agency=agency, raw=raw)
+    return _accept(session, keys, envelope=envelope, raw=raw, actor=actor, supersedes=supersedes)
+
+
+def _verified(keys: DatabaseKeyStore, *, agency: Agency, raw: Mapping[str, Any]) -> Envelope:
+    """The envelope, if it fits the schema, names ``agency`` as sender, carries ``agency``'s valid signature
+    and ``agency`` may send at its classification."""
     envelope = Envelope.model_validate(raw)
     header = envelope.header
     if header.sender_agency != agency.id:
@@ -77,7 +85,64 @@ def submit(
         resolve=lambda kid: keys.resolve_at(kid, party_id=agency.id, at=header.created_at),
     )
     check_accreditation(agency, header.classification, role="send")
-    return _accept(session, keys, envelope=envelope, raw=raw, actor=actor, supersedes=supersedes)
+    return envelope
+
+
+def submit_batch(
+    session: Session,
+    keys: DatabaseKeyStore,
+    *,
+    agency: Agency,
+    raws: Sequence[Mapping[str, Any]],
+    actor: Actor,
+) -> list[Message | SpocError]:
+    """Submit many envelopes of one agency in one unit of work: for each, the stored message or the error
+    that refused it, in order.
+
+    Every envelope gets exactly the checks of :func:`submit` and is accepted or refused on its own: the
+    checks only read, so a refused envelope leaves nothing behind and the next one goes on. What a batch
+    saves is everything around them: one request signature, one transaction, one query for ids already
+    stored, and one flush that writes the messages (then one for their custody steps and deadline events)
+    as multi-row INSERTs instead of a dozen statements per message.
+    """
+    outcomes: list[Admitted | SpocError] = []
+    in_batch: set[str] = set()
+    with session.no_autoflush:
+        for raw in raws:
+            try:
+                envelope = _verified(keys, agency=agency, raw=raw)
+                admitted = _admit(session, keys, envelope=envelope, raw=raw, supersedes=None)
+                if admitted.message.id in in_batch:
+                    raise Conflict(f"message {admitted.message.id} appears twice in this batch")
+                in_batch.add(admitted.message.id)
+                outcomes.append(admitted)
+            except ValidationError as exc:
+                outcomes.append(
+                    InvalidInput(
+                        "the envelope does not match the schema",
+                        errors=[
+                            {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
+                            for e in exc.errors(include_url=False, include_input=False)[:50]
+                        ],
+                    )
+                )
+            except SpocError as exc:
+                outcomes.append(exc)
+    stored = set(session.scalars(select(Message.id).where(Message.id.in_(in_batch)))) if in_batch else set()
+    results: list[Message | SpocError] = []
+    dependents: list[Base] = []
+    for outcome in outcomes:
+        if isinstance(outcome, SpocError):
+            results.append(outcome)
+        elif outcome.message.id in stored:
+            results.append(Conflict(f"message {outcome.message.id} was already submitted"))
+        else:
+            dependents += _store(session, outcome, actor=actor, flush=False)
+            results.append(outcome.message)
+    session.flush()
+    session.add_all(dependents)
+    session.flush()
+    return results
 
 
 def submit_from_contact_point(
@@ -159,6 +224,34 @@ def _accept(
     supersedes: Message | None,
 ) -> Message:
     """The checks and the storing every sender shares, after its own signature and accreditation checks."""
+    admitted = _admit(session, keys, envelope=envelope, raw=raw, supersedes=supersedes)
+    if session.get(Message, admitted.message.id) is not None:
+        raise Conflict(f"message {admitted.message.id} was already submitted")
+    _store(session, admitted, actor=actor, flush=True)
+    return admitted.message
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A message that passed every check of intake and is ready to be stored (nothing written yet)."""
+
+    message: Message
+    envelope: Envelope
+    legal_basis: str
+    original: Message | None
+    supersedes: Message | None
+
+
+def _admit(
+    session: Session,
+    keys: DatabaseKeyStore,
+    *,
+    envelope: Envelope,
+    raw: Mapping[str, Any],
+    supersedes: Message | None,
+) -> Admitted:
+    """Routing, accreditation of the addressee, the reply rules, the legal basis and the readers: only
+    reads, so a refusal here leaves the unit of work as it was (a batch goes on with its next envelope)."""
     header = envelope.header
     origin_cp = contact_point_for(session, header.origin_country)
     destination_cp = contact_point_for(session, header.destination_country)
@@ -186,9 +279,6 @@ def _accept(
                 f"the payload is not encrypted to {party}; fetch its key from /v1/directory/parties/{party}/jwks",
                 reason="missing-reader",
             )
-    if session.get(Message, str(header.message_id)) is not None:
-        raise Conflict(f"message {header.message_id} was already submitted")
-
     message = Message(
         id=str(header.message_id),
         conversation_id=str(header.conversation_id),
@@ -210,7 +300,21 @@ def _accept(
         paused_seconds=0,
         extended_seconds=0,
     )
-    _start_clock(message, header=envelope.header, supersedes=supersedes)
+    _start_clock(message, header=header, supersedes=supersedes)
+    return Admitted(message, envelope, agreement.reference, original, supersedes)
+
+
+def _store(session: Session, admitted: Admitted, *, actor: Actor, flush: bool) -> list[Base]:
+    """Add an admitted message and its audit entries. With ``flush`` the message is written at once and the
+    rows that refer to it (its first custody step, its deadline event) are added too; without, they are
+    returned for the caller to add once it has written the message rows.
+
+    The message is queued for review before its row is first written: one INSERT in state origin-review,
+    not an INSERT and an UPDATE; both steps keep their audit entries, in order. The rows that refer to the
+    message come back rather than being added here because the unit of work orders INSERTs by relationship,
+    not by foreign key: a batch adds every message, flushes once, then adds these.
+    """
+    message, envelope, original = admitted.message, admitted.envelope, admitted.original
     session.add(message)
     record(
         session,
@@ -223,29 +327,31 @@ def _accept(
             "type": message.type,
             "category": message.category,
             "classification": message.classification,
-            "legal_basis": agreement.reference,
+            "legal_basis": admitted.legal_basis,
             "digest": message.digest,
         },
     )
-    # Queued for review before the row is first written: one INSERT in state origin-review, not an INSERT
-    # and an UPDATE; both steps keep their audit entries, in order. (Rows that refer to the message are
-    # added after this flush: the unit of work orders INSERTs by relationship, not by foreign key.)
-    transition(session, message, State.ORIGIN_REVIEW, actor=SYSTEM, action=AuditAction.MESSAGE_QUEUED)
-    session.add(
+    transition(
+        session, message, State.ORIGIN_REVIEW, actor=SYSTEM, action=AuditAction.MESSAGE_QUEUED, flush=flush
+    )
+    dependents: list[Base] = [
         CustodyStep(
             message_id=message.id,
             seq=0,
-            party=header.sender_agency,
-            actor=header.sender_agency,
+            party=envelope.header.sender_agency,
+            actor=envelope.header.sender_agency,
             decision="submitted",
             to_state=State.SUBMITTED,
             signature=envelope.signature,
         )
-    )
+    ]
     if message.deadline_at is not None:
-        deadline_event(session, message, "set", actor=actor)
-    if supersedes is not None:
-        _supersede(session, supersedes, message, actor=actor)
+        dependents.append(deadline_row(message, "set", actor=actor))
+    if flush:  # the message row is written: its dependents go in now, before what an amendment adds
+        session.add_all(dependents)
+        dependents = []
+    if admitted.supersedes is not None:
+        _supersede(session, admitted.supersedes, message, actor=actor)
     if original is not None and original.state == State.DELIVERED and message.type != "clarification":
         transition(
             session,
@@ -254,8 +360,9 @@ def _accept(
             actor=actor,
             action=AuditAction.MESSAGE_ANSWERED,
             details={"answer": message.id},
+            flush=flush,
         )
-    return message
+    return dependents
 
 
 def _start_clock(message: Message, *, header: RoutingHeader, supersedes: Message | None) -> None:
@@ -350,8 +457,11 @@ def transition(
     actor: Actor,
     action: AuditAction,
     details: dict[str, Any] | None = None,
+    flush: bool = True,
 ) -> None:
-    """Move ``message`` to ``to`` if the state machine allows it, with its audit entry."""
+    """Move ``message`` to ``to`` if the state machine allows it, with its audit entry.
+
+    ``flush=False`` leaves the write to the caller's next flush (a batch writes many messages in one)."""
     current = State(message.state)
     if to not in ALLOWED[current]:
         raise Conflict(f"message {message.id} is {current}; it cannot become {to}")
@@ -368,7 +478,8 @@ def transition(
         countries=_countries(message),
         details={"from": str(current), "to": str(to), **(details or {})},
     )
-    session.flush()
+    if flush:
+        session.flush()
 
 
 def add_custody(

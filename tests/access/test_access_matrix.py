@@ -76,6 +76,7 @@ MATRIX: list[tuple[str, str, Expect, Expect, Expect, Expect, Expect, Expect, Exp
     ("GET",  "/ui/audit/static/audit.css",                              200, 200, 200,     200, 200,  200,  200),
     # --- agencies (RFC 9421 signed) -----------------------------------------------------------------------------
     ("POST", "/v1/messages",                                            401, 202, 401,     401, 401,  401,  401),
+    ("POST", "/v1/messages/batches",                                    401, 200, 401,     401, 401,  401,  401),
     ("POST", "/v1/messages/{message_id}/resubmissions",                 401, 202, 401,     401, 401,  401,  401),
     ("GET",  "/v1/messages/{message_id}",                               401, 200, 401,     401, 401,  401,  401),
     ("POST", "/v1/messages/{message_id}/dissemination-requests",        401, 201, 401,     401, 401,  401,  401),
@@ -322,6 +323,11 @@ BODIES: dict[tuple[str, str], Callable[[Call], dict[str, Any]]] = {
     ("POST", "/ui/login"): _ui_login,
     ("POST", "/v1/messages"): _submit,
     ("POST", "/v1/messages/{message_id}/resubmissions"): _resubmit,
+    # The envelope the single-submission row (earlier in ROWS) already stored: it comes back refused as a
+    # repeat in its slot, the answer is still 200; this row checks who may post a batch, not its contents.
+    ("POST", "/v1/messages/batches"): lambda call: {
+        "json": {"envelopes": [call.world.submissions["UNCLASSIFIED"]]}
+    },
     ("POST", "/v1/messages/{message_id}/dissemination-requests"): lambda call: {
         "json": {"recipient_country": "AL", "purpose": "a joint investigation"}
     },
