@@ -153,6 +153,12 @@ def bench(
     messages: Annotated[int, typer.Option(help="Messages per concurrency level.")] = 1500,
     levels: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "4,16,64",
     out: Annotated[Path, typer.Option(help="Where results go.")] = Path("bench/results"),
+    batch: Annotated[
+        int,
+        typer.Option(
+            help="Envelopes per request in the batched phase (POST /v1/messages/batches); 1 skips it."
+        ),
+    ] = 100,
     profile: Annotated[
         int, typer.Option(help="Instead: profile N in-process submissions (pyinstrument) and print the tree.")
     ] = 0,
@@ -160,7 +166,8 @@ def bench(
     """Measure the exchange on the real stack (PostgreSQL, Redis, API, workers) next to this machine's limits.
 
     Needs PostgreSQL and Redis on 127.0.0.1 (RabbitMQ optional, for the bare-queue baseline). Bounded:
-    about 4 x MESSAGES messages in all. Writes bench/results/<date>.json and a PNG chart.
+    about 4 x MESSAGES messages one per request, and 2 x max(2000, 2 x MESSAGES) in batches of BATCH.
+    Writes bench/results/<date>.json and a PNG chart.
     """
     from rich.console import Console
 
@@ -183,13 +190,15 @@ def bench(
         parsed = tuple(int(x) for x in levels.split(",") if x.strip())
     except ValueError:
         fail("--levels takes whole numbers separated by commas, e.g. 4,16,64")
+    if not 1 <= batch <= 500:
+        fail("--batch takes 1 to 500 envelopes per request")
     with console.status("benchmark") as status:
 
         def say(line: str) -> None:
             status.update(line)
             console.log(line)
 
-        results = run_bench(messages=messages, levels=parsed, out_dir=out, say=say)
+        results = run_bench(messages=messages, levels=parsed, out_dir=out, say=say, batch=batch)
     path, chart = write(results, out)
     console.print(table(results))
     typer.echo(f"results: {path}" + (f"  chart: {chart}" if chart else ""))

@@ -31,12 +31,21 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{_errors(phase)})",
             )
         )
-    for phase in results["submit"]:
+    for phase in results.get("submit_batched", []):
+        out.append(
+            (
+                f"accepted msg/s in batches of {phase['batch']}, {phase['concurrency']} in flight",
+                f"{_f(phase['accepted_per_s'])} (per batch p50 {_f(phase['p50_ms'], 1)} ms, p99 "
+                f"{_f(phase['p99_ms'], 1)} ms{_errors(phase)})",
+            )
+        )
+    for phase in [*results["submit"], *results.get("submit_batched", [])]:
         if phase.get("cpu_ms_per_accepted"):
             shares = ", ".join(
                 f"{role} {ms:.1f}" for role, ms in phase["cpu_ms_per_accepted"].items() if ms >= 0.1
             )
-            out.append((f"CPU ms per accepted message at concurrency {phase['concurrency']}", shares))
+            how = f"batches of {phase['batch']}, " if phase.get("batch", 1) > 1 else ""
+            out.append((f"CPU ms per accepted message ({how}concurrency {phase['concurrency']})", shares))
     at500 = results.get("submit_at_500", {})
     if at500:
         out.append(

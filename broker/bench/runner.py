@@ -130,14 +130,18 @@ def delivered_stats(dsn: str, message_ids: list[str]) -> dict[str, Any]:
 
 
 def _submit_phase(
-    stack: Stack, envelopes: list[Any], *, concurrency: int, rate: float | None = None
+    stack: Stack, envelopes: list[Any], *, concurrency: int, rate: float | None = None, batch: int = 1
 ) -> dict[str, Any]:
+    """Submit ``envelopes`` and report rates, per-request latency and CPU per accepted message."""
     before = cpu.sample()
-    result = submit_all(stack.url, stack.settings.data_dir, envelopes, concurrency=concurrency, rate=rate)
+    result = submit_all(
+        stack.url, stack.settings.data_dir, envelopes, concurrency=concurrency, rate=rate, batch=batch
+    )
     roots = {"api": stack.processes[0].pid, "worker": stack.processes[1].pid}
     return {
         "cpu_ms_per_accepted": cpu.per_message(before, cpu.sample(), roots=roots, messages=result.accepted),
         "concurrency": concurrency,
+        "batch": batch,
         "offered_per_s": rate,
         "sent": result.sent,
         "accepted": result.accepted,
@@ -150,21 +154,43 @@ def _submit_phase(
     }
 
 
+BATCH_LEVELS = (2, 8)
+"""Concurrent batch requests: each carries ``batch`` envelopes, so a few keep both API workers busy."""
+
+
 def run(
-    *, messages: int, levels: tuple[int, ...], out_dir: Path, say: Say, scaling: bool = True
+    *,
+    messages: int,
+    levels: tuple[int, ...],
+    out_dir: Path,
+    say: Say,
+    scaling: bool = True,
+    batch: int = 100,
 ) -> dict[str, Any]:
-    """The whole benchmark. ``messages`` per concurrency level; the end-to-end phase uses a quarter of it."""
+    """The whole benchmark. ``messages`` per concurrency level; the end-to-end phase uses a quarter of it;
+    batched submission (``batch`` envelopes per request; 0 or 1 skips it) twice as many per level."""
     results: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": _cpus(), "python": platform.python_version(), "platform": platform.platform()},
-        "parameters": {"messages_per_level": messages, "levels": list(levels), "payload_bytes": 2048},
+        "parameters": {
+            "messages_per_level": messages,
+            "levels": list(levels),
+            "payload_bytes": 2048,
+            "batch": batch,
+            "batch_levels": list(BATCH_LEVELS) if batch > 1 else [],
+        },
     }
     with tempfile.TemporaryDirectory(prefix="spoc-bench-") as tmp, running(Path(tmp)) as stack:
         results["limits"] = measure_limits(stack, say)
         end_to_end = max(200, messages // 4)
         open_loop = max(500, messages // 2)
+        batched = max(2000, 2 * messages) if batch > 1 else 0
         total = (
-            messages * len(levels) + end_to_end + open_loop + (3 * max(100, messages // 10) if scaling else 0)
+            messages * len(levels)
+            + batched * len(BATCH_LEVELS)
+            + end_to_end
+            + open_loop
+            + (3 * max(100, messages // 10) if scaling else 0)
         )
         say(f"building {total} signed, sealed envelopes")
         envelopes = build_envelopes(stack.url, stack.settings.data_dir, total)
@@ -202,6 +228,12 @@ def run(
         for level in levels:
             say(f"submit: {messages} messages at concurrency {level}")
             results["submit"].append(_submit_phase(stack, take(messages), concurrency=level))
+        results["submit_batched"] = []
+        for level in BATCH_LEVELS if batch > 1 else ():
+            say(f"submit: {batched} messages in batches of {batch}, {level} batches in flight")
+            results["submit_batched"].append(
+                _submit_phase(stack, take(batched), concurrency=level, batch=batch)
+            )
         say(f"submit: {open_loop} messages offered at 500 msg/s")
         results["submit_at_500"] = _submit_phase(stack, take(open_loop), concurrency=64, rate=500.0)
         if scaling:  # before the audit phase, whose synthetic entries are not the exchange's volume
@@ -333,6 +365,7 @@ def _cpus() -> int:
 def ratios(results: dict[str, Any]) -> dict[str, Any]:
     lim = results["limits"]
     best = max((p["accepted_per_s"] for p in results["submit"]), default=0.0)
+    batched = max((p["accepted_per_s"] for p in results.get("submit_batched", [])), default=0.0)
     out: dict[str, Any] = {
         "accepted_vs_envelope_verify": best / lim["envelope_verify_per_s"]
         if lim["envelope_verify_per_s"]
@@ -343,6 +376,8 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     delivered = results.get("end_to_end", {}).get("delivered_per_s")
     if rabbit:
         out["accepted_vs_bare_queue"] = best / rabbit
+        if batched:
+            out["accepted_batched_vs_bare_queue"] = batched / rabbit
         if delivered:
             out["delivered_vs_bare_queue"] = delivered / rabbit
     appended = results.get("audit", {}).get("entries_appended_per_s")
@@ -377,7 +412,16 @@ def _chart(results: dict[str, Any], path: Path) -> Path | None:
         color="#0b4f8a",
         label="accepted msg/s",
     )
-    left.set_xlabel("concurrent agency clients")
+    batched = results.get("submit_batched", [])
+    if batched:
+        left.plot(
+            [p["concurrency"] for p in batched],
+            [p["accepted_per_s"] for p in batched],
+            "D-",
+            color="#2a9d8f",
+            label=f"accepted msg/s, batches of {batched[0]['batch']}",
+        )
+    left.set_xlabel("concurrent agency requests")
     left.set_ylabel("accepted msg/s", color="#0b4f8a")
     left.set_xscale("log", base=2)
     right = left.twinx()

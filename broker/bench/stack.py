@@ -75,6 +75,11 @@ def running(
             "SPOC_DATA_DIR": str(work_dir),
             "SPOC_ENVIRONMENT": "test",
             "SPOC_BEAT_INTERVAL_SECONDS": "0.5",
+            # The per-agency limit stays on (each call still takes its tokens in Redis) but high enough
+            # that the benchmark measures the exchange, not the limit a deployment would choose.
+            "SPOC_RATE_LIMIT_PER_SECOND": "100000",
+            "SPOC_RATE_LIMIT_BURST": "100000",
+            "SPOC_MAX_BATCH_ENVELOPES": "500",  # so that `spoc bench --batch` can try up to the wire's limit
         }
         settings = Settings(
             database_url=env["SPOC_DATABASE_URL"],
