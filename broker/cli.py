@@ -179,10 +179,11 @@ def bench(
     if profile:
         from broker.bench.profile import profile_intake
 
-        found = profile_intake(profile)
+        found = profile_intake(profile, batch=batch)
         typer.echo(found.tree)
         typer.echo(
-            f"{found.requests} submissions: {found.ms_per_request:.2f} ms each, "
+            f"{found.requests} envelopes ({'batches of ' + str(batch) if batch > 1 else 'one per request'}): "
+            f"{found.ms_per_request:.2f} ms each, "
             f"{found.statements_per_request:.1f} SQL statements each"
         )
         return

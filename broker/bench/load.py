@@ -76,7 +76,7 @@ Work = tuple[str, list[dict[str, Any]]]
 """One request's worth: the sending agency and its envelopes (one, or a batch)."""
 
 
-def _chunks(envelopes: Sequence[tuple[str, dict[str, Any]]], batch: int) -> list[Work]:
+def chunks(envelopes: Sequence[tuple[str, dict[str, Any]]], batch: int) -> list[Work]:
     """Requests of ``batch`` envelopes of one sender each (a batch is one agency's), in order."""
     if batch <= 1:
         return [(sender, [env]) for sender, env in envelopes]
@@ -190,7 +190,7 @@ def submit_all(
     # lock one of them held and hang for ever.
     ctx = mp.get_context("spawn")
     results: Any = ctx.Queue()
-    work = _chunks(envelopes, batch)
+    work = chunks(envelopes, batch)
     shares = [work[i::processes] for i in range(processes)]
     per_rate = rate / processes / max(1, batch) if rate else None
     threads = max(1, concurrency // processes)

@@ -1,4 +1,5 @@
-"""Profile the intake path in one process: where does one ``POST /v1/messages`` spend its time?
+"""Profile the intake path in one process: where does one ``POST /v1/messages`` (or one envelope of a
+batch) spend its time?
 
 The app runs in-process (Starlette's TestClient, no network), on a fresh PostgreSQL database, so the
 profile shows our code, SQLAlchemy and the crypto rather than the kernel's loopback. It reports wall time
@@ -18,7 +19,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import event
 
-from broker.bench.load import ROUTES, build_envelopes, credentials
+from broker.bench.load import ROUTES, build_envelopes, chunks, credentials
 from broker.bench.stack import database
 from broker.client.agency import AgencyClient
 from broker.config import Settings
@@ -34,8 +35,10 @@ class Profile:
     tree: str
 
 
-def profile_intake(requests: int = 300, *, warmup: int = 30) -> Profile:
-    """Submit ``warmup`` then ``requests`` envelopes through the real app; profile the latter."""
+def profile_intake(requests: int = 300, *, warmup: int = 30, batch: int = 1) -> Profile:
+    """Submit ``warmup`` then ``requests`` envelopes through the real app; profile the latter. With
+    ``batch`` > 1 they go ``batch`` at a time through ``POST /v1/messages/batches`` (figures stay per
+    envelope: ``requests`` counts envelopes)."""
     from pyinstrument import Profiler
 
     from broker.app import create_app
@@ -71,8 +74,11 @@ def profile_intake(requests: int = 300, *, warmup: int = 30) -> Profile:
             profiler = Profiler(interval=0.0005)
             begun = time.perf_counter()
             profiler.start()
-            for sender, envelope in envelopes[warmup:]:
-                clients[sender].submit(envelope)
+            for sender, chunk in chunks(envelopes[warmup:], batch):
+                if batch > 1:
+                    clients[sender].submit_batch(chunk)
+                else:
+                    clients[sender].submit(chunk[0])
             profiler.stop()
             elapsed = time.perf_counter() - begun
             event.remove(engine, "before_cursor_execute", count)

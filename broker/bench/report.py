@@ -44,8 +44,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str]]:
             shares = ", ".join(
                 f"{role} {ms:.1f}" for role, ms in phase["cpu_ms_per_accepted"].items() if ms >= 0.1
             )
-            how = f"batches of {phase['batch']}, " if phase.get("batch", 1) > 1 else ""
-            out.append((f"CPU ms per accepted message ({how}concurrency {phase['concurrency']})", shares))
+            how = f" in batches of {phase['batch']}" if phase.get("batch", 1) > 1 else ""
+            out.append((f"CPU ms per accepted message{how} at concurrency {phase['concurrency']}", shares))
     at500 = results.get("submit_at_500", {})
     if at500:
         out.append(

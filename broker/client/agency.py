@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import orjson
 
 from broker.client.credentials import AgencyCredentials
 from broker.client.custody import CustodyError, CustodyReport, check_chain, envelope_digest
@@ -40,6 +41,16 @@ class SignedRequests(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         sign_request(request.method, str(request.url), request.headers, request.content, key=self._key)
         yield request
+
+
+_JSON = {"Content-Type": "application/json"}
+
+
+def _json(body: Any) -> bytes:
+    """Bodies through orjson: a batch of 100 envelopes is 400 KB, and the standard library's encoder was the
+    load generator's largest cost in ``spoc bench``. (The envelope signature covers the canonical signing
+    view, never these bytes, so how they are spaced is free.)"""
+    return orjson.dumps(body)
 
 
 class ClientError(Exception):
@@ -215,7 +226,9 @@ class AgencyClient:
         attempt = 1
         while True:
             try:
-                response = self._call("POST", "/v1/messages", json=envelope, headers={"Idempotency-Key": key})
+                response = self._call(
+                    "POST", "/v1/messages", content=_json(envelope), headers={**_JSON, "Idempotency-Key": key}
+                )
             except httpx.TransportError:
                 if attempt >= attempts:
                     raise
@@ -244,8 +257,8 @@ class AgencyClient:
                 response = self._call(
                     "POST",
                     "/v1/messages/batches",
-                    json={"envelopes": envelopes},
-                    headers={"Idempotency-Key": idempotency_key},
+                    content=_json({"envelopes": envelopes}),
+                    headers={**_JSON, "Idempotency-Key": idempotency_key},
                 )
             except httpx.TransportError:
                 if attempt >= attempts:

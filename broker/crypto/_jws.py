@@ -118,7 +118,7 @@ def verify_compact(
     other error (e.g. ``Unavailable`` when the directory is down) propagates, because "could not check
     now" must stay retryable and must not be recorded as "forged".
     """
-    header, payload, _sig = split_compact(token)
+    header, payload, signature = split_compact(token)
     if (
         header.get("alg") != ALG
         or not _typ_matches(header.get("typ"), typ)
@@ -134,11 +134,18 @@ def verify_compact(
         raise VerificationError(_FAILED) from exc
     if not isinstance(public, PublicKey) or public.use != "sig" or public.kid != kid:
         raise VerificationError(_FAILED)
-    checked = _jws.JWS()
-    checked.allowed_algs = [ALG]
+    # jwcrypto's JWSCore, not its JWS: every check JWS adds (alg allow-list, header registry, ``b64``,
+    # ``crit``) is made above, stricter, and JWS deep-copies its header registry per token, which cost more
+    # than the Ed25519 verification itself. The signing input is rebuilt from the received protected
+    # header; split_compact accepted only canonical base64url, so re-encoding it gives the same bytes.
+    protected = token.split(".", 1)[0]
+    signed = payload if detached_payload is None else detached_payload
     try:
-        checked.deserialize(token)
-        checked.verify(public.to_jwcrypto(), alg=ALG, detached_payload=detached_payload)
+        raw_header = b64url_decode(protected).decode("utf-8")  # the exact JSON text that was signed
+        core = _jws.JWSCore(ALG, public.to_jwcrypto(), raw_header, signed, algs=[ALG])
+        if core.protected != protected:
+            raise ValueError("protected header does not re-encode to the received one")
+        core.verify(signature)
     except Exception as exc:  # jwcrypto's exception surface is wide; every one of them means "no"
         raise VerificationError(_FAILED) from exc
     return kid, payload if detached_payload is None else detached_payload

@@ -16,6 +16,7 @@ integrator uploading a key, who needs to know what is wrong with it). Messages n
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -88,6 +89,11 @@ def _check_kid(data: Mapping[str, Any], kid: str) -> None:
         raise InvalidInput("the JWK's kid is not its RFC 7638 thumbprint")
 
 
+@functools.lru_cache(maxsize=4096)
+def _jwcrypto_public(members: tuple[tuple[str, Any], ...]) -> _jwk.JWK:
+    return _jwk.JWK(**dict(members))
+
+
 @dataclass(frozen=True, slots=True)
 class PublicKey:
     """A validated public key of one party: what the directory stores and what ``resolve(kid)`` returns.
@@ -153,8 +159,11 @@ class PublicKey:
         return cls(kid=kid, use=use, x=x)
 
     def to_jwcrypto(self) -> _jwk.JWK:
-        """The jwcrypto object for this key; for use inside ``broker.crypto`` only."""
-        return _jwk.JWK(**self.jwk)
+        """The jwcrypto object for this key; for use inside ``broker.crypto`` only.
+
+        Shared: one object per key for the process (building it cost as much as the verification it
+        serves), so it must never be changed; jwcrypto only reads a key it verifies or encrypts with."""
+        return _jwcrypto_public(tuple(sorted(self.jwk.items())))
 
 
 class KeyPair:

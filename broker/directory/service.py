@@ -91,11 +91,16 @@ def _snapshot(session: Session) -> _Snapshot:
 
 
 def _attach(session: Session, row: _Row) -> _Row:
+    """The session's own copy of a snapshot row. The identity map holds objects weakly, so the copies are
+    also kept in ``session.info`` for the session's life: a batch asks for the same few contact points and
+    agencies hundreds of times and should merge each once."""
     key = inspect(row).identity_key
     own = session.identity_map.get(key) if key is not None else None
     if own is not None:
         return own
-    return session.merge(row, load=False)
+    merged = session.merge(row, load=False)
+    session.info.setdefault("directory_rows", []).append(merged)
+    return merged
 
 
 def contact_point_for(session: Session, country: str) -> ContactPoint:
