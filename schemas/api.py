@@ -23,11 +23,15 @@ __all__ = [
     "CustodyStep",
     "Decision",
     "DecisionAction",
+    "DecisionBatch",
+    "DecisionBatchAnswer",
+    "DecisionOutcome",
     "DisseminationRequest",
     "DisseminationRequestBody",
     "InboxItem",
     "LoginRequest",
     "LoginResult",
+    "MessageDecision",
     "MessageStatus",
     "OwnInitiativeProvision",
     "Problem",
@@ -247,6 +251,49 @@ class Decision(BaseModel):
         if self.action != "route" and self.route_to_agency is not None:
             raise ValueError(f"route_to_agency belongs to 'route', not '{self.action}'")
         return self
+
+
+MAX_DECISIONS: Final = 100
+"""The most decisions one ``POST /v1/cp/decisions`` may carry."""
+
+
+class MessageDecision(BaseModel):
+    """One decision of a :class:`DecisionBatch`: the message it is about, and the decision."""
+
+    model_config = _STRICT
+
+    message_id: WireUUID
+    decision: Decision
+
+
+class DecisionBatch(BaseModel):
+    """Several decisions taken at once, e.g. approving a page of routine requests. Each is taken exactly as
+    alone (same rules: clearance, four eyes, state), and each succeeds or fails on its own."""
+
+    model_config = _STRICT
+
+    decisions: Annotated[list[MessageDecision], Field(min_length=1, max_length=MAX_DECISIONS)]
+
+
+class DecisionOutcome(BaseModel):
+    """The fate of one decision of a batch, at its position ``index``: ``status`` 200 and the message's
+    new ``state``, or the status and problem details it would have got alone."""
+
+    model_config = _STRICT
+
+    index: int = Field(ge=0)
+    message_id: WireUUID
+    status: int = Field(ge=100, le=599)
+    state: State | None = None
+    problem: dict[str, JsonValue] | None = None
+
+
+class DecisionBatchAnswer(BaseModel):
+    model_config = _STRICT
+
+    decided: int = Field(ge=0)
+    failed: int = Field(ge=0)
+    results: list[DecisionOutcome]
 
 
 class LoginRequest(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -61,6 +62,13 @@ class OfficerClient:
         result: dict[str, Any] = self._call(
             "POST", f"/v1/cp/messages/{message_id}/decisions", json={"action": action, **fields}
         )
+        return result
+
+    def decide_many(self, decisions: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+        """Several decisions in one call (``POST /v1/cp/decisions``): ``(message_id, {"action": ...})``
+        pairs, each taken as alone; the answer lists each one's new state or problem, in order."""
+        body = {"decisions": [{"message_id": m, "decision": d} for m, d in decisions]}
+        result: dict[str, Any] = self._call("POST", "/v1/cp/decisions", json=body)
         return result
 
     def content(self, message_id: str) -> dict[str, Any]:

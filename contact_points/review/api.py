@@ -7,9 +7,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from broker.accounts.models import User
 from broker.deps import DbSession, Keys
+from broker.errors import Conflict, SpocError
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.clock import deadline_events
 from broker.messages.dissemination import as_wire, pending_for_contact_point, requests_for
@@ -29,7 +31,14 @@ from contact_points.review.service import (
     read_content,
 )
 from contact_points.review.timeline import conversation, hops
-from schemas.api import Decision, DisseminationRequest, OwnInitiativeProvision
+from schemas.api import (
+    Decision,
+    DecisionBatch,
+    DecisionBatchAnswer,
+    DecisionOutcome,
+    DisseminationRequest,
+    OwnInitiativeProvision,
+)
 
 router = APIRouter(prefix="/v1/cp", tags=["contact point"])
 
@@ -192,6 +201,36 @@ def decide_message(
     extend, assign (both); grant, deny (a request for onward dissemination of H2 information)."""
     message = decide(session, keys, officer.user, message_id, body, actor=officer.actor(request))
     return summary(message, names=usernames(session, [message.assigned_to]))
+
+
+@router.post("/decisions", response_model=DecisionBatchAnswer, operation_id="decide_messages")
+def decide_messages(
+    body: DecisionBatch, request: Request, officer: CpOfficer, session: DbSession, keys: Keys
+) -> DecisionBatchAnswer:
+    """Take up to 100 decisions in one call (a page of routine requests to approve or route). Each is taken
+    exactly as ``POST /v1/cp/messages/{id}/decisions`` would take it, in its own savepoint: one that fails
+    (not in scope, already decided, four eyes) is undone alone and answered with its problem, in order."""
+    actor = officer.actor(request)
+    results: list[DecisionOutcome] = []
+    for index, item in enumerate(body.decisions):
+        message_id = str(item.message_id)
+        try:
+            with session.begin_nested():
+                message = decide(session, keys, officer.user, message_id, item.decision, actor=actor)
+        except StaleDataError:  # another officer decided on it in the meantime
+            exc = Conflict("the message changed while you decided; reload and try again")
+            results.append(
+                DecisionOutcome(index=index, message_id=message_id, status=exc.status, problem=exc.problem())
+            )
+            continue
+        except SpocError as exc:
+            results.append(
+                DecisionOutcome(index=index, message_id=message_id, status=exc.status, problem=exc.problem())
+            )
+            continue
+        results.append(DecisionOutcome(index=index, message_id=message_id, status=200, state=message.state))
+    decided = sum(1 for r in results if r.status == 200)
+    return DecisionBatchAnswer(decided=decided, failed=len(results) - decided, results=results)
 
 
 @router.post("/provisions", status_code=201, operation_id="provide_information")

@@ -93,6 +93,7 @@ MATRIX: list[tuple[str, str, Expect, Expect, Expect, Expect, Expect, Expect, Exp
     ("GET",  "/v1/cp/messages/{message_id}/content",                    401, 401, 200,     200, 403,  403,  403),
     ("POST", "/v1/cp/messages/{message_id}/conditions/acknowledgement", 401, 401, ACK,     204, 403,  403,  403),
     ("POST", "/v1/cp/messages/{message_id}/decisions",                  401, 401, DECIDE,  200, 403,  403,  403),
+    ("POST", "/v1/cp/decisions",                                        401, 401, 200,     200, 403,  403,  403),
     ("POST", "/v1/cp/provisions",                                       401, 401, PROVIDE, 201, 403,  403,  403),
     ("GET",  "/v1/cp/dissemination-requests",                           401, 401, 200,     200, 403,  403,  403),
     ("GET",  "/v1/cp/notifications",                                    401, 401, 200,     200, 403,  403,  403),
@@ -339,6 +340,11 @@ BODIES: dict[tuple[str, str], Callable[[Call], dict[str, Any]]] = {
     ("POST", "/v1/keys"): lambda call: {"json": {"jwk": {"kty": "OKP", "crv": "Ed25519", "x": "not-a-key"}}},
     ("POST", "/v1/cp/messages/{message_id}/decisions"): _assign_self,
     ("POST", "/v1/cp/provisions"): _provision,
+    # A message nobody has: who may post decisions is the row's question (each decision's own checks are
+    # those of the single-decision row, and tests/contact_points/test_review_bulk_decisions.py).
+    ("POST", "/v1/cp/decisions"): lambda call: {
+        "json": {"decisions": [{"message_id": str(uuid.uuid4()), "decision": {"action": "approve"}}]}
+    },
     ("POST", "/v1/cp/deliveries/{message_id}/reroute"): lambda call: {"json": {"channel": "pull"}},
     ("POST", "/ui/messages/{message_id}/decide"): _ui_assign_self,
     ("POST", "/ui/provide"): _ui_provision,
