@@ -44,8 +44,12 @@ def prefetch(session: Session, rows: Sequence[OutboxItem]) -> None:
         return
     messages = session.scalars(select(Message).where(Message.id.in_(ids))).all()
     agencies = {m.destination_agency for m in messages if m.destination_agency is not None}
+    loaded: list[object] = list(messages)
     if agencies:
-        session.scalars(select(Agency).where(Agency.id.in_(agencies))).all()
+        loaded += session.scalars(select(Agency).where(Agency.id.in_(agencies))).all()
+    # The identity map holds objects weakly: without a reference they would be collected before the
+    # handlers' ``session.get`` and loaded again one query at a time. Held for the batch's unit of work.
+    session.info.setdefault("outbox_prefetched", []).extend(loaded)
 
 
 def process(session: Session, keys: DatabaseKeyStore, ids: Sequence[int]) -> int:

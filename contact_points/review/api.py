@@ -6,6 +6,7 @@ import base64
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -211,6 +212,13 @@ def decide_messages(
     exactly as ``POST /v1/cp/messages/{id}/decisions`` would take it, in its own savepoint: one that fails
     (not in scope, already decided, four eyes) is undone alone and answered with its problem, in order."""
     actor = officer.actor(request)
+    # Loaded together and held for the call (the identity map alone holds them weakly), so each decision
+    # finds its message and the officer's contact point without a query; decide() still locks and
+    # re-reads each message before it decides.
+    held = [
+        officer_contact_point(session, officer.user),
+        *session.scalars(select(Message).where(Message.id.in_({str(d.message_id) for d in body.decisions}))),
+    ]
     results: list[DecisionOutcome] = []
     for index, item in enumerate(body.decisions):
         message_id = str(item.message_id)
@@ -230,6 +238,7 @@ def decide_messages(
             continue
         results.append(DecisionOutcome(index=index, message_id=message_id, status=200, state=message.state))
     decided = sum(1 for r in results if r.status == 200)
+    del held  # released only now: the last decision has found its rows
     return DecisionBatchAnswer(decided=decided, failed=len(results) - decided, results=results)
 
 

@@ -83,11 +83,15 @@ def approvals_of(session: Session, message: Message, stage: str = "origin") -> l
     return [u for u in (session.get(User, a.user_id) for a in rows) if u is not None]
 
 
-def _may_approve(session: Session, message: Message, user: User) -> str | None:
-    """Why ``user`` may not approve ``message`` now (four eyes, authorship, H2), or None."""
+def _may_approve(
+    session: Session, message: Message, user: User, previous: list[User] | None = None
+) -> str | None:
+    """Why ``user`` may not approve ``message`` now (four eyes, authorship, H2), or None. ``previous``: the
+    message's approvals if the caller has them already."""
     if message.composed_by == user.id:
         return "four eyes: you wrote this provision; another officer must approve it"
-    previous = approvals_of(session, message)
+    if previous is None:
+        previous = approvals_of(session, message)
     if any(u.id == user.id for u in previous):
         return "four eyes: you have already approved this message; a different officer must approve it"
     if (
@@ -235,10 +239,10 @@ def _approve(session: Session, message: Message, user: User, *, actor: Actor, cu
     """Four eyes: UNCLASSIFIED and RESTRICTED need one officer; CONFIDENTIAL and above two different officers,
     and for SECRET one of them must be a supervisor. An H2-derived message waits for the provider's grant."""
     check_onward_dissemination(session, message)
-    refused = _may_approve(session, message, user)
+    previous = approvals_of(session, message)
+    refused = _may_approve(session, message, user, previous)
     if refused is not None:
         raise Conflict(refused)
-    previous = approvals_of(session, message)
     session.add(Approval(message_id=message.id, stage="origin", user_id=user.id))
     session.flush()
     needed = 2 if classification_rank(message.classification) >= FOUR_EYES_FROM else 1
