@@ -41,8 +41,8 @@ class Settings(BaseSettings):
     # How old a signed agency request may be; its nonce is remembered at least this long.
     request_signature_max_age: int = Field(default=300, ge=10)
     db_pool_size: int = Field(default=10, ge=1)
-    # Envelopes per batch submission; each costs one token of the agency's rate limit, so a batch larger
-    # than ``rate_limit_burst`` could never pass (the settings refuse that combination).
+    # Envelopes per batch submission; each costs one token of the agency's rate limit, so batches are also
+    # capped at ``rate_limit_burst`` (a larger one could never pass).
     max_batch_envelopes: int = Field(default=200, ge=1, le=500)
     celery_eager: bool = False
 
@@ -79,11 +79,6 @@ class Settings(BaseSettings):
             raise ValueError("SPOC_MASTER_KEY must be set in production")
         if self.environment == "production":
             self.push_allow_http_localhost = False
-        if self.rate_limit_per_second > 0 and self.max_batch_envelopes > self.rate_limit_burst:
-            raise ValueError(
-                f"SPOC_MAX_BATCH_ENVELOPES ({self.max_batch_envelopes}) is larger than SPOC_RATE_LIMIT_BURST "
-                f"({self.rate_limit_burst}): a full batch could never pass the rate limit"
-            )
         return self
 
     @property

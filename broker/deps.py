@@ -90,10 +90,25 @@ RawBody = Annotated[bytes, Depends(raw_body)]
 
 
 def current_agency(request: Request, session: DbSession, keys: Keys, body: RawBody) -> Agency:
-    """The agency whose RFC 9421 signature this request carries (see ``broker.crypto.httpsig``).
+    """The agency whose RFC 9421 signature this request carries (see ``broker.crypto.httpsig``), charged one
+    token of its rate limit.
 
     The key comes from the key store's registry snapshot (no query of its own), so a revocation is seen by
     the next request, as for envelope signatures."""
+    agency = _signed_by(request, session, keys, body)
+    # After the signature (so nobody can spend another agency's tokens) and before any work.
+    enforce(request.app.state.limiter, agency.id)
+    return agency
+
+
+def agency_charged_by_route(request: Request, session: DbSession, keys: Keys, body: RawBody) -> Agency:
+    """As :func:`current_agency`, for a route that charges the rate limit itself, before any work, by what
+    the request carries (a batch: one token per envelope), so that a refused request costs nothing and its
+    ``Retry-After`` is the wait for the whole charge."""
+    return _signed_by(request, session, keys, body)
+
+
+def _signed_by(request: Request, session: Session, keys: DatabaseKeyStore, body: bytes) -> Agency:
     settings: Settings = request.app.state.settings
     agency_holder: list[Agency] = []
 
@@ -119,8 +134,6 @@ def current_agency(request: Request, session: DbSession, keys: Keys, body: RawBo
         max_age=settings.request_signature_max_age,
     )
     agency = agency_holder[0]
-    # After the signature (so nobody can spend another agency's tokens) and before any work.
-    enforce(request.app.state.limiter, agency.id)
     remember_nonce(session, verified)
     request.state.verified_request = verified
     request.state.actor = Actor(agency.id, "agency", request_id(request))
@@ -128,6 +141,7 @@ def current_agency(request: Request, session: DbSession, keys: Keys, body: RawBo
 
 
 CurrentAgency = Annotated[Agency, Depends(current_agency)]
+AgencyChargedByRoute = Annotated[Agency, Depends(agency_charged_by_route)]
 
 
 @dataclass(frozen=True)

@@ -245,19 +245,20 @@ class AgencyClient:
         each envelope's receipt or problem (``results``), with ``accepted`` and ``refused`` counts.
 
         Retried on transport failures like :meth:`submit`, under an ``Idempotency-Key`` that is the
-        SHA-256 of the envelopes' message ids unless given, so a batch whose answer was lost is stored
-        once. (An envelope already stored by an earlier batch comes back as 409 in its slot.)
+        SHA-256 of the request body unless given, so a batch whose answer was lost is stored once, and a
+        corrected batch (envelopes signed again) is a new request. (An envelope already stored by an earlier
+        batch comes back as 409 in its slot.)
         """
+        body = _json({"envelopes": envelopes})
         if idempotency_key is None:
-            ids = "\n".join(str(e.get("header", {}).get("message_id")) for e in envelopes)
-            idempotency_key = "batch-" + hashlib.sha256(ids.encode()).hexdigest()
+            idempotency_key = "batch-" + hashlib.sha256(body).hexdigest()
         attempt = 1
         while True:
             try:
                 response = self._call(
                     "POST",
                     "/v1/messages/batches",
-                    content=_json({"envelopes": envelopes}),
+                    content=body,
                     headers={**_JSON, "Idempotency-Key": idempotency_key},
                 )
             except httpx.TransportError:

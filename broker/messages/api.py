@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session
 
 from broker.audit.actions import AuditAction
 from broker.audit.service import Actor, record
+from broker.config import Settings
 from broker.delivery.models import InboxItem
 from broker.delivery.service import receipts_for
-from broker.deps import CurrentAgency, DbSession, Keys, RawBody, SettingsDep, request_id
+from broker.deps import AgencyChargedByRoute, CurrentAgency, DbSession, Keys, RawBody, SettingsDep, request_id
 from broker.directory.models import Agency
 from broker.errors import InvalidInput, NotFound, NotPermitted, PolicyRefused, VerificationError
 from broker.keys.service import remember_nonce
@@ -47,6 +48,14 @@ def _parse(body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidInput("the body must be a JSON object (an envelope)")
     return data
+
+
+def batch_limit(settings: Settings) -> int:
+    """Envelopes per batch: the setting, but never more than the rate limit's burst (a batch costs one token
+    per envelope, so a larger one could never pass)."""
+    if settings.rate_limit_per_second > 0:
+        return min(settings.max_batch_envelopes, settings.rate_limit_burst)
+    return settings.max_batch_envelopes
 
 
 def _parse_batch(body: bytes, *, limit: int) -> list[Any]:
@@ -134,27 +143,28 @@ def submit_message_batch(
     request: Request,
     session: DbSession,
     keys: Keys,
-    agency: CurrentAgency,
+    agency: AgencyChargedByRoute,
     body: RawBody,
     settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Any:
     """Submit up to ``max_batch_envelopes`` envelopes in one signed request: ``{"envelopes": [...]}``.
 
-    Each envelope gets the checks of a single submission and is accepted or refused on its own; the answer
-    lists, in order, a receipt or the problem each would have got alone. Accepted envelopes and the audit
-    entries of refused ones are kept in one transaction: either the whole answer holds or, on an error of
-    the exchange itself, nothing was kept and the batch can be sent again (with its ``Idempotency-Key``,
-    the retry gets the first answer). Each envelope costs one token of the agency's rate limit."""
-    raws = _parse_batch(body, limit=settings.max_batch_envelopes)
+        Each envelope gets the checks of a single submission and is accepted or refused on its own; the answer
+        lists, in order, a receipt or the problem each would have got alone. Accepted envelopes and the audit
+        entries of refused ones are kept in one transaction: either the whole answer holds or, on an error of
+        the exchange itself, nothing was kept and the batch can be sent again (with its ``Idempotency-Key``,
+        the retry gets the first answer). Each envelope costs one token of the agency's rate limit, so a batch
+    is at most the limit's burst. (Two batches racing with one message id: the loser's flush fails and the
+    whole batch is answered 409 with nothing kept; sent again, the repeat is named in its slot.)"""
+    raws = _parse_batch(body, limit=batch_limit(settings))
     if idempotency_key is not None:
         replayed = idempotency.replay(session, agency_id=agency.id, key=idempotency_key, body=body)
         if replayed is not None:
             return JSONResponse(
                 status_code=replayed[0], content=replayed[1], headers={"Idempotent-Replayed": "true"}
             )
-    if len(raws) > 1:  # the request's own token was taken with its signature
-        enforce(request.app.state.limiter, agency.id, cost=len(raws) - 1)
+    enforce(request.app.state.limiter, agency.id, cost=len(raws))  # one token per envelope, before any work
     actor = Actor(agency.id, "agency", request_id(request))
     results: list[BatchItemResult] = []
     for index, (raw, outcome) in enumerate(

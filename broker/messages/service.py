@@ -127,6 +127,8 @@ def submit_batch(
                     )
                 )
             except SpocError as exc:
+                if exc.status >= 500:  # the exchange's own failure (Unavailable): the whole request fails
+                    raise
                 outcomes.append(exc)
     stored = set(session.scalars(select(Message.id).where(Message.id.in_(in_batch)))) if in_batch else set()
     results: list[Message | SpocError] = []

@@ -6,7 +6,7 @@ import base64
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -212,12 +212,24 @@ def decide_messages(
     exactly as ``POST /v1/cp/messages/{id}/decisions`` would take it, in its own savepoint: one that fails
     (not in scope, already decided, four eyes) is undone alone and answered with its problem, in order."""
     actor = officer.actor(request)
-    # Loaded together and held for the call (the identity map alone holds them weakly), so each decision
-    # finds its message and the officer's contact point without a query; decide() still locks and
-    # re-reads each message before it decides.
+    # The messages of the call are locked first, all at once and in id order: decide() locks each one it
+    # decides until the commit, so two officers sending overlapping pages in different orders would
+    # otherwise deadlock. Only messages of the officer's country are locked (nobody else's can be decided
+    # here). They are also held for the call (the identity map alone holds them weakly), so each decision
+    # finds its message and the contact point without a query; decide() still re-reads each under its lock.
+    cp = officer_contact_point(session, officer.user)
+    ids = sorted({str(d.message_id) for d in body.decisions})
     held = [
-        officer_contact_point(session, officer.user),
-        *session.scalars(select(Message).where(Message.id.in_({str(d.message_id) for d in body.decisions}))),
+        cp,
+        *session.scalars(
+            select(Message)
+            .where(
+                Message.id.in_(ids),
+                or_(Message.origin_country == cp.country, Message.destination_country == cp.country),
+            )
+            .order_by(Message.id)
+            .with_for_update()
+        ),
     ]
     results: list[DecisionOutcome] = []
     for index, item in enumerate(body.decisions):

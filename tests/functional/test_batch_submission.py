@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from broker.audit.actions import AuditAction
@@ -17,6 +17,8 @@ from broker.config import Settings
 from broker.messages.models import Message
 from tests.factories import Region, agency_client
 from tests.functional.test_agency_client_retry import LosesAnswers
+
+JSON = {"Content-Type": "application/json"}
 
 
 def _envelopes(agency: AgencyClient, n: int, **build: Any) -> list[dict[str, Any]]:
@@ -125,22 +127,31 @@ def test_an_unsigned_batch_is_not_authenticated(client: TestClient) -> None:
     assert response.headers["content-type"].startswith("application/problem+json")
 
 
-def test_each_envelope_costs_one_token_of_the_rate_limit(settings: Settings, region: Region) -> None:
+def test_each_envelope_costs_one_token_and_a_refused_batch_costs_none(
+    settings: Settings, region: Region
+) -> None:
     from contact_points.app import create_app
 
-    tight = settings.model_copy(
-        update={"rate_limit_per_second": 0.01, "rate_limit_burst": 5, "max_batch_envelopes": 5}
-    )
+    tight = settings.model_copy(update={"rate_limit_per_second": 0.01, "rate_limit_burst": 5})
     with TestClient(create_app(tight)) as client, agency_client(region, "SI-POL", client) as agency:
-        first = _envelopes(agency, 5, destination_country="HR")
-        assert agency.submit_batch(first)["accepted"] == 5
-        second = _envelopes(agency, 2, destination_country="HR")
-        with pytest.raises(ClientError) as limited:
-            agency.submit_batch(second)
-        assert limited.value.status == 429
-        assert _count(client, Message, Message.id == second[0]["header"]["message_id"]) == 0
+        assert agency.submit_batch(_envelopes(agency, 3, destination_country="HR"))["accepted"] == 3
+        refused = _envelopes(agency, 3, destination_country="HR")
+        limited = agency._http.post(  # the signed HTTP client itself, to read the answer's headers
+            "/v1/messages/batches", content=orjson.dumps({"envelopes": refused}), headers=JSON
+        )  # 2 tokens left, 3 needed
+        assert limited.status_code == 429
+        assert 99 <= int(limited.headers["retry-after"]) <= 100  # the wait for the third token at 0.01/s
+        assert _count(client, Message, Message.id == refused[0]["header"]["message_id"]) == 0
+        # The refused batch took nothing: the 2 tokens are still there for 2 envelopes.
+        assert agency.submit_batch(_envelopes(agency, 2, destination_country="HR"))["accepted"] == 2
 
 
-def test_a_batch_limit_above_the_burst_is_refused_at_start(settings: Settings) -> None:
-    with pytest.raises(ValidationError, match="could never pass the rate limit"):
-        Settings.model_validate({**settings.model_dump(), "rate_limit_burst": 10, "max_batch_envelopes": 50})
+def test_a_batch_is_never_larger_than_the_rate_limits_burst(settings: Settings, region: Region) -> None:
+    from contact_points.app import create_app
+
+    small = settings.model_copy(update={"rate_limit_burst": 4})
+    with TestClient(create_app(small)) as client, agency_client(region, "SI-POL", client) as agency:
+        with pytest.raises(ClientError) as refused:
+            agency.submit_batch(_envelopes(agency, 5, destination_country="HR"))
+        assert refused.value.status == 400
+        assert "1 to 4 envelopes" in refused.value.problem["detail"]

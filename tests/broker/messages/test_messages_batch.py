@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from broker.audit.actions import AuditAction
@@ -63,7 +63,9 @@ def test_a_refused_envelope_leaves_nothing_and_does_not_hold_back_the_others(
     not_an_envelope: dict[str, Any] = {"header": {"message_id": str(uuid.uuid4())}}
     last = build_envelope(keys, region, "AL-ASP", destination_country="HR", category="fraud")
 
+    before = db.scalar(select(func.count()).select_from(Message)) or 0
     results = _batch(db, keys, [good, unsigned, other_sender, not_covered, not_an_envelope, 7, last])
+    assert db.scalar(select(func.count()).select_from(Message)) == before + 2  # good and last, nothing else
 
     assert isinstance(results[0], Message)
     assert isinstance(results[1], VerificationError)
