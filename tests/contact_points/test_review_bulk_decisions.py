@@ -3,6 +3,7 @@ eyes), each failing on its own without undoing the others."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import pytest
@@ -112,3 +113,39 @@ def test_agencies_cannot_post_decisions(client: TestClient, region: Region) -> N
     with agency_client(region, "AL-ASP", client) as agency, pytest.raises(ClientError) as refused:
         agency._call("POST", "/v1/cp/decisions", json={"decisions": []})
     assert refused.value.status == 401
+
+
+def test_two_officers_deciding_overlapping_pages_in_opposite_orders_both_finish(
+    client: TestClient, region: Region
+) -> None:
+    """Each decision keeps its message locked to the commit; pages taken in opposite orders would deadlock
+    (one call failing as 503) unless a page locks its messages in one order first."""
+    ids = _requests(client, region, 30, classification="CONFIDENTIAL")  # four eyes: both must approve
+    start = threading.Barrier(2)
+    answers: dict[str, dict[str, object]] = {}
+    failures: list[BaseException] = []
+
+    def approve(username: str, order: list[str]) -> None:
+        try:
+            with officer_client(region, username, client) as officer:
+                start.wait(10)
+                answers[username] = officer.decide_many([(m, {"action": "approve"}) for m in order])
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [
+        threading.Thread(target=approve, args=("al-officer2", ids)),
+        threading.Thread(target=approve, args=("al-supervisor", ids[::-1])),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert failures == []
+    assert {name: a["decided"] for name, a in answers.items()} == {"al-officer2": 30, "al-supervisor": 30}
+    with committed(client) as session:
+        for message_id in ids:
+            assert sorted(s.decision for s in custody_of(session, message_id))[:2] == [
+                "approved",
+                "approved-first",
+            ]
