@@ -99,7 +99,7 @@ def _attach(session: Session, row: _Row) -> _Row:
     if own is not None:
         return own
     merged = session.merge(row, load=False)
-    session.info.setdefault("directory_rows", []).append(merged)
+    session.info.setdefault("directory_rows", {})[key] = merged
     return merged
 
 

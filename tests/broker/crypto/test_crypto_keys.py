@@ -181,3 +181,22 @@ def test_errors_do_not_echo_private_material() -> None:
     with pytest.raises(InvalidInput) as info:
         KeyPair.from_private_jwk({**jwk, "x": _x25519_public()["x"]})
     assert RFC8037_D not in str(info.value)
+
+
+def test_the_shared_jwcrypto_key_of_a_public_key_is_not_changed_by_use() -> None:
+    """``to_jwcrypto`` hands every caller one object per key: sealing to it and verifying with it must leave
+    it exactly the public JWK it was built from."""
+    from broker.crypto import seal, sign_envelope, verify_envelope
+
+    reader, signer = KeyPair.generate("enc"), KeyPair.generate("sig")
+    for key in (reader.public, signer.public):
+        assert key.to_jwcrypto() is key.to_jwcrypto()
+    before = {k.kid: json.loads(k.to_jwcrypto().export_public()) for k in (reader.public, signer.public)}
+    sealed = seal(b'{"q": 1}', readers=[reader.public], aad=b"")
+    header = {"message_id": "m"}
+    signature = sign_envelope(header, sealed, key=signer)
+    verify_envelope(header, sealed, signature, resolve=lambda kid: signer.public)
+    after = {k.kid: json.loads(k.to_jwcrypto().export_public()) for k in (reader.public, signer.public)}
+    assert after == before
+    assert {k: v["x"] for k, v in after.items()} == {reader.kid: reader.public.x, signer.kid: signer.public.x}
+    assert not any(k.to_jwcrypto().has_private for k in (reader.public, signer.public))
