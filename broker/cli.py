@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -223,6 +224,10 @@ def _print_accounts(data_dir: Path) -> None:
     typer.echo(f"  … all {len(accounts)} accounts in {data_dir / 'demo-accounts.json'}")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 @app.command()
 def run(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -234,6 +239,11 @@ def run(
     settings = get_settings()
     prepare(settings)
     env = {"SPOC_DATA_DIR": str(settings.data_dir.resolve())}
+    # SIGTERM (a service manager, `kill`) and SIGHUP (the terminal closed) stop everything as Ctrl-C does,
+    # and Ctrl-C works even where the shell started us with SIGINT ignored (a background job): the children
+    # run in their own process groups, so without this they would outlive us.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
     system = start(settings, host=host, port=port, env=env)
     typer.echo(f"spoc is running at {system.url}/ui  (API docs: {system.url}/docs)")
     typer.echo(f"data: {settings.data_dir.resolve()}   database: {settings.database_url}")
