@@ -223,20 +223,7 @@ class AgencyClient:
         nonce), and HTTP errors are never retried here.
         """
         key = idempotency_key or envelope["header"]["message_id"]
-        attempt = 1
-        while True:
-            try:
-                response = self._call(
-                    "POST", "/v1/messages", content=_json(envelope), headers={**_JSON, "Idempotency-Key": key}
-                )
-            except httpx.TransportError:
-                if attempt >= attempts:
-                    raise
-                time.sleep(0.05 * 4 ** (attempt - 1))
-                attempt += 1
-                continue
-            result: dict[str, Any] = response.json()
-            return result
+        return self._post_idempotent("/v1/messages", _json(envelope), key=key, attempts=attempts)
 
     def submit_batch(
         self, envelopes: list[dict[str, Any]], *, idempotency_key: str | None = None, attempts: int = 3
@@ -250,17 +237,15 @@ class AgencyClient:
         batch comes back as 409 in its slot.)
         """
         body = _json({"envelopes": envelopes})
-        if idempotency_key is None:
-            idempotency_key = "batch-" + hashlib.sha256(body).hexdigest()
+        key = idempotency_key or "batch-" + hashlib.sha256(body).hexdigest()
+        return self._post_idempotent("/v1/messages/batches", body, key=key, attempts=attempts)
+
+    def _post_idempotent(self, path: str, body: bytes, *, key: str, attempts: int) -> dict[str, Any]:
+        """POST ``body`` under ``Idempotency-Key: key``, sent again on transport failures (see :meth:`submit`)."""
         attempt = 1
         while True:
             try:
-                response = self._call(
-                    "POST",
-                    "/v1/messages/batches",
-                    content=body,
-                    headers={**_JSON, "Idempotency-Key": idempotency_key},
-                )
+                response = self._call("POST", path, content=body, headers={**_JSON, "Idempotency-Key": key})
             except httpx.TransportError:
                 if attempt >= attempts:
                     raise

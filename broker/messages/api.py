@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -158,12 +159,9 @@ def submit_message_batch(
     is at most the limit's burst. (Two batches racing with one message id: the loser's flush fails and the
     whole batch is answered 409 with nothing kept; sent again, the repeat is named in its slot.)"""
     raws = _parse_batch(body, limit=batch_limit(settings))
-    if idempotency_key is not None:
-        replayed = idempotency.replay(session, agency_id=agency.id, key=idempotency_key, body=body)
-        if replayed is not None:
-            return JSONResponse(
-                status_code=replayed[0], content=replayed[1], headers={"Idempotent-Replayed": "true"}
-            )
+    replayed = _replayed(session, agency, idempotency_key, body)
+    if replayed is not None:
+        return replayed
     enforce(request.app.state.limiter, agency.id, cost=len(raws))  # one token per envelope, before any work
     actor = Actor(agency.id, "agency", request_id(request))
     results: list[BatchItemResult] = []
@@ -178,16 +176,33 @@ def submit_message_batch(
         results.append(BatchItemResult(index=index, status=outcome.status, problem=outcome.problem()))
     accepted = sum(1 for r in results if r.receipt is not None)
     receipt = BatchReceipt(accepted=accepted, refused=len(results) - accepted, results=results)
-    if idempotency_key is not None:
+    _remember(session, agency, idempotency_key, body, 200, receipt)
+    return receipt
+
+
+def _replayed(session: Session, agency: Agency, key: str | None, body: bytes) -> JSONResponse | None:
+    """The first answer to this ``Idempotency-Key`` and body, if there was one (409 for another body)."""
+    if key is None:
+        return None
+    replayed = idempotency.replay(session, agency_id=agency.id, key=key, body=body)
+    if replayed is None:
+        return None
+    return JSONResponse(status_code=replayed[0], content=replayed[1], headers={"Idempotent-Replayed": "true"})
+
+
+def _remember(
+    session: Session, agency: Agency, key: str | None, body: bytes, status: int, answer: BaseModel
+) -> None:
+    """Keep ``answer`` for a repeat of this ``Idempotency-Key``, in the same transaction as its effect."""
+    if key is not None:
         idempotency.remember(
             session,
             agency_id=agency.id,
-            key=idempotency_key,
+            key=key,
             body=body,
-            status=200,
-            response=receipt.model_dump(mode="json"),
+            status=status,
+            response=answer.model_dump(mode="json"),
         )
-    return receipt
 
 
 def _receipt(message: Message) -> SubmitReceipt:
@@ -235,12 +250,9 @@ def _intake(
     accept: Callable[[dict[str, Any], Actor], Message],
 ) -> Any:
     raw = _parse(body)
-    if idempotency_key is not None:
-        replayed = idempotency.replay(session, agency_id=agency.id, key=idempotency_key, body=body)
-        if replayed is not None:
-            return JSONResponse(
-                status_code=replayed[0], content=replayed[1], headers={"Idempotent-Replayed": "true"}
-            )
+    replayed = _replayed(session, agency, idempotency_key, body)
+    if replayed is not None:
+        return replayed
     actor = Actor(agency.id, "agency", request_id(request))
     try:
         message = accept(raw, actor)
@@ -252,15 +264,7 @@ def _intake(
         session.commit()
         raise
     receipt = _receipt(message)
-    if idempotency_key is not None:
-        idempotency.remember(
-            session,
-            agency_id=agency.id,
-            key=idempotency_key,
-            body=body,
-            status=202,
-            response=receipt.model_dump(mode="json"),
-        )
+    _remember(session, agency, idempotency_key, body, 202, receipt)
     return receipt
 
 
