@@ -23,8 +23,13 @@ def _diff(engine: Engine) -> list[object]:
         return list(compare_metadata(context, Base.metadata))
 
 
-def test_one_head() -> None:
-    assert len(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()) == 1
+def test_one_linear_history() -> None:
+    """While nothing is released the history is one line: one head, and no revision with two parents (no
+    merge revisions), so that `downgrade -1` always means one step back."""
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    assert len(script.get_heads()) == 1
+    merges = [rev.revision for rev in script.walk_revisions() if rev.is_merge_point]
+    assert merges == []
 
 
 def test_postgres_schema_matches_the_models(engine: Engine) -> None:

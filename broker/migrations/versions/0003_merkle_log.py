@@ -1,7 +1,7 @@
 """the audit log as a Merkle tree: stored subtrees, signed checkpoints, witness cosignatures, alerts
 
 Revision ID: 0003_merkle
-Revises: 0002
+Revises: 0003_delivery
 Create Date: 2026-11-24 09:00:00.000000
 
 Also indexes ``audit_entries`` for the auditors' search (time, actor; on PostgreSQL a GIN index on the
@@ -18,7 +18,7 @@ from alembic import op
 from broker.db import UTCDateTime
 
 revision: str = "0003_merkle"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003_delivery"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """the contact point at work: deadline clock, clarification loop, assignment, H2/H3, notifications, TOTP
 
 Revision ID: 0003_review
-Revises: 0002
+Revises: 0003_merkle
 Create Date: 2026-11-24 10:00:00.000000
 
 ``messages.sender_agency`` loses its foreign key to ``agencies``: an officer's own-initiative provision is
@@ -18,7 +18,7 @@ from alembic import op
 from broker.db import UTCDateTime
 
 revision: str = "0003_review"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003_merkle"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -2,7 +2,7 @@
 know, with one small query, when it is stale (``broker.directory.service``).
 
 Revision ID: 0005
-Revises: 0004
+Revises: 0003_review
 """
 
 from collections.abc import Sequence
@@ -14,7 +14,7 @@ from alembic import op
 from broker.db import UTCDateTime
 
 revision: str = "0005"
-down_revision: str | Sequence[str] | None = "0004"
+down_revision: str | Sequence[str] | None = "0003_review"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
