@@ -323,6 +323,7 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
     from broker.directory.api import router as directory_router
     from broker.keys.api import router as keys_router
     from broker.messages.api import router as messages_router
+    from broker.region.api import router as region_router
 
     for router in (
         directory_router,
@@ -332,6 +333,7 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
         deliveries_router,
         auth_router,
         audit_router,
+        region_router,
         *routers,
     ):
         app.include_router(router)

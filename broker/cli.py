@@ -10,6 +10,7 @@ Each command is one unit of work at the edge; errors print one line with a remed
     spoc audit checkpoint|export   sign a checkpoint; export a bundle for auditors
     spoc schemas export DIR   write the JSON Schemas and code lists for integrators
     spoc keys list|rotate|revoke   the key registry
+    spoc region keygen|sign|verify|install|show   the signed regional directory
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import typer
 from broker.audit.cli import audit_app
 from broker.config import Settings, get_settings
 from broker.errors import SpocError
+from broker.region.cli import region_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="spoc — the contact-point exchange.")
 db_app = typer.Typer(no_args_is_help=True, help="Database migrations.")
@@ -37,6 +39,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(region_app, name="region")
 
 
 def fail(message: str) -> None:

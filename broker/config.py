@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     # Plain http:// push URLs are refused in production; elsewhere they are allowed for 127.0.0.1 only.
     push_allow_http_localhost: bool = True
 
+    # The region (DESIGN §8): the governance public keys (a JWKS file) this node trusts to sign the regional
+    # directory. Configured out of band, like X-Road's configuration anchor; without it no directory installs.
+    region_anchor: Path | None = None
+
     @model_validator(mode="after")
     def _defaults_and_production_rules(self) -> Settings:
         if not self.database_url:

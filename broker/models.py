@@ -28,6 +28,7 @@ from broker.messages.models import (
     ReviewNotification,
 )
 from broker.outbox.models import OutboxItem
+from broker.region.models import InstalledDirectory
 
 # The hourly purge of expired Idempotency-Keys scans by age (migration 0003_delivery).
 # TODO(messages owner): move to ``index=True`` on IdempotencyRecord.created_at.
@@ -54,6 +55,7 @@ __all__ = [
     "DisseminationRequest",
     "IdempotencyRecord",
     "InboxItem",
+    "InstalledDirectory",
     "Message",
     "OutboxItem",
     "PartyKey",

@@ -59,3 +59,6 @@ class AuditAction(StrEnum):
     ACCOUNT_PASSWORD_RESET = "account:password-reset"  # noqa: S105 - an audit tag, not a secret
     ACCOUNT_TOTP_ENABLED = "account:totp-enabled"
     ACCOUNT_TOTP_DISABLED = "account:totp-disabled"
+    # --- the region (one node per country): the signed regional directory (appended) ---
+    REGION_DIRECTORY_INSTALLED = "region:directory-installed"
+    REGION_DIRECTORY_REFUSED = "region:directory-refused"

@@ -1,0 +1,1 @@
+"""The region: the signed regional directory every node installs and checks every hop against (DESIGN §8)."""

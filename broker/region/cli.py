@@ -1,0 +1,186 @@
+"""``spoc region``: the regional directory, from the governance's offline key to a node's installed copy.
+
+    spoc region keygen --out gov.key.json --anchor-out anchor.jwks.json    (governance, offline machine)
+    spoc region sign draft.json --key gov.key.json --out region.json        (governance, offline machine)
+    spoc region verify region.json --anchor anchor.jwks.json                (anyone, no database)
+    spoc region install region.json                                         (a node's operator)
+    spoc region show                                                        (a node's operator)
+
+The governance key signs; it never sits on a node. ``keygen`` writes its private JWK with mode 0600 and
+the public anchor (a JWKS) that every node is configured with (``SPOC_REGION_ANCHOR``). ``sign`` takes a
+draft directory (``schemas.region.RegionDirectory`` as JSON; ``issued_at``/``valid_until`` may be left out
+and are then set to now and now + ``--valid-days``), checks it against the schema, and writes the signed
+form. ``install`` applies the node's rules (anchor, validity, version never goes back, no fork) and audits
+the outcome either way. Errors print one line and exit 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from broker.audit.service import Actor
+from broker.config import get_settings
+from broker.errors import InvalidInput, SpocError
+
+region_app = typer.Typer(
+    no_args_is_help=True, help="The regional directory: keygen, sign, verify, install, show."
+)
+OPERATOR = Actor("cli-operator", "admin")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"spoc: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"cannot read {path} as JSON: {exc}") from None
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create ``path`` with mode 0600 whatever the umask; refuse to overwrite (a key is never clobbered)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def _errors(exc: SpocError) -> str:
+    reason = exc.extra.get("reason")
+    found = exc.extra.get("errors") or []
+    where = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in found[:3])
+    return exc.detail + (f" [{reason}]" if reason else "") + (f" ({where})" if where else "")
+
+
+@region_app.command("keygen")
+def keygen(
+    out: Annotated[Path, typer.Option(help="Where the governance private key (JWK) goes; created 0600.")],
+    anchor_out: Annotated[Path, typer.Option(help="Where the public anchor (JWKS) for the nodes goes.")],
+) -> None:
+    """Make a governance signing key (Ed25519). Keep it offline; give the anchor to every node."""
+    from broker.crypto import KeyPair
+
+    key = KeyPair.generate("sig")
+    try:
+        _write_private(out, key.private_jwk_json())
+    except FileExistsError:
+        _fail(f"{out} exists; a governance key is never overwritten")
+    anchor_out.write_text(json.dumps({"keys": [key.public.jwk]}, indent=2) + "\n")
+    typer.echo(f"governance key {key.kid} written to {out} (keep it offline); anchor in {anchor_out}")
+
+
+@region_app.command("sign")
+def sign(
+    draft: Path,
+    key: Annotated[Path, typer.Option(help="The governance private key (JWK file).")],
+    out: Annotated[Path, typer.Option(help="Where the signed directory goes.")],
+    valid_days: Annotated[int, typer.Option(min=1, max=366, help="Validity when the draft sets none.")] = 30,
+) -> None:
+    """Sign a draft directory with the governance key."""
+    from broker.crypto import KeyPair
+    from broker.crypto.directory import sign_directory
+    from broker.db import utcnow
+    from broker.region.service import parse_signed
+
+    try:
+        document = _read_json(draft)
+        if not isinstance(document, dict):
+            raise InvalidInput(f"{draft} is not a JSON object")
+        now = utcnow().replace(microsecond=0)
+        document.setdefault("issued_at", now.isoformat().replace("+00:00", "Z"))
+        until = now + timedelta(days=valid_days)
+        document.setdefault("valid_until", until.isoformat().replace("+00:00", "Z"))
+        signer = KeyPair.from_private_jwk(key.read_text())
+        signed = {"directory": document, "signature": sign_directory(document, key=signer)}
+        parsed = parse_signed(signed)  # schema check before anything is written
+    except SpocError as exc:
+        _fail(_errors(exc))
+        return
+    except OSError as exc:
+        _fail(f"cannot read the governance key {key}: {exc.strerror}")
+        return
+    out.write_text(json.dumps(signed, indent=2, ensure_ascii=False) + "\n")
+    d = parsed.directory
+    typer.echo(f"signed {d.region} version {d.version} ({len(d.nodes)} nodes) by {signer.kid} into {out}")
+
+
+@region_app.command("verify")
+def verify(
+    signed: Path,
+    anchor: Annotated[Path, typer.Option(help="The governance public keys (JWKS).")],
+) -> None:
+    """Check a signed directory offline: schema, governance signature, validity period."""
+    from broker.db import utcnow
+    from broker.region.service import load_anchor, verify_signed
+
+    try:
+        parsed, kid = verify_signed(_read_json(signed), anchor=load_anchor(anchor), now=utcnow())
+    except SpocError as exc:
+        _fail(_errors(exc))
+        return
+    d = parsed.directory
+    typer.echo(
+        f"ok: {d.region} version {d.version}, signed by {kid}, valid until {d.valid_until.isoformat()}, "
+        f"nodes: {', '.join(n.node_id for n in d.nodes)}"
+    )
+
+
+@region_app.command("install")
+def install_command(signed: Path) -> None:
+    """Install a signed directory on this node (SPOC_REGION_ANCHOR must name the governance JWKS)."""
+    from broker.db import make_engine, make_sessionmaker, unit_of_work, utcnow
+    from broker.region.api import anchor_of
+    from broker.region.service import install, record_refusal
+
+    settings = get_settings()
+    engine = make_engine(settings)
+    sessions = make_sessionmaker(engine)
+    try:
+        raw = _read_json(signed)
+        try:
+            with unit_of_work(sessions) as session:
+                installed, changed = install(
+                    session, raw, anchor=anchor_of(settings), now=utcnow(), actor=OPERATOR
+                )
+        except SpocError as exc:
+            with unit_of_work(sessions) as session:
+                record_refusal(session, OPERATOR, raw, exc)
+            raise
+    except SpocError as exc:
+        _fail(_errors(exc))
+        return
+    finally:
+        engine.dispose()
+    d = installed.directory
+    verb = "installed" if changed else "already installed:"
+    typer.echo(f"{verb} {d.region} version {d.version} (valid until {d.valid_until.isoformat()})")
+
+
+@region_app.command("show")
+def show() -> None:
+    """The directory this node has installed: version, validity, nodes and the countries they serve."""
+    from broker.db import make_engine, make_sessionmaker, unit_of_work
+    from broker.region.service import current
+
+    engine = make_engine(get_settings())
+    try:
+        with unit_of_work(make_sessionmaker(engine)) as session:
+            installed = current(session)
+    finally:
+        engine.dispose()
+    if installed is None:
+        _fail("no regional directory installed; install one with `spoc region install FILE`")
+        return
+    d = installed.directory
+    typer.echo(f"{d.region} version {d.version}, valid until {d.valid_until.isoformat()}, {installed.digest}")
+    for node in d.nodes:
+        countries = ", ".join(sorted(node.countries))
+        typer.echo(f"  {node.node_id:<12} {countries:<12} {node.base_url}")
