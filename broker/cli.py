@@ -57,11 +57,18 @@ def db_upgrade() -> None:
 
 
 @app.command()
-def seed() -> None:
+def seed(
+    country: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Seed only this country's node (repeatable); the rest comes from the regional directory."
+        ),
+    ] = None,
+) -> None:
     """Seed the demo region (countries, agencies, agreements, keys, accounts) into an empty database."""
     from broker.launcher import prepare
 
-    result = prepare(get_settings())
+    result = prepare(get_settings(), countries=[c.upper() for c in country] if country else None)
     if result is None:
         typer.echo("already seeded; nothing done")
     else:

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,8 +34,9 @@ def free_port() -> int:
         return port
 
 
-def prepare(settings: Settings) -> SeedResult | None:
-    """Migrate the database and seed the demo region if it is empty. Returns the seed, or None if it existed."""
+def prepare(settings: Settings, *, countries: Collection[str] | None = None) -> SeedResult | None:
+    """Migrate the database and seed the demo region (or, with ``countries``, one node's part of it) if it is
+    empty. Returns the seed, or None if it existed."""
     upgrade(settings)
     engine = make_engine(settings)
     try:
@@ -43,7 +44,7 @@ def prepare(settings: Settings) -> SeedResult | None:
             if is_seeded(session):
                 return None
             master = MasterKey.from_secret(settings.master_key_secret())
-            return seed_region(session, master, data_dir=settings.data_dir)
+            return seed_region(session, master, data_dir=settings.data_dir, countries=countries)
     finally:
         engine.dispose()
 

@@ -62,3 +62,4 @@ class AuditAction(StrEnum):
     # --- the region (one node per country): the signed regional directory (appended) ---
     REGION_DIRECTORY_INSTALLED = "region:directory-installed"
     REGION_DIRECTORY_REFUSED = "region:directory-refused"
+    REGION_DIRECTORY_APPLIED = "region:directory-applied"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import secrets
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from broker.audit.service import SYSTEM, record
 from broker.client.credentials import AgencyCredentials
 from broker.crypto import KeyPair, MasterKey
 from broker.directory.models import Agency, Agreement, ContactPoint, Country
+from broker.errors import InvalidInput
 from broker.keys.service import create_held_key, register_public
 from schemas.codelists import codes, entries
 
@@ -118,31 +120,39 @@ def is_seeded(session: Session) -> bool:
     return session.scalar(select(Country).limit(1)) is not None
 
 
-def seed_region(session: Session, master: MasterKey, *, data_dir: Path | None) -> SeedResult:
-    """Create the demo region. Refuses to run twice on the same database (the caller checks ``is_seeded``)."""
+def seed_region(
+    session: Session, master: MasterKey, *, data_dir: Path | None, countries: Collection[str] | None = None
+) -> SeedResult:
+    """Create the demo region, or with ``countries`` only those countries' part of it: one country is one
+    node of the region (DESIGN §8), which learns the others from the regional directory (``broker.region``).
+    Refuses to run twice on the same database (the caller checks ``is_seeded``)."""
+    here = [cc for cc in AGENCIES if countries is None or cc in countries]
+    unknown = set(countries or ()) - set(AGENCIES)
+    if unknown or not here:
+        raise InvalidInput(f"the demo region has no country {', '.join(sorted(unknown)) or 'of those'}")
     result = SeedResult()
     names = {e["code"]: e["label"] for e in entries("countries")}
-    session.add_all([Country(code=cc, name=names[cc]) for cc in AGENCIES])
+    session.add_all([Country(code=cc, name=names[cc]) for cc in here])
     session.flush()  # no ORM relationships, so flush parents before children
-    for cc in AGENCIES:
+    for cc in here:
         session.add(ContactPoint(id=f"{cc}-SPOC", country=cc, name=f"{names[cc]} — national contact point"))
     session.flush()
-    for cc, agencies in AGENCIES.items():
-        for suffix, kind, name in agencies:
+    for cc in here:
+        for suffix, kind, name in AGENCIES[cc]:
             creds = _create_agency(session, f"{cc}-{suffix}", cc, kind, name)
             result.agencies[creds.agency_id] = creds
         for use in ("sig", "enc"):
             create_held_key(session, master, party_id=f"{cc}-SPOC", use=use)
     create_held_key(session, master, party_id=LOG_SIGNER, use="sig")
-    _create_agreements(session)
-    _create_accounts(session, result)
+    _create_agreements(session, here)
+    _create_accounts(session, result, here)
     record(
         session,
         actor=SYSTEM,
         action=AuditAction.DIRECTORY_SEEDED,
         object_type="directory",
         object_id="demo-region",
-        countries=list(AGENCIES),
+        countries=here,
     )
     session.flush()
     if data_dir is not None:
@@ -176,9 +186,10 @@ def _create_agency(session: Session, agency_id: str, cc: str, kind: str, name: s
     return AgencyCredentials(agency_id, sig.private_jwk_json(), enc.private_jwk_json())
 
 
-def _create_agreements(session: Session) -> None:
-    all_categories = sorted(codes("categories"))
-    for a, b in itertools.combinations(sorted(AGENCIES), 2):
+def demo_agreements(countries: Iterable[str] = AGENCIES) -> list[tuple[str, str, str]]:
+    """The demo region's agreements among ``countries``: (country a, country b, highest classification)."""
+    found = []
+    for a, b in itertools.combinations(sorted(countries), 2):
         if (a, b) in NO_AGREEMENT:
             continue
         if (a, b) in LIMITED:
@@ -187,6 +198,13 @@ def _create_agreements(session: Session) -> None:
             ceiling = "SECRET"
         else:
             ceiling = "CONFIDENTIAL"
+        found.append((a, b, ceiling))
+    return found
+
+
+def _create_agreements(session: Session, countries: Iterable[str]) -> None:
+    all_categories = sorted(codes("categories"))
+    for a, b, ceiling in demo_agreements(countries):
         session.add(
             Agreement(
                 reference=f"DEMO/{a}-{b}/police-cooperation",
@@ -198,7 +216,7 @@ def _create_agreements(session: Session) -> None:
         )
 
 
-def _create_accounts(session: Session, result: SeedResult) -> None:
+def _create_accounts(session: Session, result: SeedResult, countries: Iterable[str]) -> None:
     def add(username: str, role: str, cp: str | None, country: str | None, clearance: str) -> None:
         password = secrets.token_urlsafe(12)
         create_user(
@@ -213,7 +231,7 @@ def _create_accounts(session: Session, result: SeedResult) -> None:
         )
         result.accounts[username] = DemoAccount(username, password, role, cp, clearance)
 
-    for cc in AGENCIES:
+    for cc in countries:
         cp, low = f"{cc}-SPOC", cc.lower()
         add(f"{low}-officer", "officer", cp, cc, "RESTRICTED")
         add(f"{low}-officer2", "officer", cp, cc, "CONFIDENTIAL")

@@ -184,3 +184,36 @@ def show() -> None:
     for node in d.nodes:
         countries = ", ".join(sorted(node.countries))
         typer.echo(f"  {node.node_id:<12} {countries:<12} {node.base_url}")
+
+
+@region_app.command("node-entry")
+def node_entry_command(
+    node_id: Annotated[str, typer.Option(help="This node's id in the region (lower case, e.g. al).")],
+    url: Annotated[str, typer.Option(help="The base URL peers reach this node at.")],
+    out: Annotated[Path | None, typer.Option(help="Write the entry here instead of printing it.")] = None,
+) -> None:
+    """This node's entry for the regional directory (public keys only), to send to the region's governance."""
+    from broker.crypto import MasterKey
+    from broker.db import make_engine, make_sessionmaker, unit_of_work
+    from broker.keys.service import DatabaseKeyStore
+    from broker.region.sync import node_entry
+
+    settings = get_settings()
+    engine = make_engine(settings)
+    try:
+        with unit_of_work(make_sessionmaker(engine)) as session:
+            master = MasterKey.from_secret(settings.master_key_secret())
+            entry = node_entry(
+                session, DatabaseKeyStore(session, master), master, node_id=node_id, base_url=url.rstrip("/")
+            )
+    except SpocError as exc:
+        _fail(_errors(exc))
+        return
+    finally:
+        engine.dispose()
+    text = json.dumps(entry, indent=2, ensure_ascii=False) + "\n"
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text)
+        typer.echo(f"node entry of {node_id} written to {out}")

@@ -35,6 +35,7 @@ from broker.crypto import NoteKey, PublicKey, digest
 from broker.crypto.directory import verify_directory
 from broker.errors import InvalidInput, PolicyRefused, SpocError, VerificationError
 from broker.region.models import InstalledDirectory
+from broker.region.sync import apply_directory
 from schemas.region import RegionDirectory, SignedDirectory
 
 __all__ = [
@@ -199,6 +200,7 @@ def install(
         installed_at=now,
     )
     session.add(row)
+    applied = apply_directory(session, document, actor=actor)
     record(
         session,
         actor=actor,
@@ -211,6 +213,7 @@ def install(
             "signed_by": kid,
             "previous": newest.version if newest is not None else None,
             "nodes": sorted(n.node_id for n in document.nodes),
+            "applied": applied,
         },
     )
     session.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -57,7 +58,7 @@ def nodes(*countries: str) -> list[NodeKeys]:
 
 
 def draft(
-    members: list[NodeKeys],
+    members: Sequence[NodeKeys | dict[str, Any]],
     *,
     version: int = 1,
     region: str = "western-balkans",
@@ -71,7 +72,7 @@ def draft(
         "version": version,
         "issued_at": _z(issued),
         "valid_until": _z(issued + valid_for),
-        "nodes": [m.entry() for m in members],
+        "nodes": [m.entry() if isinstance(m, NodeKeys) else m for m in members],
         "agreements": agreements
         if agreements is not None
         else [

@@ -1,24 +1,90 @@
-"""The signed regional directory: installed over HTTP by an admin, refused (and audited) when it is unsigned,
-signed by another key, tampered with, expired, older than the installed one, or a fork of it."""
+"""The signed regional directory on a node of one country (AL): installed over HTTP by an admin, refused (and
+audited) when it is unsigned, signed by another key, tampered with, expired, older than the installed one, a
+fork of it, or does not list the node's own keys; once installed, the node knows the other contact points by
+their public keys only, and the agreements."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import Engine, delete, func, select
 
 from broker.audit.models import AuditEntry
 from broker.config import Settings
-from broker.crypto import KeyPair
+from broker.crypto import KeyPair, MasterKey
+from broker.db import make_engine, make_sessionmaker, unit_of_work
+from broker.directory.models import Agreement, ContactPoint, Country
+from broker.directory.seed import SeedResult, seed_region
+from broker.keys.models import PartyKey
+from broker.keys.service import DatabaseKeyStore
+from broker.migrate import upgrade
 from broker.region.models import InstalledDirectory
-from tests.broker.region.region_builders import draft, nodes, signed
-from tests.factories import Region
+from broker.region.sync import node_entry
+from tests.broker.region.region_builders import NodeKeys, draft, nodes, signed
+from tests.conftest import PG_ADMIN
+
+
+@dataclass
+class Node:
+    client: TestClient
+    engine: Engine
+    entry: dict[str, Any]
+    seed: SeedResult
+
+    def login(self, username: str) -> dict[str, str]:
+        password = self.seed.accounts[username].password
+        answer = self.client.post("/v1/auth/login", json={"username": username, "password": password})
+        assert answer.status_code == 200, answer.text
+        return {"Authorization": f"Bearer {answer.json()['token']}"}
+
+    def members(self, *others: str) -> list[NodeKeys | dict[str, Any]]:
+        return [self.entry, *nodes(*others)]
+
+
+@pytest.fixture(scope="module")
+def al_database(pg_url: str) -> Iterator[str]:
+    """A database of its own: the node of one country, AL, seeded with AL's part of the demo region only."""
+    name = f"spoc_node_al_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def al_settings(al_database: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    folder = tmp_path_factory.mktemp("al-node")
+    return Settings(
+        environment="test",
+        database_url=al_database,
+        master_key=SecretStr(MasterKey.generate_secret()),
+        data_dir=folder,
+        region_anchor=folder / "anchor.jwks.json",
+    )
+
+
+@pytest.fixture(scope="module")
+def al_seed(al_settings: Settings) -> tuple[SeedResult, dict[str, Any]]:
+    upgrade(al_settings)
+    engine = make_engine(al_settings)
+    master = MasterKey.from_secret(al_settings.master_key_secret())
+    with unit_of_work(make_sessionmaker(engine)) as session:
+        seed = seed_region(session, master, data_dir=None, countries={"AL"})
+        entry = node_entry(
+            session, DatabaseKeyStore(session, master), master, node_id="al", base_url="http://127.0.0.1:8000"
+        )
+    engine.dispose()
+    return seed, entry
 
 
 @pytest.fixture
@@ -28,35 +94,33 @@ def governance() -> KeyPair:
 
 @pytest.fixture
 def node(
-    settings: Settings, region: Region, engine: Engine, governance: KeyPair, tmp_path: Path
-) -> Iterator[TestClient]:
-    """A node whose anchor is ``governance``, with no directory installed yet."""
+    al_settings: Settings, al_seed: tuple[SeedResult, dict[str, Any]], governance: KeyPair
+) -> Iterator[Node]:
+    """The AL node trusting ``governance``, with no directory installed (what a test installed is undone)."""
     from contact_points.app import create_app
 
-    anchor = tmp_path / "anchor.jwks.json"
-    anchor.write_text(json.dumps({"keys": [governance.public.jwk]}))
+    assert al_settings.region_anchor is not None
+    al_settings.region_anchor.write_text(json.dumps({"keys": [governance.public.jwk]}))
+    app = create_app(al_settings)
+    engine: Engine = app.state.engine
     with engine.begin() as conn:
         conn.execute(delete(InstalledDirectory))
-    with TestClient(create_app(settings.model_copy(update={"region_anchor": anchor}))) as client:
-        yield client
-
-
-def _token(client: TestClient, region: Region, username: str) -> dict[str, str]:
-    answer = client.post("/v1/auth/login", json={"username": username, "password": region.password(username)})
-    assert answer.status_code == 200, answer.text
-    return {"Authorization": f"Bearer {answer.json()['token']}"}
+        conn.execute(delete(Agreement))
+        conn.execute(
+            delete(PartyKey).where(PartyKey.private_sealed.is_(None), PartyKey.party_id.like("%-SPOC"))
+        )
+        conn.execute(delete(ContactPoint).where(ContactPoint.country != "AL"))
+        conn.execute(delete(Country).where(Country.code != "AL"))
+    with TestClient(app) as client:
+        yield Node(client, engine, al_seed[1], al_seed[0])
 
 
 def _refusals(engine: Engine) -> int:
+    query = (
+        select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "region:directory-refused")
+    )
     with engine.connect() as conn:
-        return int(
-            conn.scalar(
-                select(func.count())
-                .select_from(AuditEntry)
-                .where(AuditEntry.action == "region:directory-refused")
-            )
-            or 0
-        )
+        return int(conn.scalar(query) or 0)
 
 
 def _installed(engine: Engine) -> list[int]:
@@ -65,114 +129,154 @@ def _installed(engine: Engine) -> list[int]:
 
 
 def test_an_admin_installs_a_directory_and_any_peer_reads_it_back_as_signed(
-    node: TestClient, region: Region, governance: KeyPair, engine: Engine
+    node: Node, governance: KeyPair
 ) -> None:
-    admin = _token(node, region, "admin")
-    assert node.get("/v1/region/directory").status_code == 404
-    document = signed(draft(nodes("AL", "XK", "MK")), governance)
+    admin = node.login("admin")
+    assert node.client.get("/v1/region/directory").status_code == 404
+    document = signed(draft(node.members("XK", "MK")), governance)
 
-    first = node.post("/v1/region/directory", json=document, headers=admin)
+    first = node.client.post("/v1/region/directory", json=document, headers=admin)
     assert first.status_code == 200, first.text
     assert first.json()["installed"] is True
     assert first.json()["version"] == 1
-    again = node.post("/v1/region/directory", json=document, headers=admin)
+    again = node.client.post("/v1/region/directory", json=document, headers=admin)
     assert again.json()["installed"] is False  # refreshing with the same document is a no-op
 
-    served = node.get("/v1/region/directory")  # no credentials: public keys only, and signed
+    served = node.client.get("/v1/region/directory")  # no credentials: public keys only, and signed
     assert served.status_code == 200
     assert served.json() == document
-    assert _installed(engine) == [1]
+    assert _installed(node.engine) == [1]
 
 
-def test_only_an_admin_installs(
-    node: TestClient, region: Region, governance: KeyPair, engine: Engine
+def test_the_node_learns_the_other_contact_points_by_their_public_keys_and_the_agreements(
+    node: Node, governance: KeyPair
 ) -> None:
-    officer = _token(node, region, "al-officer")
-    answer = node.post("/v1/region/directory", json=signed(draft(nodes("AL")), governance), headers=officer)
-    assert answer.status_code == 403
-    assert _installed(engine) == []
+    xk, mk = nodes("XK", "MK")
+    document = draft([node.entry, xk, mk])
+    assert node.client.get("/v1/directory/parties/XK-SPOC/jwks").status_code == 404
+    answer = node.client.post(
+        "/v1/region/directory", json=signed(document, governance), headers=node.login("admin")
+    )
+    assert answer.status_code == 200, answer.text
+
+    jwks = node.client.get("/v1/directory/parties/XK-SPOC/jwks").json()["keys"]
+    assert {k["x"] for k in jwks} == {xk.signing.public.jwk["x"], xk.encryption.public.jwk["x"]}
+    countries = {c["code"]: c["contact_point"] for c in node.client.get("/v1/directory/countries").json()}
+    assert countries == {"AL": "AL-SPOC", "XK": "XK-SPOC", "MK": "MK-SPOC"}
+    with node.engine.connect() as conn:
+        held = set(conn.scalars(select(PartyKey.party_id).where(PartyKey.private_sealed.is_not(None))))
+        agreements = list(conn.scalars(select(Agreement.reference).where(Agreement.active.is_(True))))
+    assert held == {"AL-SPOC", "spoc-log", "spoc-node", "spoc-witness"}  # no other country's private key
+    assert agreements == ["AL-XK police cooperation 2024"]
+
+    # Version 2 rotates XK's signing key and withdraws the agreement: the old key retires, the basis goes.
+    rotated = NodeKeys("xk", "XK", "XK-SPOC", xk.url, encryption=xk.encryption)
+    document2 = draft([node.entry, rotated, mk], version=2, agreements=[])
+    answer = node.client.post(
+        "/v1/region/directory", json=signed(document2, governance), headers=node.login("admin")
+    )
+    assert answer.status_code == 200, answer.text
+    with node.engine.connect() as conn:
+        statuses = dict(
+            conn.execute(select(PartyKey.kid, PartyKey.status).where(PartyKey.party_id == "XK-SPOC")).all()
+        )
+        active = list(conn.scalars(select(Agreement.reference).where(Agreement.active.is_(True))))
+    assert statuses == {
+        xk.signing.kid: "retired",
+        rotated.signing.kid: "active",
+        xk.encryption.kid: "active",
+    }
+    assert active == []
 
 
-def _tampered(governance: KeyPair) -> dict[str, Any]:
-    document = signed(draft(nodes("AL", "XK")), governance)
+def test_only_an_admin_installs(node: Node, governance: KeyPair) -> None:
+    officer = node.login("al-officer")
+    document = signed(draft(node.members("XK")), governance)
+    assert node.client.post("/v1/region/directory", json=document, headers=officer).status_code == 403
+    assert _installed(node.engine) == []
+
+
+def _tampered(entry: dict[str, Any], governance: KeyPair) -> dict[str, Any]:
+    document = signed(draft([entry, *nodes("XK")]), governance)
     document["directory"]["nodes"][1]["base_url"] = "http://127.0.0.1:9999"
     return document
 
 
-def _enc_key_as_transport_key() -> dict[str, Any]:
-    document = draft(nodes("AL", "XK"))
-    document["nodes"][0]["transport_keys"] = [KeyPair.generate("enc").public.jwk]
+def _enc_key_as_transport_key(entry: dict[str, Any]) -> dict[str, Any]:
+    document = draft([entry, *nodes("XK")])
+    document["nodes"][1]["transport_keys"] = [KeyPair.generate("enc").public.jwk]
     return document
 
 
-REFUSED: dict[str, tuple[Callable[[KeyPair], dict[str, Any]], int, str | None]] = {
+def _without_our_keys(governance: KeyPair) -> dict[str, Any]:
+    """AL listed with keys this node does not hold: peers would be told to trust an impostor."""
+    return signed(draft(nodes("AL", "XK")), governance)
+
+
+Make = Callable[[dict[str, Any], KeyPair], dict[str, Any]]
+NOW = datetime.now(UTC)
+REFUSED: dict[str, tuple[Make, int, str | None]] = {
     "signed by a key that is not the anchor": (
-        lambda g: signed(draft(nodes("AL", "XK")), KeyPair.generate("sig")),
+        lambda e, g: signed(draft([e, *nodes("XK")]), KeyPair.generate("sig")),
         422,
         "directory-signature",
     ),
     "changed after it was signed": (_tampered, 422, "directory-signature"),
     "expired": (
-        lambda g: signed(
-            draft(
-                nodes("AL", "XK"),
-                issued_at=datetime.now(UTC) - timedelta(days=40),
-                valid_for=timedelta(days=30),
-            ),
-            g,
-        ),
+        lambda e, g: signed(draft([e, *nodes("XK")], issued_at=NOW - timedelta(days=40)), g),
         422,
         "directory-expired",
     ),
     "issued in the future": (
-        lambda g: signed(draft(nodes("AL", "XK"), issued_at=datetime.now(UTC) + timedelta(hours=2)), g),
+        lambda e, g: signed(draft([e, *nodes("XK")], issued_at=NOW + timedelta(hours=2)), g),
         422,
         "directory-not-yet-valid",
     ),
-    "unsigned": (lambda g: {"directory": draft(nodes("AL", "XK"))}, 400, None),
-    "a node's key of the wrong kind": (lambda g: signed(_enc_key_as_transport_key(), g), 400, None),
+    "unsigned": (lambda e, g: {"directory": draft([e, *nodes("XK")])}, 400, None),
+    "a node's key of the wrong kind": (lambda e, g: signed(_enc_key_as_transport_key(e), g), 400, None),
+    "without this node's own keys": (lambda e, g: _without_our_keys(g), 422, "directory-own-keys"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(REFUSED))
 def test_a_bad_directory_is_refused_with_its_reason_audited_and_not_installed(
-    case: str, node: TestClient, region: Region, governance: KeyPair, engine: Engine
+    case: str, node: Node, governance: KeyPair
 ) -> None:
     make, status, reason = REFUSED[case]
-    admin = _token(node, region, "admin")
-    before = _refusals(engine)
-    answer = node.post("/v1/region/directory", json=make(governance), headers=admin)
+    before = _refusals(node.engine)
+    answer = node.client.post(
+        "/v1/region/directory", json=make(node.entry, governance), headers=node.login("admin")
+    )
     assert answer.status_code == status, answer.text
     assert answer.headers["content-type"].startswith("application/problem+json")
     if reason is not None:
         assert answer.json()["reason"] == reason
     elif case == "a node's key of the wrong kind":
         assert "transport_keys: a enc key where a sig key belongs" in answer.json()["detail"]
-    assert _installed(engine) == []
-    assert _refusals(engine) == before + 1
+    assert _installed(node.engine) == []
+    assert _refusals(node.engine) == before + 1
+    with node.engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(ContactPoint)) == 1  # nothing learnt
 
 
-def test_the_version_never_goes_back_and_one_version_is_one_document(
-    node: TestClient, region: Region, governance: KeyPair, engine: Engine
-) -> None:
-    admin = _token(node, region, "admin")
-    members = nodes("AL", "XK", "MK")
+def test_the_version_never_goes_back_and_one_version_is_one_document(node: Node, governance: KeyPair) -> None:
+    admin = node.login("admin")
+    members = node.members("XK", "MK")
     v1, v2 = signed(draft(members, version=1), governance), signed(draft(members, version=2), governance)
-    assert node.post("/v1/region/directory", json=v2, headers=admin).status_code == 200
+    assert node.client.post("/v1/region/directory", json=v2, headers=admin).status_code == 200
 
-    stale = node.post("/v1/region/directory", json=v1, headers=admin)
+    stale = node.client.post("/v1/region/directory", json=v1, headers=admin)
     assert (stale.status_code, stale.json()["reason"]) == (422, "directory-stale")
 
     fork = signed(draft(members[:2], version=2), governance)  # same version, MK dropped: a second history
-    forked = node.post("/v1/region/directory", json=fork, headers=admin)
+    forked = node.client.post("/v1/region/directory", json=fork, headers=admin)
     assert (forked.status_code, forked.json()["reason"]) == (422, "directory-fork")
 
     other = signed(draft(members, version=3, region="elsewhere"), governance)
-    moved = node.post("/v1/region/directory", json=other, headers=admin)
+    moved = node.client.post("/v1/region/directory", json=other, headers=admin)
     assert (moved.status_code, moved.json()["reason"]) == (422, "directory-region")
 
-    assert node.post(
-        "/v1/region/directory", json=signed(draft(members, version=3), governance), headers=admin
-    ).json()["installed"]
-    assert _installed(engine) == [2, 3]
-    assert node.get("/v1/region/directory").json()["directory"]["version"] == 3
+    v3 = signed(draft(members, version=3), governance)
+    assert node.client.post("/v1/region/directory", json=v3, headers=admin).json()["installed"]
+    assert _installed(node.engine) == [2, 3]
+    assert node.client.get("/v1/region/directory").json()["directory"]["version"] == 3
