@@ -21,7 +21,7 @@ from typing import Final
 
 from pydantic import BaseModel, JsonValue
 
-from schemas import api, envelope
+from schemas import api, envelope, region
 from schemas.codelists import NAMES
 
 __all__ = ["JSON_SCHEMA_DIALECT", "MODELS", "export", "main", "schema_documents"]
@@ -42,6 +42,7 @@ MODELS: Final[dict[str, type[BaseModel]]] = {
     "custody-step": api.CustodyStep,
     "login-request": api.LoginRequest,
     "login-result": api.LoginResult,
+    "region-directory": region.SignedDirectory,
 }
 """File stem → model. Nested models are also inlined under ``$defs`` so that each file stands alone."""
 
