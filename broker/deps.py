@@ -19,7 +19,7 @@ from broker.accounts.service import authenticate
 from broker.audit.service import Actor
 from broker.config import Settings
 from broker.crypto import MasterKey, PublicKey
-from broker.crypto.httpsig import verify_request
+from broker.crypto.httpsig import request_failure, verify_request
 from broker.directory.models import Agency
 from broker.directory.service import find_agency
 from broker.errors import NotAuthenticated, NotFound, NotPermitted, TooLarge
@@ -109,6 +109,15 @@ def agency_charged_by_route(request: Request, session: DbSession, keys: Keys, bo
 
 
 def _signed_by(request: Request, session: Session, keys: DatabaseKeyStore, body: bytes) -> Agency:
+    """Verify the request's signature (``broker.crypto.httpsig``; a 401 names the check that failed) and
+    remember its nonce in a transaction of its own, committed before the handler runs.
+
+    The nonce must outlive whatever the handler does: if it were written in the handler's transaction, a
+    request refused by the handler (a 409, a policy refusal: rolled back) would leave no trace of its nonce,
+    and the same bytes replayed later, once the state had changed, would pass. So the unit of work is
+    committed here, when it holds nothing but the nonce (the registry reads before it write nothing); the
+    handler then runs in a fresh transaction of the same session. A request whose nonce was seen is refused
+    with ``reason: nonce``, whatever became of the first one."""
     settings: Settings = request.app.state.settings
     agency_holder: list[Agency] = []
 
@@ -116,7 +125,9 @@ def _signed_by(request: Request, session: Session, keys: DatabaseKeyStore, body:
         row = keys.registered(kid)
         if row is not None and row.status == "revoked":
             when = row.revoked_at.isoformat() if row.revoked_at else "an earlier time"
-            raise NotAuthenticated(f"the key {kid} was revoked at {when}; sign with a current key")
+            raise request_failure("key-id", f"the key {kid} was revoked at {when}; sign with a current key")
+        if row is not None and row.status == "retired":
+            raise request_failure("key-id", f"the key {kid} was rotated out; sign with your current key")
         if row is None or row.use != "sig" or row.status != "active":
             raise NotFound("no such agency key")
         agency = find_agency(session, row.party_id)
@@ -127,7 +138,7 @@ def _signed_by(request: Request, session: Session, keys: DatabaseKeyStore, body:
 
     verified = verify_request(
         request.method,
-        str(request.url),
+        _target(request),
         request.headers,
         body,
         resolve=resolve,
@@ -135,9 +146,20 @@ def _signed_by(request: Request, session: Session, keys: DatabaseKeyStore, body:
     )
     agency = agency_holder[0]
     remember_nonce(session, verified)
+    session.commit()
     request.state.verified_request = verified
     request.state.actor = Actor(agency.id, "agency", request_id(request))
     return agency
+
+
+def _target(request: Request) -> str:
+    """The request target as it came on the wire: the path not percent-decoded (``raw_path``), the query as
+    sent. RFC 9421 ``@path`` and ``@query`` are the values the client put in its request line, which is
+    what it signed; Starlette's ``request.url`` re-encodes a decoded path."""
+    raw_path = request.scope.get("raw_path")
+    path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) and raw_path else request.url.path
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return f"http://spoc{path}" + (f"?{query}" if query else "")
 
 
 CurrentAgency = Annotated[Agency, Depends(current_agency)]

@@ -21,7 +21,6 @@ from broker.delivery.service import receipts_for
 from broker.deps import AgencyChargedByRoute, CurrentAgency, DbSession, Keys, RawBody, SettingsDep, request_id
 from broker.directory.models import Agency
 from broker.errors import InvalidInput, NotFound, NotPermitted, PolicyRefused, VerificationError
-from broker.keys.service import remember_nonce
 from broker.limits import enforce
 from broker.messages import idempotency
 from broker.messages.dissemination import as_wire, request_dissemination, requests_for
@@ -259,7 +258,6 @@ def _intake(
     except (PolicyRefused, VerificationError, NotPermitted) as exc:
         # Nothing of the refused message may stay, but the refusal itself is audited: roll back, record, commit.
         session.rollback()
-        remember_nonce(session, request.state.verified_request)
         _audit_refusal(session, actor, raw, exc)
         session.commit()
         raise
