@@ -27,6 +27,7 @@ from broker.messages.dissemination import as_wire, request_dissemination, reques
 from broker.messages.models import CustodyStep, Message
 from broker.messages.service import resubmit, submit, submit_batch
 from broker.messages.states import AWAITING_CLARIFICATION, State
+from broker.messages.timing import CreatedWindow
 from schemas.api import (
     BatchItemResult,
     BatchReceipt,
@@ -38,6 +39,11 @@ from schemas.api import (
 )
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
+
+
+def _window(request: Request) -> CreatedWindow:
+    settings: Settings = request.app.state.settings
+    return CreatedWindow.of(settings)
 
 
 def _parse(body: bytes) -> dict[str, Any]:
@@ -128,7 +134,7 @@ def submit_message(
     """Submit a signed, encrypted envelope. Send an ``Idempotency-Key`` to retry safely."""
 
     def accept(raw: dict[str, Any], actor: Actor) -> Message:
-        return submit(session, keys, agency=agency, raw=raw, actor=actor)
+        return submit(session, keys, agency=agency, raw=raw, actor=actor, window=_window(request))
 
     return _intake(request, session, agency, body, idempotency_key, accept)
 
@@ -165,7 +171,7 @@ def submit_message_batch(
     actor = Actor(agency.id, "agency", request_id(request))
     results: list[BatchItemResult] = []
     for index, (raw, outcome) in enumerate(
-        zip(raws, submit_batch(session, keys, agency=agency, raws=raws, actor=actor), strict=True)
+        zip(raws, submit_batch(session, keys, agency=agency, raws=raws, actor=actor, window=CreatedWindow.of(settings)), strict=True)
     ):
         if isinstance(outcome, Message):
             results.append(BatchItemResult(index=index, status=202, receipt=_receipt(outcome)))
@@ -235,7 +241,9 @@ def resubmit_message(
     and the deadline runs on from where it stopped."""
 
     def accept(raw: dict[str, Any], actor: Actor) -> Message:
-        return resubmit(session, keys, agency=agency, original_id=message_id, raw=raw, actor=actor)
+        return resubmit(
+            session, keys, agency=agency, original_id=message_id, raw=raw, actor=actor, window=_window(request)
+        )
 
     return _intake(request, session, agency, body, idempotency_key, accept)
 
