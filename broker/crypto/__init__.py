@@ -20,6 +20,7 @@ from broker.crypto.countersign import (
     RECEIPT_TYP,
     countersign,
     sign_receipt,
+    statement_of,
     verify_countersignature,
     verify_receipt,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "sign_envelope",
     "sign_note",
     "sign_receipt",
+    "statement_of",
     "signing_input",
     "thumbprint",
     "unverified_kid",

@@ -4,12 +4,13 @@ message returned for clarification, and ask a provider for permission to pass H2
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -17,7 +18,7 @@ from broker.audit.actions import AuditAction
 from broker.audit.service import Actor, record
 from broker.config import Settings
 from broker.delivery.models import InboxItem
-from broker.delivery.service import receipts_for
+from broker.delivery.service import receipt_statement, receipts_for
 from broker.deps import AgencyChargedByRoute, CurrentAgency, DbSession, Keys, RawBody, SettingsDep, request_id
 from broker.directory.models import Agency
 from broker.errors import InvalidInput, NotFound, NotPermitted, PolicyRefused, VerificationError
@@ -90,7 +91,7 @@ def _status(session: Session, message: Message, receipts: Sequence[InboxItem] = 
         deadline_at=message.deadline_at,
         updated_at=message.updated_at,
         receipts=tuple(
-            Receipt(agency=r.agency_id, acknowledged_at=r.acked_at, receipt=r.receipt)
+            _receipt_of(r.agency_id, r.acked_at, r.receipt)
             for r in receipts
             if r.acked_at is not None and r.receipt is not None
         ),
@@ -99,6 +100,19 @@ def _status(session: Session, message: Message, receipts: Sequence[InboxItem] = 
         supersedes=message.supersedes,
         superseded_by=superseded_by,
     )
+
+
+def _receipt_of(agency_id: str, acked_at: datetime, token: str) -> Receipt:
+    """A stored receipt as its sender sees it, with the statement's time and digest spelled out (a receipt
+    taken before the broker checked ``received_at`` may lack a usable one: then they are ``null``)."""
+    fields = {"agency": agency_id, "acknowledged_at": acked_at, "receipt": token}
+    statement = receipt_statement(token)
+    try:
+        return Receipt.model_validate(
+            {**fields, "received_at": statement.get("received_at"), "digest": statement.get("digest")}
+        )
+    except ValidationError:
+        return Receipt.model_validate(fields)
 
 
 def _clarification_request(session: Session, message: Message) -> str | None:
