@@ -19,7 +19,16 @@ from broker.audit.service import Actor, record
 from broker.config import Settings
 from broker.delivery.models import InboxItem
 from broker.delivery.service import receipt_statement, receipts_for
-from broker.deps import AgencyChargedByRoute, CurrentAgency, DbSession, Keys, RawBody, SettingsDep, request_id
+from broker.deps import (
+    AgencyChargedByRoute,
+    CurrentAgency,
+    DbSession,
+    Keys,
+    RawBody,
+    SettingsDep,
+    json_body,
+    request_id,
+)
 from broker.directory.models import Agency
 from broker.errors import InvalidInput, NotFound, NotPermitted, PolicyRefused, VerificationError
 from broker.limits import enforce
@@ -29,6 +38,7 @@ from broker.messages.models import CustodyStep, Message
 from broker.messages.service import resubmit, submit, submit_batch
 from broker.messages.states import AWAITING_CLARIFICATION, State
 from broker.messages.timing import CreatedWindow
+from schemas.envelope import Envelope
 from schemas.api import (
     BatchItemResult,
     BatchReceipt,
@@ -40,6 +50,17 @@ from schemas.api import (
 )
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
+
+# The intake routes read the raw body (the signature is verified over the bytes received, and a schema
+# error is answered per envelope), so their bodies are declared for the OpenAPI here.
+ENVELOPE_SCHEMA = Envelope.model_json_schema()
+BATCH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"envelopes": {"type": "array", "minItems": 1, "items": ENVELOPE_SCHEMA}},
+    "required": ["envelopes"],
+    "additionalProperties": False,
+    "$defs": ENVELOPE_SCHEMA.get("$defs", {}),
+}
 
 
 def _window(request: Request) -> CreatedWindow:
@@ -136,6 +157,7 @@ def _clarification_request(session: Session, message: Message) -> str | None:
     response_model=SubmitReceipt,
     operation_id="submit_message",
     responses={400: {}, 401: {}, 403: {}, 409: {}, 413: {}, 422: {}},
+    openapi_extra=json_body(ENVELOPE_SCHEMA, "A signed, encrypted envelope (docs/envelope.md)."),
 )
 def submit_message(
     request: Request,
@@ -158,6 +180,7 @@ def submit_message(
     response_model=BatchReceipt,
     operation_id="submit_message_batch",
     responses={400: {}, 401: {}, 403: {}, 409: {}, 413: {}, 429: {}},
+    openapi_extra=json_body(BATCH_SCHEMA, "Envelopes to submit, each checked on its own."),
 )
 def submit_message_batch(
     request: Request,
@@ -239,6 +262,7 @@ def _receipt(message: Message) -> SubmitReceipt:
     response_model=SubmitReceipt,
     operation_id="resubmit_message",
     responses={400: {}, 401: {}, 403: {}, 404: {}, 409: {}, 413: {}, 422: {}},
+    openapi_extra=json_body(ENVELOPE_SCHEMA, "The amended envelope: a new message id, same conversation."),
 )
 def resubmit_message(
     message_id: str,
