@@ -101,7 +101,9 @@ def json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
         if isinstance(node, dict):
             ref = node.get("$ref")
             if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                return inline({**defs[ref.removeprefix("#/$defs/")], **{k: v for k, v in node.items() if k != "$ref"}})
+                return inline(
+                    {**defs[ref.removeprefix("#/$defs/")], **{k: v for k, v in node.items() if k != "$ref"}}
+                )
             return {k: inline(v) for k, v in node.items() if k != "$defs"}
         if isinstance(node, list):
             return [inline(v) for v in node]
@@ -124,13 +126,13 @@ class _RequestSignature(SecurityBase):
 
     def __init__(self) -> None:
         self.model = APIKey(
-            **{"in": APIKeyIn.header},  # type: ignore[arg-type]  # "in" is a keyword: pass it by alias
+            **{"in": APIKeyIn.header},  # "in" is a Python keyword: passed by its alias
             name="Signature",
             description=(
                 "RFC 9421 HTTP Message Signature by the agency's Ed25519 signing key: label and tag "
                 "`spoc-agency`, covering `@method`, `@path`, `@query` and, with a body, `content-digest` "
                 "(RFC 9530, sha-256); parameters `created`, `keyid` (RFC 7638 thumbprint), `nonce`, "
-                "`alg=\"ed25519\"`. Byte-for-byte profile and a worked example: docs/agency-signing.md. "
+                '`alg="ed25519"`. Byte-for-byte profile and a worked example: docs/agency-signing.md. '
                 "A refusal is 401 with a `reason` naming the failed check."
             ),
         )
@@ -140,7 +142,9 @@ class _RequestSignature(SecurityBase):
         self,
         signature_input: Annotated[
             str | None,
-            Header(alias="Signature-Input", description="RFC 9421: `spoc-agency=(...);created=...;keyid=...`"),
+            Header(
+                alias="Signature-Input", description="RFC 9421: `spoc-agency=(...);created=...;keyid=...`"
+            ),
         ] = None,
         signature: Annotated[
             str | None, Header(alias="Signature", description="RFC 9421: `spoc-agency=:<base64>:`")

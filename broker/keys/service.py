@@ -28,7 +28,7 @@ from broker.audit.service import Actor, record
 from broker.crypto import KeyPair, MasterKey, PublicKey
 from broker.crypto.httpsig import VerifiedRequest, request_failure
 from broker.db import utcnow
-from broker.errors import Conflict, InvalidInput, NotAuthenticated, NotFound, PolicyRefused, VerificationError
+from broker.errors import Conflict, InvalidInput, NotFound, PolicyRefused, VerificationError
 from broker.keys.models import PartyKey, SeenNonce
 
 

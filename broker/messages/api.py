@@ -38,7 +38,6 @@ from broker.messages.models import CustodyStep, Message
 from broker.messages.service import resubmit, submit, submit_batch
 from broker.messages.states import AWAITING_CLARIFICATION, State
 from broker.messages.timing import CreatedWindow
-from schemas.envelope import Envelope
 from schemas.api import (
     BatchItemResult,
     BatchReceipt,
@@ -48,6 +47,7 @@ from schemas.api import (
     Receipt,
     SubmitReceipt,
 )
+from schemas.envelope import Envelope
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
 
@@ -206,9 +206,14 @@ def submit_message_batch(
         return replayed
     enforce(request.app.state.limiter, agency.id, cost=len(raws))  # one token per envelope, before any work
     actor = Actor(agency.id, "agency", request_id(request))
+    window = CreatedWindow.of(settings)
     results: list[BatchItemResult] = []
     for index, (raw, outcome) in enumerate(
-        zip(raws, submit_batch(session, keys, agency=agency, raws=raws, actor=actor, window=CreatedWindow.of(settings)), strict=True)
+        zip(
+            raws,
+            submit_batch(session, keys, agency=agency, raws=raws, actor=actor, window=window),
+            strict=True,
+        )
     ):
         if isinstance(outcome, Message):
             results.append(BatchItemResult(index=index, status=202, receipt=_receipt(outcome)))
@@ -280,7 +285,13 @@ def resubmit_message(
 
     def accept(raw: dict[str, Any], actor: Actor) -> Message:
         return resubmit(
-            session, keys, agency=agency, original_id=message_id, raw=raw, actor=actor, window=_window(request)
+            session,
+            keys,
+            agency=agency,
+            original_id=message_id,
+            raw=raw,
+            actor=actor,
+            window=_window(request),
         )
 
     return _intake(request, session, agency, body, idempotency_key, accept)

@@ -58,7 +58,9 @@ def test_the_envelope_body_is_the_envelope_schema(client: TestClient) -> None:
 def test_agency_routes_declare_the_signature(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     scheme = spec["components"]["securitySchemes"]["agencySignature"]
-    assert scheme["type"] == "apiKey" and scheme["in"] == "header" and scheme["name"] == "Signature"
+    assert scheme["type"] == "apiKey"
+    assert scheme["in"] == "header"
+    assert scheme["name"] == "Signature"
     assert "docs/agency-signing.md" in scheme["description"]
     agency_routes = [r for r in _api_routes(client) if "current_agency" in _calls(r)]
     assert len(agency_routes) >= 8

@@ -25,7 +25,9 @@ def _receipt(region: Region, agency: str, message_id: str, digest: str, received
 
 
 @pytest.mark.parametrize("offset", [timedelta(days=-1), timedelta(hours=1)], ids=["yesterday", "next-hour"])
-def test_a_receipt_dated_far_from_now_is_refused(client: TestClient, region: Region, offset: timedelta) -> None:
+def test_a_receipt_dated_far_from_now_is_refused(
+    client: TestClient, region: Region, offset: timedelta
+) -> None:
     message_id, item = deliver_request(client, region, sender="ME-UP", target="HR-POL", category="fraud")
     receiver = agency_client(region, "HR-POL", client)
     opened = receiver.open(item)
@@ -43,7 +45,8 @@ def test_the_sender_sees_who_received_it_when_and_over_what(client: TestClient, 
     message_id, item = deliver_request(client, region, sender="ME-UP", target="HR-POL", category="fraud")
     sender = agency_client(region, "ME-UP", client)
     before = sender.status(message_id)
-    assert before["state"] == "delivered" and before["receipts"] == []
+    assert before["state"] == "delivered"
+    assert before["receipts"] == []
     receiver = agency_client(region, "HR-POL", client)
     opened = receiver.open(item)
     received_at = datetime.now(UTC) - timedelta(seconds=30)
@@ -51,7 +54,10 @@ def test_the_sender_sees_who_received_it_when_and_over_what(client: TestClient, 
     status = sender.status(message_id)
     (shown,) = status["receipts"]
     assert shown["agency"] == "HR-POL"
-    assert datetime.fromisoformat(shown["received_at"]) == received_at.replace(microsecond=received_at.microsecond)
-    assert shown["digest"] == opened.digest and shown["digest"].startswith("sha-256:")
+    assert datetime.fromisoformat(shown["received_at"]) == received_at.replace(
+        microsecond=received_at.microsecond
+    )
+    assert shown["digest"] == opened.digest
+    assert shown["digest"].startswith("sha-256:")
     (statement,) = sender.verify_receipts(status)  # and the signed statement says the same
     assert statement["digest"] == shown["digest"]
