@@ -40,6 +40,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     # How old a signed agency request may be; its nonce is remembered at least this long.
     request_signature_max_age: int = Field(default=300, ge=10)
+    # An envelope's created_at must lie within this window around its receipt (see broker.messages.timing):
+    # at most this far behind (an agency retrying after an outage; the idempotency key's lifetime) ...
+    envelope_max_age_seconds: int = Field(default=24 * 3600, ge=60)
+    # ... and at most this far ahead (clock drift).
+    envelope_max_future_seconds: int = Field(default=300, ge=0, le=3600)
+    # A receipt's received_at must lie within this window around the acknowledgement (and not before the
+    # broker received the message): behind it by at most receipt_max_age_seconds, ahead by the future bound.
+    receipt_max_age_seconds: int = Field(default=3600, ge=60)
     db_pool_size: int = Field(default=10, ge=1)
     # Envelopes per batch submission; each costs one token of the agency's rate limit, so batches are also
     # capped at ``rate_limit_burst`` (a larger one could never pass).

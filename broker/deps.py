@@ -9,9 +9,11 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request, Security
+from fastapi.openapi.models import APIKey, APIKeyIn
+from fastapi.security.base import SecurityBase
 from sqlalchemy.orm import Session
 
 from broker.accounts.models import User, UserSession
@@ -19,7 +21,7 @@ from broker.accounts.service import authenticate
 from broker.audit.service import Actor
 from broker.config import Settings
 from broker.crypto import MasterKey, PublicKey
-from broker.crypto.httpsig import verify_request
+from broker.crypto.httpsig import request_failure, verify_request
 from broker.directory.models import Agency
 from broker.directory.service import find_agency
 from broker.errors import NotAuthenticated, NotFound, NotPermitted, TooLarge
@@ -89,7 +91,79 @@ async def raw_body(request: Request) -> bytes:
 RawBody = Annotated[bytes, Depends(raw_body)]
 
 
-def current_agency(request: Request, session: DbSession, keys: Keys, body: RawBody) -> Agency:
+def json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """``openapi_extra`` declaring the JSON request body of a route that reads it as :data:`RawBody` (and so
+    declares no body FastAPI could see): the schema inlined, with every ``$ref`` to ``$defs`` replaced by its
+    definition, so that it stands on its own in the OpenAPI document."""
+    defs: dict[str, Any] = schema.get("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(
+                    {**defs[ref.removeprefix("#/$defs/")], **{k: v for k, v in node.items() if k != "$ref"}}
+                )
+            return {k: inline(v) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {"application/json": {"schema": inline(schema)}},
+        }
+    }
+
+
+class _RequestSignature(SecurityBase):
+    """The OpenAPI face of agency authentication: an RFC 9421 signature in ``Signature-Input`` and
+    ``Signature`` (with ``Content-Digest`` when there is a body). OpenAPI has no scheme type for HTTP message
+    signatures, so it is declared as an API key in the ``Signature`` header with the profile described; the
+    three headers are declared as parameters of every agency operation. Checking is :func:`_signed_by`'s."""
+
+    def __init__(self) -> None:
+        self.model = APIKey(
+            **{"in": APIKeyIn.header},  # "in" is a Python keyword: passed by its alias
+            name="Signature",
+            description=(
+                "RFC 9421 HTTP Message Signature by the agency's Ed25519 signing key: label and tag "
+                "`spoc-agency`, covering `@method`, `@path`, `@query` and, with a body, `content-digest` "
+                "(RFC 9530, sha-256); parameters `created`, `keyid` (RFC 7638 thumbprint), `nonce`, "
+                '`alg="ed25519"`. Byte-for-byte profile and a worked example: docs/agency-signing.md. '
+                "A refusal is 401 with a `reason` naming the failed check."
+            ),
+        )
+        self.scheme_name = "agencySignature"
+
+    def __call__(
+        self,
+        signature_input: Annotated[
+            str | None,
+            Header(
+                alias="Signature-Input", description="RFC 9421: `spoc-agency=(...);created=...;keyid=...`"
+            ),
+        ] = None,
+        signature: Annotated[
+            str | None, Header(alias="Signature", description="RFC 9421: `spoc-agency=:<base64>:`")
+        ] = None,
+        content_digest: Annotated[
+            str | None,
+            Header(alias="Content-Digest", description="RFC 9530 `sha-256=:<base64>:`, with a body only"),
+        ] = None,
+    ) -> None:
+        return None
+
+
+agency_signature = _RequestSignature()
+AgencySignature = Annotated[None, Security(agency_signature)]
+
+
+def current_agency(
+    request: Request, session: DbSession, keys: Keys, body: RawBody, _signature: AgencySignature
+) -> Agency:
     """The agency whose RFC 9421 signature this request carries (see ``broker.crypto.httpsig``), charged one
     token of its rate limit.
 
@@ -101,7 +175,9 @@ def current_agency(request: Request, session: DbSession, keys: Keys, body: RawBo
     return agency
 
 
-def agency_charged_by_route(request: Request, session: DbSession, keys: Keys, body: RawBody) -> Agency:
+def agency_charged_by_route(
+    request: Request, session: DbSession, keys: Keys, body: RawBody, _signature: AgencySignature
+) -> Agency:
     """As :func:`current_agency`, for a route that charges the rate limit itself, before any work, by what
     the request carries (a batch: one token per envelope), so that a refused request costs nothing and its
     ``Retry-After`` is the wait for the whole charge."""
@@ -109,6 +185,15 @@ def agency_charged_by_route(request: Request, session: DbSession, keys: Keys, bo
 
 
 def _signed_by(request: Request, session: Session, keys: DatabaseKeyStore, body: bytes) -> Agency:
+    """Verify the request's signature (``broker.crypto.httpsig``; a 401 names the check that failed) and
+    remember its nonce in a transaction of its own, committed before the handler runs.
+
+    The nonce must outlive whatever the handler does: if it were written in the handler's transaction, a
+    request refused by the handler (a 409, a policy refusal: rolled back) would leave no trace of its nonce,
+    and the same bytes replayed later, once the state had changed, would pass. So the unit of work is
+    committed here, when it holds nothing but the nonce (the registry reads before it write nothing); the
+    handler then runs in a fresh transaction of the same session. A request whose nonce was seen is refused
+    with ``reason: nonce``, whatever became of the first one."""
     settings: Settings = request.app.state.settings
     agency_holder: list[Agency] = []
 
@@ -116,7 +201,9 @@ def _signed_by(request: Request, session: Session, keys: DatabaseKeyStore, body:
         row = keys.registered(kid)
         if row is not None and row.status == "revoked":
             when = row.revoked_at.isoformat() if row.revoked_at else "an earlier time"
-            raise NotAuthenticated(f"the key {kid} was revoked at {when}; sign with a current key")
+            raise request_failure("key-id", f"the key {kid} was revoked at {when}; sign with a current key")
+        if row is not None and row.status == "retired":
+            raise request_failure("key-id", f"the key {kid} was rotated out; sign with your current key")
         if row is None or row.use != "sig" or row.status != "active":
             raise NotFound("no such agency key")
         agency = find_agency(session, row.party_id)
@@ -127,7 +214,7 @@ def _signed_by(request: Request, session: Session, keys: DatabaseKeyStore, body:
 
     verified = verify_request(
         request.method,
-        str(request.url),
+        _target(request),
         request.headers,
         body,
         resolve=resolve,
@@ -135,9 +222,20 @@ def _signed_by(request: Request, session: Session, keys: DatabaseKeyStore, body:
     )
     agency = agency_holder[0]
     remember_nonce(session, verified)
+    session.commit()
     request.state.verified_request = verified
     request.state.actor = Actor(agency.id, "agency", request_id(request))
     return agency
+
+
+def _target(request: Request) -> str:
+    """The request target as it came on the wire: the path not percent-decoded (``raw_path``), the query as
+    sent. RFC 9421 ``@path`` and ``@query`` are the values the client put in its request line, which is
+    what it signed; Starlette's ``request.url`` re-encodes a decoded path."""
+    raw_path = request.scope.get("raw_path")
+    path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) and raw_path else request.url.path
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return f"http://spoc{path}" + (f"?{query}" if query else "")
 
 
 CurrentAgency = Annotated[Agency, Depends(current_agency)]

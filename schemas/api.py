@@ -106,16 +106,23 @@ class BatchReceipt(BaseModel):
 
 
 class Receipt(BaseModel):
-    """A receiving agency's signed acknowledgement of receipt (non-repudiation of receipt).
+    """A receiving agency's signed acknowledgement of receipt (non-repudiation of receipt): the message
+    reached ``agency``, which opened it and signed for it. Format in ``docs/receipts.md``.
 
-    ``receipt`` is a compact JWS (``typ`` ``spoc-receipt+jws``) by the receiving agency over the canonical
-    statement ``{"type": "receipt", "message_id", "digest", "agency", "received_at"}``.
+    ``receipt`` is a compact JWS (``typ`` ``spoc-receipt+jws``) by the receiving agency over the RFC 8785
+    canonical statement ``{"type": "receipt", "message_id", "digest", "agency", "received_at"}``; verify it
+    with the agency's key (``GET /v1/directory/parties/{agency}/jwks``) before relying on it.
+    ``received_at`` and ``digest`` repeat the statement's values (checked by the broker when it took the
+    receipt: signed by the agency's current key, this message, its digest, ``received_at`` near the time of
+    the acknowledgement); ``acknowledged_at`` is when the broker took it.
     """
 
     model_config = _STRICT
 
     agency: AgencyId
     acknowledged_at: Timestamp
+    received_at: Timestamp | None = None
+    digest: str | None = None
     receipt: CompactJWS
 
 

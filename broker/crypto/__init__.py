@@ -20,6 +20,7 @@ from broker.crypto.countersign import (
     RECEIPT_TYP,
     countersign,
     sign_receipt,
+    statement_of,
     verify_countersignature,
     verify_receipt,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "sign_note",
     "sign_receipt",
     "signing_input",
+    "statement_of",
     "thumbprint",
     "unverified_kid",
     "verify_countersignature",

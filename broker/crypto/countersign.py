@@ -26,6 +26,7 @@ __all__ = [
     "RECEIPT_TYP",
     "countersign",
     "sign_receipt",
+    "statement_of",
     "verify_countersignature",
     "verify_receipt",
 ]
@@ -49,6 +50,19 @@ def sign_receipt(statement: Mapping[str, Any], *, key: KeyPair) -> str:
 def verify_receipt(token: str, *, resolve: Callable[[str], PublicKey]) -> dict[str, Any]:
     """Verify a receipt and return its statement; VerificationError on any failure."""
     return _verify_statement(token, typ=RECEIPT_TYP, resolve=resolve)
+
+
+def statement_of(token: str) -> dict[str, Any]:
+    """The statement a compact JWS carries, decoded and NOT verified: only for a token that was verified
+    when it was taken (a stored receipt shown again). VerificationError if it does not decode."""
+    try:
+        _header, payload, _signature = _jws.split_compact(token)
+        statement = _jws.strict_json(payload)
+    except (ValueError, RecursionError, InvalidInput) as exc:
+        raise VerificationError("the token does not decode") from exc
+    if not isinstance(statement, dict):
+        raise VerificationError("the token does not decode")
+    return statement
 
 
 def verify_countersignature(token: str, *, resolve: Callable[[str], PublicKey]) -> dict[str, Any]:

@@ -15,7 +15,14 @@ from broker.audit.service import Actor
 from broker.config import Settings
 from broker.delivery import deadletters
 from broker.delivery.models import Channel, InboxItem
-from broker.delivery.service import acknowledge, custody_by_message, inbox_document, lease, peek
+from broker.delivery.service import (
+    ReceiptWindow,
+    acknowledge,
+    custody_by_message,
+    inbox_document,
+    lease,
+    peek,
+)
 from broker.deps import CurrentAgency, DbSession, Keys, Officer, RawBody, SettingsDep, request_id
 from broker.errors import InvalidInput
 from broker.messages import idempotency
@@ -159,6 +166,7 @@ def acknowledge_message(
         message_id,
         receipt=body.receipt,
         actor=Actor(agency.id, "agency", request_id(request)),
+        window=ReceiptWindow.of(settings),
     )
     if idempotency_key is not None:
         idempotency.remember(

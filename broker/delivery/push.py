@@ -41,6 +41,7 @@ from broker.crypto.httpsig import sign_request
 from broker.db import utcnow
 from broker.delivery.models import Channel, DeliveryStatus, InboxItem
 from broker.delivery.service import (
+    ReceiptWindow,
     check_receipt,
     custody_by_message,
     inbox_document,
@@ -226,7 +227,9 @@ def settle(
         error = outcome.error
         if outcome.receipt is not None:
             try:
-                check_receipt(keys, item.agency_id, message, outcome.receipt)
+                check_receipt(
+                    keys, item.agency_id, message, outcome.receipt, window=ReceiptWindow.of(settings)
+                )
             except SpocError as exc:
                 error = f"the receipt does not verify: {exc.detail}"
             else:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -23,7 +24,8 @@ from sqlalchemy.orm import Session
 
 from broker.audit.actions import AuditAction
 from broker.audit.service import SYSTEM, Actor, record
-from broker.crypto import verify_receipt
+from broker.config import Settings
+from broker.crypto import statement_of, verify_receipt
 from broker.db import utcnow
 from broker.delivery.models import Channel, DeliveryStatus, InboxItem
 from broker.directory.models import Agency
@@ -204,12 +206,79 @@ def inbox_document(item: InboxItem, message: Message, custody: Sequence[CustodyS
 # --- acknowledgement -----------------------------------------------------------------------------
 
 
-def check_receipt(keys: DatabaseKeyStore, agency_id: str, message: Message, receipt: str) -> None:
-    """The receipt must be signed by the agency's key and name this message, its digest and the agency."""
-    statement = verify_receipt(receipt, resolve=lambda kid: keys.resolve(kid, party_id=agency_id))
+@dataclass(frozen=True)
+class ReceiptWindow:
+    """How far a receipt's ``received_at`` may lie behind (``past``) and ahead of (``future``) the moment the
+    broker takes it. It also may not predate the broker's receipt of the message itself.
+
+    A receipt is made when the agency has opened the message and sent at once (the acknowledgement, or the
+    answer to a push); an hour behind covers a receiver that answers a re-sent push with the receipt it gave
+    the first time (push retries back off to at most ten minutes). A receipt dated "yesterday" is refused,
+    not shown to the sender as signed evidence of a time that cannot be true."""
+
+    past: timedelta = timedelta(hours=1)
+    future: timedelta = timedelta(minutes=5)
+
+    @classmethod
+    def of(cls, settings: Settings) -> ReceiptWindow:
+        return cls(
+            past=timedelta(seconds=settings.receipt_max_age_seconds),
+            future=timedelta(seconds=settings.envelope_max_future_seconds),
+        )
+
+
+DEFAULT_RECEIPT_WINDOW = ReceiptWindow()
+
+
+def check_receipt(
+    keys: DatabaseKeyStore,
+    agency_id: str,
+    message: Message,
+    receipt: str,
+    *,
+    window: ReceiptWindow = DEFAULT_RECEIPT_WINDOW,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The receipt must be signed by the agency's current key, name this message, its digest and the agency,
+    and say it was received within ``window`` of now; returns its statement."""
+    now = now or utcnow()
+    statement = verify_receipt(receipt, resolve=lambda kid: keys.resolve_at(kid, party_id=agency_id, at=now))
     expected = {"type": "receipt", "message_id": message.id, "digest": message.digest, "agency": agency_id}
     if any(statement.get(k) != v for k, v in expected.items()):
         raise InvalidInput("the receipt does not name this message, its digest and this agency")
+    received_at = _instant(statement.get("received_at"))
+    earliest = max(now - window.past, message.received_at - window.future)
+    if received_at > now + window.future or received_at < earliest:
+        raise InvalidInput(
+            f"the receipt says the message was received at {statement['received_at']}; the broker takes "
+            f"receipts dated from {earliest.isoformat()} (not before the message reached the broker, at "
+            f"most {int(window.past.total_seconds())} s ago) to {(now + window.future).isoformat()}: "
+            "sign a receipt with the current time",
+            reason="received-at",
+        )
+    return statement
+
+
+def _instant(value: object) -> datetime:
+    """An RFC 3339 date-time with an offset (``Z`` or ``+hh:mm``), as a UTC datetime."""
+    if isinstance(value, str) and value[-1:] in ("Z", "z"):
+        value = value[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) and "T" in value.upper() else None
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise InvalidInput(
+            "the receipt's received_at must be an RFC 3339 date-time with an offset, e.g. "
+            "2026-11-23T10:00:00.000000Z",
+            reason="received-at",
+        )
+    return parsed.astimezone(UTC)
+
+
+def receipt_statement(receipt: str) -> dict[str, Any]:
+    """The statement of a receipt the broker verified when it took it (decoded, not verified again)."""
+    return statement_of(receipt)
 
 
 def mark_delivered(
@@ -249,7 +318,14 @@ def mark_delivered(
 
 
 def acknowledge(
-    session: Session, keys: DatabaseKeyStore, agency: Agency, message_id: str, *, receipt: str, actor: Actor
+    session: Session,
+    keys: DatabaseKeyStore,
+    agency: Agency,
+    message_id: str,
+    *,
+    receipt: str,
+    actor: Actor,
+    window: ReceiptWindow = DEFAULT_RECEIPT_WINDOW,
 ) -> InboxItem:
     """Take the agency's signed receipt for a delivered message: verified, stored, shown to the sender.
 
@@ -267,7 +343,8 @@ def acknowledge(
     message = session.get(Message, message_id)
     if item is None or message is None:
         raise NotFound(f"no message {message_id} in the inbox of {agency.id}")
-    check_receipt(keys, agency.id, message, receipt)
+    if item.acked_at is None:  # acknowledging twice keeps the first receipt, whatever the second says
+        check_receipt(keys, agency.id, message, receipt, window=window)
     mark_delivered(session, item, message, receipt=receipt, actor=actor, channel=item.channel)
     return item
 

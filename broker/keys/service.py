@@ -26,9 +26,9 @@ from sqlalchemy.orm import Session
 from broker.audit.actions import AuditAction
 from broker.audit.service import Actor, record
 from broker.crypto import KeyPair, MasterKey, PublicKey
-from broker.crypto.httpsig import VerifiedRequest
+from broker.crypto.httpsig import VerifiedRequest, request_failure
 from broker.db import utcnow
-from broker.errors import Conflict, InvalidInput, NotAuthenticated, NotFound, PolicyRefused, VerificationError
+from broker.errors import Conflict, InvalidInput, NotFound, PolicyRefused, VerificationError
 from broker.keys.models import PartyKey, SeenNonce
 
 
@@ -270,7 +270,9 @@ def remember_nonce(session: Session, verified: VerifiedRequest) -> None:
         .returning(_SEEN_NONCES.c.kid)
     )
     if session.execute(statement).first() is None:
-        raise NotAuthenticated("the request signature is missing, expired, replayed or does not verify")
+        raise request_failure(
+            "nonce", "this request's nonce was already used with this key: a replay; sign every request anew"
+        )
 
 
 def forget_old_nonces(session: Session, *, older_than_seconds: int) -> int:

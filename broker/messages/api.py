@@ -4,12 +4,13 @@ message returned for clarification, and ask a provider for permission to pass H2
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -17,17 +18,26 @@ from broker.audit.actions import AuditAction
 from broker.audit.service import Actor, record
 from broker.config import Settings
 from broker.delivery.models import InboxItem
-from broker.delivery.service import receipts_for
-from broker.deps import AgencyChargedByRoute, CurrentAgency, DbSession, Keys, RawBody, SettingsDep, request_id
+from broker.delivery.service import receipt_statement, receipts_for
+from broker.deps import (
+    AgencyChargedByRoute,
+    CurrentAgency,
+    DbSession,
+    Keys,
+    RawBody,
+    SettingsDep,
+    json_body,
+    request_id,
+)
 from broker.directory.models import Agency
 from broker.errors import InvalidInput, NotFound, NotPermitted, PolicyRefused, VerificationError
-from broker.keys.service import remember_nonce
 from broker.limits import enforce
 from broker.messages import idempotency
 from broker.messages.dissemination import as_wire, request_dissemination, requests_for
 from broker.messages.models import CustodyStep, Message
 from broker.messages.service import resubmit, submit, submit_batch
 from broker.messages.states import AWAITING_CLARIFICATION, State
+from broker.messages.timing import CreatedWindow
 from schemas.api import (
     BatchItemResult,
     BatchReceipt,
@@ -37,8 +47,25 @@ from schemas.api import (
     Receipt,
     SubmitReceipt,
 )
+from schemas.envelope import Envelope
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
+
+# The intake routes read the raw body (the signature is verified over the bytes received, and a schema
+# error is answered per envelope), so their bodies are declared for the OpenAPI here.
+ENVELOPE_SCHEMA = Envelope.model_json_schema()
+BATCH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"envelopes": {"type": "array", "minItems": 1, "items": ENVELOPE_SCHEMA}},
+    "required": ["envelopes"],
+    "additionalProperties": False,
+    "$defs": ENVELOPE_SCHEMA.get("$defs", {}),
+}
+
+
+def _window(request: Request) -> CreatedWindow:
+    settings: Settings = request.app.state.settings
+    return CreatedWindow.of(settings)
 
 
 def _parse(body: bytes) -> dict[str, Any]:
@@ -85,7 +112,7 @@ def _status(session: Session, message: Message, receipts: Sequence[InboxItem] = 
         deadline_at=message.deadline_at,
         updated_at=message.updated_at,
         receipts=tuple(
-            Receipt(agency=r.agency_id, acknowledged_at=r.acked_at, receipt=r.receipt)
+            _receipt_of(r.agency_id, r.acked_at, r.receipt)
             for r in receipts
             if r.acked_at is not None and r.receipt is not None
         ),
@@ -94,6 +121,19 @@ def _status(session: Session, message: Message, receipts: Sequence[InboxItem] = 
         supersedes=message.supersedes,
         superseded_by=superseded_by,
     )
+
+
+def _receipt_of(agency_id: str, acked_at: datetime, token: str) -> Receipt:
+    """A stored receipt as its sender sees it, with the statement's time and digest spelled out (a receipt
+    taken before the broker checked ``received_at`` may lack a usable one: then they are ``null``)."""
+    fields = {"agency": agency_id, "acknowledged_at": acked_at, "receipt": token}
+    statement = receipt_statement(token)
+    try:
+        return Receipt.model_validate(
+            {**fields, "received_at": statement.get("received_at"), "digest": statement.get("digest")}
+        )
+    except ValidationError:
+        return Receipt.model_validate(fields)
 
 
 def _clarification_request(session: Session, message: Message) -> str | None:
@@ -117,6 +157,7 @@ def _clarification_request(session: Session, message: Message) -> str | None:
     response_model=SubmitReceipt,
     operation_id="submit_message",
     responses={400: {}, 401: {}, 403: {}, 409: {}, 413: {}, 422: {}},
+    openapi_extra=json_body(ENVELOPE_SCHEMA, "A signed, encrypted envelope (docs/envelope.md)."),
 )
 def submit_message(
     request: Request,
@@ -129,7 +170,7 @@ def submit_message(
     """Submit a signed, encrypted envelope. Send an ``Idempotency-Key`` to retry safely."""
 
     def accept(raw: dict[str, Any], actor: Actor) -> Message:
-        return submit(session, keys, agency=agency, raw=raw, actor=actor)
+        return submit(session, keys, agency=agency, raw=raw, actor=actor, window=_window(request))
 
     return _intake(request, session, agency, body, idempotency_key, accept)
 
@@ -139,6 +180,7 @@ def submit_message(
     response_model=BatchReceipt,
     operation_id="submit_message_batch",
     responses={400: {}, 401: {}, 403: {}, 409: {}, 413: {}, 429: {}},
+    openapi_extra=json_body(BATCH_SCHEMA, "Envelopes to submit, each checked on its own."),
 )
 def submit_message_batch(
     request: Request,
@@ -164,9 +206,14 @@ def submit_message_batch(
         return replayed
     enforce(request.app.state.limiter, agency.id, cost=len(raws))  # one token per envelope, before any work
     actor = Actor(agency.id, "agency", request_id(request))
+    window = CreatedWindow.of(settings)
     results: list[BatchItemResult] = []
     for index, (raw, outcome) in enumerate(
-        zip(raws, submit_batch(session, keys, agency=agency, raws=raws, actor=actor), strict=True)
+        zip(
+            raws,
+            submit_batch(session, keys, agency=agency, raws=raws, actor=actor, window=window),
+            strict=True,
+        )
     ):
         if isinstance(outcome, Message):
             results.append(BatchItemResult(index=index, status=202, receipt=_receipt(outcome)))
@@ -220,6 +267,7 @@ def _receipt(message: Message) -> SubmitReceipt:
     response_model=SubmitReceipt,
     operation_id="resubmit_message",
     responses={400: {}, 401: {}, 403: {}, 404: {}, 409: {}, 413: {}, 422: {}},
+    openapi_extra=json_body(ENVELOPE_SCHEMA, "The amended envelope: a new message id, same conversation."),
 )
 def resubmit_message(
     message_id: str,
@@ -236,7 +284,15 @@ def resubmit_message(
     and the deadline runs on from where it stopped."""
 
     def accept(raw: dict[str, Any], actor: Actor) -> Message:
-        return resubmit(session, keys, agency=agency, original_id=message_id, raw=raw, actor=actor)
+        return resubmit(
+            session,
+            keys,
+            agency=agency,
+            original_id=message_id,
+            raw=raw,
+            actor=actor,
+            window=_window(request),
+        )
 
     return _intake(request, session, agency, body, idempotency_key, accept)
 
@@ -259,7 +315,6 @@ def _intake(
     except (PolicyRefused, VerificationError, NotPermitted) as exc:
         # Nothing of the refused message may stay, but the refusal itself is audited: roll back, record, commit.
         session.rollback()
-        remember_nonce(session, request.state.verified_request)
         _audit_refusal(session, actor, raw, exc)
         session.commit()
         raise

@@ -28,6 +28,7 @@ from broker.messages.clock import clock_of, deadline_event, deadline_row, iso, p
 from broker.messages.deadlines import Clock, legal_period
 from broker.messages.models import CustodyStep, Message
 from broker.messages.states import ALLOWED, AWAITING_CLARIFICATION, State
+from broker.messages.timing import DEFAULT_WINDOW, CreatedWindow
 from broker.outbox.service import enqueue
 from broker.policy.service import check_accreditation, legal_basis
 from schemas.envelope import Envelope, RoutingHeader
@@ -54,6 +55,7 @@ def submit(
     raw: Mapping[str, Any],
     actor: Actor,
     supersedes: Message | None = None,
+    window: CreatedWindow = DEFAULT_WINDOW,
 ) -> Message:
     """Verify, check policy, store and queue a message posted by ``agency``.
 
@@ -62,14 +64,18 @@ def submit(
     (time formats, key order) never break a valid signature. ``supersedes`` is the returned message this
     one amends (see :func:`resubmit`).
     """
-    envelope = _verified(keys, agency=agency, raw=raw)
+    envelope = _verified(keys, agency=agency, raw=raw, window=window)
     return _accept(session, keys, envelope=envelope, raw=raw, actor=actor, supersedes=supersedes)
 
 
-def _verified(keys: DatabaseKeyStore, *, agency: Agency, raw: Mapping[str, Any]) -> Envelope:
-    """The envelope, if it fits the schema, names ``agency`` as sender, carries ``agency``'s valid signature
-    and ``agency`` may send at its classification."""
+def _verified(
+    keys: DatabaseKeyStore, *, agency: Agency, raw: Mapping[str, Any], window: CreatedWindow
+) -> Envelope:
+    """The envelope, if it fits the schema, names ``agency`` as sender, was created within ``window`` of its
+    receipt, carries ``agency``'s valid signature by a key that is current *now* (not at the ``created_at``
+    the sender chose) and ``agency`` may send at its classification."""
     envelope = Envelope.model_validate(raw)
+    now = utcnow()
     header = envelope.header
     if header.sender_agency != agency.id:
         raise NotPermitted(
@@ -77,12 +83,13 @@ def _verified(keys: DatabaseKeyStore, *, agency: Agency, raw: Mapping[str, Any])
         )
     if header.origin_country != agency.country:
         raise NotPermitted(f"{agency.id} sends from {agency.country}, not {header.origin_country}")
+    window.check(header.created_at, now=now)
     raw_header, raw_payload = signing_view(raw)
     verify_envelope(
         raw_header,
         raw_payload,
         envelope.signature,
-        resolve=lambda kid: keys.resolve_at(kid, party_id=agency.id, at=header.created_at),
+        resolve=lambda kid: keys.resolve_at(kid, party_id=agency.id, at=now),
     )
     check_accreditation(agency, header.classification, role="send")
     return envelope
@@ -95,6 +102,7 @@ def submit_batch(
     agency: Agency,
     raws: Sequence[Mapping[str, Any]],
     actor: Actor,
+    window: CreatedWindow = DEFAULT_WINDOW,
 ) -> list[Message | SpocError]:
     """Submit many envelopes of one agency in one unit of work: for each, the stored message or the error
     that refused it, in order.
@@ -110,7 +118,7 @@ def submit_batch(
     with session.no_autoflush:
         for raw in raws:
             try:
-                envelope = _verified(keys, agency=agency, raw=raw)
+                envelope = _verified(keys, agency=agency, raw=raw, window=window)
                 admitted = _admit(session, keys, envelope=envelope, raw=raw, supersedes=None)
                 if admitted.message.id in in_batch:
                     raise Conflict(f"message {admitted.message.id} appears twice in this batch")
@@ -155,6 +163,7 @@ def submit_from_contact_point(
     raw: Mapping[str, Any],
     actor: Actor,
     composed_by: int,
+    window: CreatedWindow = DEFAULT_WINDOW,
 ) -> Message:
     """Store a message the contact point itself sends (an officer's own-initiative provision, Art. 7).
 
@@ -166,12 +175,14 @@ def submit_from_contact_point(
     header = envelope.header
     if header.sender_agency != contact_point.id or header.origin_country != contact_point.country:
         raise NotPermitted(f"{contact_point.id} sends only in its own name, from {contact_point.country}")
+    now = utcnow()
+    window.check(header.created_at, now=now)
     raw_header, raw_payload = signing_view(raw)
     verify_envelope(
         raw_header,
         raw_payload,
         envelope.signature,
-        resolve=lambda kid: keys.resolve_at(kid, party_id=contact_point.id, at=header.created_at),
+        resolve=lambda kid: keys.resolve_at(kid, party_id=contact_point.id, at=now),
     )
     message = _accept(session, keys, envelope=envelope, raw=raw, actor=actor, supersedes=None)
     message.composed_by = composed_by
@@ -187,6 +198,7 @@ def resubmit(
     original_id: str,
     raw: Mapping[str, Any],
     actor: Actor,
+    window: CreatedWindow = DEFAULT_WINDOW,
 ) -> Message:
     """The sender's amended version of a message returned for clarification.
 
@@ -213,7 +225,7 @@ def resubmit(
     for name, (new, old) in same.items():
         if new != old:
             raise InvalidInput(f"an amended message keeps the {name} of the original ({old}), not {new}")
-    return submit(session, keys, agency=agency, raw=raw, actor=actor, supersedes=original)
+    return submit(session, keys, agency=agency, raw=raw, actor=actor, supersedes=original, window=window)
 
 
 def _accept(
