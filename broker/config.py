@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     # Plain http:// push URLs are refused in production; elsewhere they are allowed for 127.0.0.1 only.
     push_allow_http_localhost: bool = True
 
+    # Denied calls (401, 403, 404 out of scope, four eyes) are audit entries; at most this many a minute per
+    # caller (per source address for anonymous calls) are written, the rest counted (broker.audit.denials).
+    audit_denials_per_minute: int = Field(default=30, ge=1)
+    # Set when clients reach spoc over HTTPS (directly or through a TLS-terminating proxy): responses carry
+    # Strict-Transport-Security and every cookie is marked Secure.
+    behind_tls: bool = False
+
     @model_validator(mode="after")
     def _defaults_and_production_rules(self) -> Settings:
         if not self.database_url:

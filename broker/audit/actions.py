@@ -59,3 +59,5 @@ class AuditAction(StrEnum):
     ACCOUNT_PASSWORD_RESET = "account:password-reset"  # noqa: S105 - an audit tag, not a secret
     ACCOUNT_TOTP_ENABLED = "account:totp-enabled"
     ACCOUNT_TOTP_DISABLED = "account:totp-disabled"
+    # --- the edge: a call refused because of who made it (401, 403, 404 out of scope, four eyes) ---
+    ACCESS_DENIED = "access:denied"
