@@ -243,15 +243,23 @@ def _claims(request: Request, session: Session) -> tuple[dict[str, str], tuple[s
     return claimed, countries
 
 
-def audit_denial(request: Request, error: SpocError) -> None:
+def _path_template(request: Request) -> str:
+    """The request's path with each path parameter's value put back as ``{name}`` (a route's own ``path``
+    lacks the prefixes of the routers that include it)."""
+    names = {str(v): str(k) for k, v in request.path_params.items()}
+    return "/".join(f"{{{names[seg]}}}" if seg in names else seg for seg in request.url.path.split("/"))[:300]
+
+
+def audit_denial(request: Request, error: SpocError, *, params: dict[str, str] | None = None) -> None:
     """Record a denied call (``error.denial``) in the audit log, in a transaction of its own (the request's
     was rolled back with what it was refused), unless the raiser audited it already or the caller's
     denials are being throttled (``broker.audit.denials``). Called by the API's error handler and by the
-    UI's; a failure to write is logged, never turned into another error for the caller."""
+    UI's, and by the few routes that answer a refusal themselves (a page of decisions, each with ``params``
+    naming its message; a UI form re-rendered with the reason). A failure to write is logged, never turned
+    into another error for the caller."""
     if not error.denial or error.audited:
         return
-    route = request.scope.get("route")
-    template = str(getattr(route, "path", request.url.path))
+    template = _path_template(request)
     actor: Actor | None = getattr(request.state, "actor", None)
     rid = getattr(request.state, "request_id", None)
     source = request.client.host if request.client is not None else ""
@@ -267,7 +275,7 @@ def audit_denial(request: Request, error: SpocError) -> None:
                 countries=countries,
                 method=request.method,
                 route=template,
-                params={str(k): str(v) for k, v in request.path_params.items()},
+                params=params or {str(k): str(v) for k, v in request.path_params.items()},
                 error=error.slug,
                 status=error.status,
                 kind=type(error).__name__,

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from broker.accounts.models import User
+from broker.app import audit_denial
 from broker.deps import DbSession, Keys
 from broker.errors import Conflict, SpocError
 from broker.keys.service import DatabaseKeyStore
@@ -244,6 +245,7 @@ def decide_messages(
             )
             continue
         except SpocError as exc:
+            audit_denial(request, exc, params={"message_id": message_id})
             results.append(
                 DecisionOutcome(index=index, message_id=message_id, status=exc.status, problem=exc.problem())
             )

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
+from broker.app import audit_denial
 from broker.deps import DbSession, Keys, Principal
 from broker.errors import InvalidInput, SpocError
 from contact_points.review import notifications
@@ -35,6 +36,8 @@ def _refused(
     request: Request, session: DbSession, keys: Keys, principal: Principal, message_id: str, exc: Exception
 ) -> Response:
     session.rollback()
+    if isinstance(exc, SpocError):
+        audit_denial(request, exc)  # answered here, not by the error handler: audit it as that would
     status = exc.status if isinstance(exc, SpocError) else 400
     detail = exc.detail if isinstance(exc, SpocError) else str(exc)
     try:
