@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from broker.app import audit_denial
 from broker.deps import DbSession, Keys, Principal
 from broker.errors import InvalidInput, SpocError
+from broker.params import Int64
 from contact_points.review import notifications
 from contact_points.review.content import acknowledge_conditions
 from contact_points.review.own_initiative import provide
@@ -100,7 +101,7 @@ def acknowledge_submit(message_id: str, request: Request, session: DbSession, cs
 
 @router.post("/notifications/{notification_id}/dismiss")
 def dismiss_submit(
-    notification_id: int, request: Request, session: DbSession, csrf: Short = None
+    notification_id: Int64, request: Request, session: DbSession, csrf: Short = None
 ) -> Response:
     principal = principal_or_none(request, session)
     if principal is None:
