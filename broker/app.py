@@ -15,17 +15,42 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
-from sqlalchemy.exc import DataError, DisconnectionError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy import select
+from sqlalchemy.exc import (
+    DataError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from broker.accounts.models import User
+from broker.audit.denials import ANONYMOUS, Denial, DenialThrottle, record_denial
+from broker.audit.service import CLIENT_REQUEST_ID, Actor
 from broker.config import Settings, get_settings
 from broker.crypto import MasterKey
+from broker.crypto.httpsig import signature_kid
 from broker.db import make_engine, make_sessionmaker
-from broker.errors import Conflict, InvalidInput, SpocError, Unavailable, UnsupportedMediaType
+from broker.deps import SESSION_COOKIE
+from broker.directory.models import Agency
+from broker.docs import mount_docs
+from broker.errors import (
+    Conflict,
+    InvalidInput,
+    NotAuthenticated,
+    SpocError,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from broker.keys.models import PartyKey
 from broker.limits import BodySizeLimit, make_limiter
 
 log = logging.getLogger("spoc.api")
@@ -68,10 +93,22 @@ def declared_non_json_body(request: Request) -> bool:
     return content_type is not None and has_body and not _is_json(content_type)
 
 
+CLIENT_ID_MAX = 64
+
+
+def client_request_id(given: str) -> str | None:
+    """The caller's ``X-Request-ID`` if it is printable ASCII and short, else None (it is then dropped)."""
+    if given and len(given) <= CLIENT_ID_MAX and given.isascii() and given.isprintable():
+        return given
+    return None
+
+
 class RequestEdge:
-    """ASGI middleware at the edge of every request: give it an id (the caller's ``X-Request-ID`` if
-    printable, else a new one) that the audit log and the response carry, and refuse an API body declared
-    as anything but JSON (415) before any route reads it.
+    """ASGI middleware at the edge of every request: give it the server's own id, which the audit log and
+    the response's ``X-Request-ID`` carry (never one the caller chose: a caller could otherwise pass its
+    entries off as another request's), and refuse an API body declared as anything but JSON (415) before
+    any route reads it. A caller's own ``X-Request-ID``, if printable and short, is kept apart: echoed as
+    ``X-Client-Request-ID`` and written to the request's audit entries as ``details.client_request_id``.
 
     A plain ASGI class rather than ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware`` runs the
     rest of the app in a task group with memory streams, a measurable cost on every request."""
@@ -84,21 +121,84 @@ class RequestEdge:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        given = request.headers.get("x-request-id", "")
-        rid = given[:64] if given and given.isprintable() else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = rid
+        rid = uuid.uuid4().hex
+        client_id = client_request_id(request.headers.get("x-request-id", ""))
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        state["client_request_id"] = client_id
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)["X-Request-ID"] = rid
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = rid
+                if client_id is not None:
+                    headers["X-Client-Request-ID"] = client_id
             await send(message)
 
-        if declared_non_json_body(request):
-            declared = request.headers.get("content-type", "")[:100]
-            error = UnsupportedMediaType(f"the body must be application/json, not {declared!r}")
-            await problem_response(error, request)(scope, receive, send_with_id)
+        token = CLIENT_REQUEST_ID.set(client_id)
+        try:
+            if declared_non_json_body(request):
+                declared = request.headers.get("content-type", "")[:100]
+                error = UnsupportedMediaType(f"the body must be application/json, not {declared!r}")
+                await problem_response(error, request)(scope, receive, send_with_id)
+                return
+            await self.app(scope, receive, send_with_id)
+        finally:
+            CLIENT_REQUEST_ID.reset(token)
+
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+class SecurityHeaders:
+    """ASGI middleware: every response (pages, their static files, ``/docs``, the API's JSON) says where a
+    browser may load from (CSP ``'self'``: agency networks are closed, nothing comes from a CDN), that it
+    may not be framed, sniffed or referred; pages under ``/ui`` are not cached. With ``behind_tls`` (clients
+    reach spoc over HTTPS, perhaps through a TLS-terminating proxy, so the request's own scheme says
+    nothing) responses carry HSTS and every cookie set is marked ``Secure``. (A plain ASGI class: see
+    ``RequestEdge``.)"""
+
+    def __init__(self, app: ASGIApp, *, behind_tls: bool) -> None:
+        self.app = app
+        self.behind_tls = behind_tls
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send_with_id)
+        path: str = scope.get("path", "")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("Content-Security-Policy", CSP)
+                headers.setdefault("X-Frame-Options", "DENY")
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                headers.setdefault("Referrer-Policy", "no-referrer")
+                if path.startswith("/ui"):
+                    headers.setdefault("Cache-Control", "no-store")
+                if self.behind_tls:
+                    headers.setdefault("Strict-Transport-Security", HSTS)
+                    _secure_cookies(message)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _secure_cookies(message: Message) -> None:
+    """Mark every ``Set-Cookie`` of a response start message ``Secure`` (those that are not already)."""
+    rewritten = []
+    for name, value in message.get("headers", []):
+        if name.lower() == b"set-cookie" and b"secure" not in [
+            part.strip().lower() for part in value.split(b";")[1:]
+        ]:
+            value = value + b"; Secure"
+        rewritten.append((name, value))
+    message["headers"] = rewritten
 
 
 def _validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
@@ -112,9 +212,90 @@ def _validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _country_of(session: Session, actor: Actor) -> tuple[str, ...]:
+    """The authenticated caller's country: its agency's, or the account's (none for a regional account)."""
+    if actor.role == "agency":
+        agency = session.get(Agency, actor.name)
+        return (agency.country,) if agency is not None else ()
+    country = session.scalar(select(User.country).where(User.username == actor.name))
+    return (country,) if country else ()
+
+
+def _claims(request: Request, session: Session) -> tuple[dict[str, str], tuple[str, ...]]:
+    """What an unauthenticated call claimed to be (never a secret), and the country of a claimed agency key
+    that is registered (its auditor is the one who should see attempts on it)."""
+    claimed: dict[str, str] = {}
+    countries: tuple[str, ...] = ()
+    if "signature-input" in request.headers:
+        try:
+            kid = signature_kid(request.headers)
+        except NotAuthenticated:
+            kid = ""
+        claimed["key_id"] = kid[:64]
+        party = session.scalar(select(PartyKey.party_id).where(PartyKey.kid == kid[:64])) if kid else None
+        if party is not None:
+            claimed["party"] = party
+            countries = (party.split("-", 1)[0],)
+    if request.headers.get("authorization"):
+        claimed["credential"] = "authorization header"
+    elif request.cookies.get(SESSION_COOKIE):
+        claimed["credential"] = "session cookie"
+    return claimed, countries
+
+
+def _path_template(request: Request) -> str:
+    """The request's path with each path parameter's value put back as ``{name}`` (a route's own ``path``
+    lacks the prefixes of the routers that include it)."""
+    names = {str(v): str(k) for k, v in request.path_params.items()}
+    return "/".join(f"{{{names[seg]}}}" if seg in names else seg for seg in request.url.path.split("/"))[:300]
+
+
+def audit_denial(request: Request, error: SpocError, *, params: dict[str, str] | None = None) -> None:
+    """Record a denied call (``error.denial``) in the audit log, in a transaction of its own (the request's
+    was rolled back with what it was refused), unless the raiser audited it already or the caller's
+    denials are being throttled (``broker.audit.denials``). Called by the API's error handler and by the
+    UI's, and by the few routes that answer a refusal themselves (a page of decisions, each with ``params``
+    naming its message; a UI form re-rendered with the reason). A failure to write is logged, never turned
+    into another error for the caller."""
+    if not error.denial or error.audited:
+        return
+    template = _path_template(request)
+    actor: Actor | None = getattr(request.state, "actor", None)
+    rid = getattr(request.state, "request_id", None)
+    source = request.client.host if request.client is not None else ""
+    try:
+        with request.app.state.sessionmaker() as session:
+            if actor is None:
+                claimed, countries = _claims(request, session)
+                actor = Actor(ANONYMOUS, ANONYMOUS, rid)
+            else:
+                claimed, countries = {}, _country_of(session, actor)
+            denial = Denial(
+                actor=actor,
+                countries=countries,
+                method=request.method,
+                route=template,
+                params=params or {str(k): str(v) for k, v in request.path_params.items()},
+                error=error.slug,
+                status=error.status,
+                kind=type(error).__name__,
+                claimed=claimed,
+                source=source,
+            )
+            suppressed = request.app.state.denial_throttle.admit(denial.throttle_key)
+            if suppressed is None:
+                log.info("denied call not audited (throttled): %s %s", request.method, template)
+                return
+            record_denial(session, denial, suppressed=suppressed)
+            session.commit()
+    except SQLAlchemyError as exc:
+        log.warning("could not audit a denied call: %s", type(exc).__name__)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SpocError)
     async def _spoc(request: Request, exc: SpocError) -> JSONResponse:
+        await run_in_threadpool(audit_denial, request, exc)
         return problem_response(exc, request)
 
     @app.exception_handler(StarletteHTTPException)
@@ -302,6 +483,10 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
         version="0.1.0",
         lifespan=lifespan,
         description="The cross-border contact-point exchange.",
+        # /docs is served by spoc itself (broker.docs): FastAPI's pages load Swagger UI and ReDoc from CDNs.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     engine = make_engine(settings)
     app.state.settings = settings
@@ -311,10 +496,19 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
     app.state.limiter = make_limiter(
         broker_url=settings.broker_url, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst
     )
+    # Its own buckets (prefix "denied:"), never an agency's: a throttled denial costs no request token.
+    app.state.denial_throttle = DenialThrottle(
+        make_limiter(
+            broker_url=settings.broker_url,
+            rate=settings.audit_denials_per_minute / 60,
+            burst=settings.audit_denials_per_minute,
+        )
+    )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
     app.add_middleware(RequestEdge)
+    app.add_middleware(SecurityHeaders, behind_tls=settings.behind_tls)
 
     from broker.accounts.api import router as auth_router
     from broker.audit.api import router as audit_router
@@ -342,5 +536,6 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    mount_docs(app)
     document_problems(app)
     return app

@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     # The region (DESIGN §8): the governance public keys (a JWKS file) this node trusts to sign the regional
     # directory. Configured out of band, like X-Road's configuration anchor; without it no directory installs.
     region_anchor: Path | None = None
+    # Denied calls (401, 403, 404 out of scope, four eyes) are audit entries; at most this many a minute per
+    # caller (per source address for anonymous calls) are written, the rest counted (broker.audit.denials).
+    audit_denials_per_minute: int = Field(default=30, ge=1)
+    # Set when clients reach spoc over HTTPS (directly or through a TLS-terminating proxy): responses carry
+    # Strict-Transport-Security and every cookie is marked Secure.
+    behind_tls: bool = False
 
     @model_validator(mode="after")
     def _defaults_and_production_rules(self) -> Settings:

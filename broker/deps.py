@@ -261,7 +261,10 @@ def current_principal(request: Request, session: DbSession) -> Principal:
     if not token:
         raise NotAuthenticated("log in first")
     user, row = authenticate(session, token)
-    return Principal(user, row, via_cookie)
+    principal = Principal(user, row, via_cookie)
+    # Who is calling, for the denial the edge audits if a later check (role, CSRF, scope) refuses the call.
+    request.state.actor = principal.actor(request)
+    return principal
 
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

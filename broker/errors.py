@@ -12,12 +12,18 @@ Hierarchy::
     ├── NotPermitted          403  authenticated but not allowed (role, scope, clearance)
     ├── NotFound              404  no such object *in the caller's scope*
     ├── Conflict              409  state does not allow it / idempotency key reused
+    │   └── FourEyesRefused   409  the same officer tried to give both approvals of four eyes
     ├── PolicyRefused         422  a rule of the exchange refuses it (legal basis, accreditation)
     ├── VerificationError     422  a signature, key or ciphertext did not verify (deliberately opaque)
     ├── TooLarge              413
     ├── UnsupportedMediaType  415  a body declared as something other than JSON
     ├── RateLimited           429
     └── Unavailable           503  a backing service is down; retry later
+
+``denial`` marks the errors that refuse a caller what it asked for because of who it is (401, 403, 404 out of
+scope, a four-eyes refusal): the HTTP edge records each as an ``access:denied`` audit entry, so probing and
+attempts to exceed a role can be found in the log. ``audited`` is set on an instance whose refusal the
+raiser already audited (a failed login), so it is not recorded twice.
 """
 
 from __future__ import annotations
@@ -31,11 +37,13 @@ class SpocError(Exception):
     status: ClassVar[int] = 500
     slug: ClassVar[str] = "internal"
     title: ClassVar[str] = "Internal error"
+    denial: ClassVar[bool] = False
 
     def __init__(self, detail: str, **extra: Any) -> None:
         super().__init__(detail)
         self.detail = detail
         self.extra = extra
+        self.audited = False
 
     @property
     def type_uri(self) -> str:
@@ -65,24 +73,35 @@ class NotAuthenticated(SpocError):
     status = 401
     slug = "not-authenticated"
     title = "Not authenticated"
+    denial = True
 
 
 class NotPermitted(SpocError):
     status = 403
     slug = "not-permitted"
     title = "Not permitted"
+    denial = True
 
 
 class NotFound(SpocError):
     status = 404
     slug = "not-found"
     title = "Not found"
+    denial = True
 
 
 class Conflict(SpocError):
     status = 409
     slug = "conflict"
     title = "Conflict"
+
+
+class FourEyesRefused(Conflict):
+    """The officer who gave the first approval of a four-eyes message tried to give the second as well.
+
+    Answered as any ``Conflict`` (same ``type``, integrators need not change); audited as a denial."""
+
+    denial = True
 
 
 class PolicyRefused(SpocError):

@@ -1,8 +1,8 @@
 """The whole HTTP application: the broker's API plus the contact points' API and web UI.
 
-Two things are added for the web UI, in one place each: errors on ``/ui`` pages are rendered as an HTML
-page (the API keeps RFC 9457 problem+json), and every page carries a Content-Security-Policy that lets the
-browser load nothing that is not served by spoc itself (closed networks: no CDN, no external fonts).
+One thing is added for the web UI: errors on ``/ui`` pages are rendered as an HTML page (the API keeps
+RFC 9457 problem+json); denied calls are audited as on the API (``broker.app.audit_denial``). The security
+headers of every response, pages included, are the broker's (``broker.app.SecurityHeaders``).
 """
 
 from __future__ import annotations
@@ -10,48 +10,13 @@ from __future__ import annotations
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
-from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.concurrency import run_in_threadpool
 
+from broker.app import audit_denial, problem_response
 from broker.app import create_app as create_broker_app
-from broker.app import problem_response
 from broker.config import Settings, get_settings
 from broker.errors import InvalidInput, NotAuthenticated, SpocError
 from contact_points.review.api import router as review_router
-
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
-    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
-)
-UI_PREFIXES = ("/ui", "/static")
-
-
-class SecurityHeaders:
-    """ASGI middleware: the pages and their static files say where they may load from (CSP ``'self'``:
-    agency networks are closed, nothing comes from a CDN), may not be framed, sniffed or referred, and the
-    pages are not cached. API responses are left alone. (A plain ASGI class: see ``RequestEdge``.)"""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
-        if not path.startswith(UI_PREFIXES):
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers.setdefault("Content-Security-Policy", CSP)
-                headers.setdefault("X-Frame-Options", "DENY")
-                headers.setdefault("X-Content-Type-Options", "nosniff")
-                headers.setdefault("Referrer-Policy", "no-referrer")
-                if path.startswith("/ui"):
-                    headers.setdefault("Cache-Control", "no-store")
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -71,7 +36,7 @@ def _is_page(request: Request) -> bool:
 
 
 def install_ui(app: FastAPI) -> None:
-    """HTML error pages for the officers' pages, and the security headers of every page."""
+    """HTML error pages for the officers' pages."""
     from contact_points.ui.common import page, principal_or_none
 
     api_validation = app.exception_handlers[RequestValidationError]
@@ -87,6 +52,7 @@ def install_ui(app: FastAPI) -> None:
 
     async def on_spoc_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, SpocError)  # noqa: S101 - registered for SpocError only
+        await run_in_threadpool(audit_denial, request, exc)
         return render(request, exc)
 
     async def on_validation(request: Request, exc: Exception) -> Response:
@@ -99,5 +65,3 @@ def install_ui(app: FastAPI) -> None:
 
     app.add_exception_handler(SpocError, on_spoc_error)
     app.add_exception_handler(RequestValidationError, on_validation)
-
-    app.add_middleware(SecurityHeaders)

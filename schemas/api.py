@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints,
 
 from schemas.codelists import Category, Classification, CountryCode, HandlingCode, MessageType, RefusalGround
 from schemas.envelope import Envelope, Evaluation
-from schemas.primitives import AgencyId, CompactJWS, Timestamp, WireUUID
+from schemas.primitives import AgencyId, CompactJWS, Timestamp, VisibleText, WireUUID
 
 __all__ = [
     "PROBLEM_MEDIA_TYPE",
@@ -44,7 +44,7 @@ PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
-Reason = Annotated[str, StringConstraints(max_length=2000)]
+Reason = Annotated[VisibleText, StringConstraints(max_length=2000)]
 State = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,39}$")]
 """A message state; the state machine and its names belong to ``broker``, the wire only fixes the form."""
 
@@ -340,7 +340,7 @@ class DisseminationRequestBody(BaseModel):
 
     recipient_country: CountryCode
     recipient_agency: AgencyId | None = None
-    purpose: Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=r"\S")]
+    purpose: Annotated[VisibleText, StringConstraints(min_length=1, max_length=2000, pattern=r"\S")]
 
     @model_validator(mode="after")
     def _agency_of_the_country(self) -> Self:
@@ -384,5 +384,5 @@ class OwnInitiativeProvision(BaseModel):
     classification: Classification = "RESTRICTED"
     handling_codes: tuple[HandlingCode, ...] = ("H0",)
     information: Annotated[str, StringConstraints(min_length=1, max_length=100_000, pattern=r"\S")]
-    conditions: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    conditions: Annotated[VisibleText, StringConstraints(max_length=2000)] | None = None
     evaluation: Evaluation = Evaluation(source_reliability="B", information_accuracy="2")

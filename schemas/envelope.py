@@ -51,7 +51,7 @@ from schemas.codelists import (
     UrgencyReason,
     entries,
 )
-from schemas.primitives import AgencyId, Base64Url, DetachedJWS, Timestamp, WireUUID
+from schemas.primitives import AgencyId, Base64Url, DetachedJWS, Timestamp, VisibleText, WireUUID
 
 __all__ = [
     "FORMAT_VERSION",
@@ -81,7 +81,7 @@ _MAX_SMALL_B64: Final = 1024  # iv (96 bits) and tag (128 bits), with ample room
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 LegalBasis = Annotated[
-    str,
+    VisibleText,
     StringConstraints(
         min_length=1,
         max_length=200,
@@ -128,7 +128,7 @@ class Priority(BaseModel):
 
     level: Literal["normal", "urgent"]
     urgency_reason: UrgencyReason | None = None
-    urgency_explanation: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    urgency_explanation: Annotated[VisibleText, StringConstraints(max_length=2000)] | None = None
     information_access: Literal["direct", "indirect"] = "indirect"
 
     @model_validator(mode="after")

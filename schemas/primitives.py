@@ -17,6 +17,7 @@ header. Messages built from these models (``model_dump(mode="json")``) are alway
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Final
 from uuid import UUID
@@ -40,7 +41,9 @@ __all__ = [
     "CompactJWS",
     "DetachedJWS",
     "Timestamp",
+    "VisibleText",
     "WireUUID",
+    "show_format_characters",
 ]
 
 AGENCY_ID_PATTERN: Final = r"^[A-Z]{2}-[A-Z0-9]{2,12}$"
@@ -115,3 +118,29 @@ def _whole_minute_offset(value: datetime) -> datetime:
 
 Timestamp = Annotated[AwareDatetime, WrapValidator(_rfc3339), AfterValidator(_whole_minute_offset)]
 """A timezone-aware instant (naive datetimes are refused: they are ambiguous across the region's zones)."""
+
+
+def _no_format_characters(value: str) -> str:
+    for char in value:
+        if unicodedata.category(char) == "Cf":
+            name = unicodedata.name(char, "a format character")
+            raise ValueError(
+                f"contains the invisible format character U+{ord(char):04X} ({name}); bidirectional "
+                "overrides and zero-width characters can make text read differently from what it says"
+            )
+    return value
+
+
+VisibleText = Annotated[str, AfterValidator(_no_format_characters)]
+"""Text that officers read (header free text, reasons): no Unicode format characters (category Cf: bidi
+overrides and isolates such as U+202E, zero-width spaces and joiners, soft hyphens...). They display as
+nothing, or reorder what is around them, so a reason or a legal basis could be made to read differently
+from what it is. Refused, not stripped: the header is signed as sent, and a silent change would hide it."""
+
+
+def show_format_characters(text: str) -> str:
+    """``text`` with every format character (category Cf) replaced by a visible marker such as ``[U+202E]``:
+    for text stored before :data:`VisibleText` refused them, or that reached spoc another way."""
+    if text.isascii():
+        return text
+    return "".join(f"[U+{ord(c):04X}]" if unicodedata.category(c) == "Cf" else c for c in text)

@@ -24,9 +24,10 @@ def api_login(body: LoginRequest, request: Request, session: DbSession, settings
             otp=body.otp,
             master=request.app.state.master_key,
         )
-    except NotAuthenticated:
+    except NotAuthenticated as exc:
         # The failure is counted (lockout) and audited: keep that, even though the call fails.
         session.commit()
+        exc.audited = True  # as session:login-failed; not again as access:denied
         raise
     return LoginResult(token=new.token, expires_at=new.session.expires_at, csrf_token=new.csrf_token)
 

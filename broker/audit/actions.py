@@ -63,3 +63,5 @@ class AuditAction(StrEnum):
     REGION_DIRECTORY_INSTALLED = "region:directory-installed"
     REGION_DIRECTORY_REFUSED = "region:directory-refused"
     REGION_DIRECTORY_APPLIED = "region:directory-applied"
+    # --- the edge: a call refused because of who made it (401, 403, 404 out of scope, four eyes) ---
+    ACCESS_DENIED = "access:denied"

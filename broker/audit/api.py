@@ -29,6 +29,7 @@ from broker.audit.tree import StoredTree
 from broker.audit.witness import cosign_latest, witness_keys, witnesses
 from broker.deps import Admin, Auditor, DbSession, Keys
 from broker.errors import Conflict, InvalidInput, NotFound
+from broker.params import Int64
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -63,7 +64,7 @@ def search_entries(
     message: Annotated[str | None, Query(max_length=64)] = None,
     actor: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: int | None = None,
+    before: Int64 | None = None,
 ) -> dict[str, Any]:
     """Entries in the caller's scope, newest first; page on with ``before`` = the last id of a page."""
     criteria = EntryFilter(since, until, country, agency, action, message, actor)
@@ -76,16 +77,16 @@ def search_entries(
 
 
 @router.get("/entries/{entry_id}", operation_id="get_audit_entry")
-def get_entry(entry_id: int, auditor: Auditor, session: DbSession) -> dict[str, Any]:
+def get_entry(entry_id: Int64, auditor: Auditor, session: DbSession) -> dict[str, Any]:
     return entry(session, Scope.of(auditor.user), entry_id).view()
 
 
 @router.get("/entries/{entry_id}/proof", operation_id="audit_inclusion_proof", responses={409: {}})
 def inclusion_proof(
-    entry_id: int,
+    entry_id: Int64,
     auditor: Auditor,
     session: DbSession,
-    tree_size: Annotated[int | None, Query(ge=1)] = None,
+    tree_size: Annotated[Int64 | None, Query(ge=1)] = None,
 ) -> dict[str, Any]:
     """RFC 9162 inclusion proof of an entry in the tree of ``tree_size`` (default: the latest checkpoint)."""
     found = entry(session, Scope.of(auditor.user), entry_id)
@@ -115,8 +116,8 @@ def inclusion_proof(
 def consistency_proof(
     _auditor: Auditor,
     session: DbSession,
-    first: Annotated[int, Query(ge=0)],
-    second: Annotated[int, Query(ge=0)],
+    first: Annotated[Int64, Query(ge=0)],
+    second: Annotated[Int64, Query(ge=0)],
 ) -> dict[str, Any]:
     """RFC 9162 consistency proof between the trees of sizes ``first`` <= ``second``."""
     if first > second:
@@ -163,7 +164,7 @@ def list_checkpoints(
 
 
 @router.get("/checkpoints/{checkpoint_id}", operation_id="get_checkpoint")
-def get_checkpoint(checkpoint_id: int, _auditor: Auditor, session: DbSession) -> dict[str, Any]:
+def get_checkpoint(checkpoint_id: Int64, _auditor: Auditor, session: DbSession) -> dict[str, Any]:
     row = session.get(AuditCheckpoint, checkpoint_id)
     if row is None:
         raise NotFound("no such checkpoint")

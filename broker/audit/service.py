@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -48,6 +49,15 @@ class Actor:
 
 SYSTEM = Actor(name="spoc", role="system")
 
+CLIENT_REQUEST_ID: ContextVar[str | None] = ContextVar("spoc_client_request_id", default=None)
+"""The ``X-Request-ID`` the caller sent (printable, short), set by the HTTP edge for the request it handles.
+
+An entry's ``request_id`` is always the server's own id (``Actor.request_id``): a caller cannot choose it.
+The caller's value is only a correlation aid for them and goes into ``details.client_request_id``. A
+context variable rather than a field of ``Actor`` because every entry written while handling the request
+carries it, whichever of the many places that build an ``Actor`` wrote it (Starlette copies the context
+into the thread that runs a sync route)."""
+
 
 def record(
     session: Session,
@@ -70,11 +80,18 @@ def record(
         countries=sorted(set(countries)),
         outcome=outcome,
         request_id=actor.request_id,
-        details=details or {},
+        details=_with_client_request_id(details or {}),
         pending=AuditPending(),
     )
     session.add(entry)
     return entry
+
+
+def _with_client_request_id(details: dict[str, Any]) -> dict[str, Any]:
+    client_id = CLIENT_REQUEST_ID.get()
+    if client_id is None or "client_request_id" in details:
+        return details
+    return {**details, "client_request_id": client_id}
 
 
 class EntryFields(Protocol):

@@ -49,6 +49,7 @@ __all__ = [
     "covered_components",
     "request_failure",
     "sign_request",
+    "signature_kid",
     "verify_request",
 ]
 
@@ -184,6 +185,16 @@ def _selected(headers: Mapping[str, str]) -> tuple[list[str], dict[str, Any]]:
         _fail("signature-label", f'the signature parameter tag must be "{TAG}"')
     names = [name if isinstance(name, str) and not p else repr((name, p)) for name, p in members]
     return names, dict(params)
+
+
+def signature_kid(headers: Mapping[str, str]) -> str:
+    """The ``keyid`` a request claims, unverified: for the record of a refused call, never for a decision.
+    NotAuthenticated (with its reason) when the signature headers do not even name one."""
+    _names, params = _selected({k.lower(): v for k, v in headers.items()})
+    kid = params.get("keyid")
+    if not isinstance(kid, str) or not kid:
+        _fail("key-id", "the signature parameter keyid (the RFC 7638 thumbprint of your key) is missing")
+    return kid
 
 
 def _check_parameters(params: Mapping[str, Any]) -> tuple[str, str, int]:

@@ -27,6 +27,7 @@ from broker.deps import CurrentAgency, DbSession, Keys, Officer, RawBody, Settin
 from broker.errors import InvalidInput
 from broker.messages import idempotency
 from broker.messages.models import Message
+from broker.params import Int64
 from schemas.api import AckRequest
 from schemas.api import InboxItem as InboxItemOut
 from schemas.primitives import AgencyId, Timestamp, WireUUID
@@ -90,7 +91,7 @@ def list_inbox(
     agency: CurrentAgency,
     settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-    after: Annotated[int, Query(ge=0, description="cursor: from the `next` link of the previous page")] = 0,
+    after: Annotated[Int64, Query(ge=0, description="cursor: from the `next` link of the previous page")] = 0,
     visibility_timeout: Annotated[
         int | None,
         Query(ge=0, le=3600, description="seconds the items stay leased to you; 0 looks without leasing"),
@@ -237,7 +238,7 @@ def list_deliveries(
     session: DbSession,
     status: deadletters.ListedStatus = "dead",
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Int64, Query(ge=0)] = 0,
 ) -> list[Delivery]:
     """Push deliveries to this contact point's agencies: dead letters (newest first) or still retrying."""
     rows = deadletters.deliveries(session, officer.user, status=status, limit=limit, offset=offset)

@@ -219,7 +219,7 @@ def submit_message_batch(
             results.append(BatchItemResult(index=index, status=202, receipt=_receipt(outcome)))
             continue
         if isinstance(outcome, (PolicyRefused, VerificationError, NotPermitted)):
-            _audit_refusal(session, actor, raw if isinstance(raw, dict) else {}, outcome)
+            _audit_refusal(session, agency, actor, raw if isinstance(raw, dict) else {}, outcome)
         results.append(BatchItemResult(index=index, status=outcome.status, problem=outcome.problem()))
     accepted = sum(1 for r in results if r.receipt is not None)
     receipt = BatchReceipt(accepted=accepted, refused=len(results) - accepted, results=results)
@@ -315,7 +315,7 @@ def _intake(
     except (PolicyRefused, VerificationError, NotPermitted) as exc:
         # Nothing of the refused message may stay, but the refusal itself is audited: roll back, record, commit.
         session.rollback()
-        _audit_refusal(session, actor, raw, exc)
+        _audit_refusal(session, agency, actor, raw, exc)
         session.commit()
         raise
     receipt = _receipt(message)
@@ -343,23 +343,39 @@ def _require_delivered(session: Session, agency: Agency, message_id: str) -> Non
         raise NotFound(f"no message {message_id} delivered to {agency.id}")
 
 
-def _audit_refusal(session: Session, actor: Actor, raw: dict[str, Any], exc: Exception) -> None:
-    """A refused submission leaves no message, but it does leave an audit entry."""
+def _audit_refusal(
+    session: Session, agency: Agency, actor: Actor, raw: dict[str, Any], exc: Exception
+) -> None:
+    """A refused submission leaves no message, but it does leave an audit entry, filed under the agency that
+    signed the request (its id and country). The header was refused, so what it names (message id, sender,
+    countries) is only what the agency claimed: kept in ``details.claimed``, never as the entry's object or
+    countries, so nobody can plant an entry in another country's log or another message's timeline."""
     header = raw.get("header") if isinstance(raw.get("header"), dict) else {}
     assert isinstance(header, dict)  # noqa: S101 - narrowed above
-    countries = [
-        c for c in (header.get("origin_country"), header.get("destination_country")) if isinstance(c, str)
-    ]
-    message_id = header.get("message_id")
+    claimed = {
+        name: str(header[name])[:64]
+        for name in (
+            "message_id",
+            "sender_agency",
+            "origin_country",
+            "destination_country",
+            "destination_agency",
+        )
+        if isinstance(header.get(name), str)
+    }
     record(
         session,
         actor=actor,
         action=AuditAction.MESSAGE_REFUSED_AT_INTAKE,
-        object_type="message",
-        object_id=str(message_id)[:64] if message_id else None,
-        countries=[c[:2] for c in countries],
+        object_type="agency",
+        object_id=agency.id,
+        countries=[agency.country],
         outcome="refused",
-        details={"error": type(exc).__name__, "reason": getattr(exc, "extra", {}).get("reason")},
+        details={
+            "error": type(exc).__name__,
+            "reason": getattr(exc, "extra", {}).get("reason"),
+            "claimed": claimed,
+        },
     )
 
 

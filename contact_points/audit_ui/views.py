@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import contact_points.ui
+import contact_points.ui.common
 from broker.audit import checkpoints as cps
 from broker.audit import merkle
 from broker.audit.actions import AuditAction
@@ -49,6 +50,7 @@ _env = jinja2.Environment(
     ),
     autoescape=True,
 )
+_env.finalize = contact_points.ui.common.templates.env.finalize  # format characters shown as markers
 templates = Jinja2Templates(env=_env)
 router = APIRouter(prefix="/ui/audit", include_in_schema=False)
 PAGE = 100

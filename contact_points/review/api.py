@@ -11,12 +11,14 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from broker.accounts.models import User
+from broker.app import audit_denial
 from broker.deps import DbSession, Keys
 from broker.errors import Conflict, SpocError
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.clock import deadline_events
 from broker.messages.dissemination import as_wire, pending_for_contact_point, requests_for
 from broker.messages.models import Message
+from broker.params import Int64
 from contact_points.deps import CpOfficer
 from contact_points.review import notifications
 from contact_points.review.content import acknowledge_conditions
@@ -66,7 +68,7 @@ def list_queue(
     officer: CpOfficer,
     session: DbSession,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Int64, Query(ge=0)] = 0,
     status: Filter = None,
     priority: Filter = None,
     country: Filter = None,
@@ -244,6 +246,7 @@ def decide_messages(
             )
             continue
         except SpocError as exc:
+            audit_denial(request, exc, params={"message_id": message_id})
             results.append(
                 DecisionOutcome(index=index, message_id=message_id, status=exc.status, problem=exc.problem())
             )
@@ -315,7 +318,7 @@ def list_notifications(
     "/notifications/{notification_id}/dismissal", status_code=204, operation_id="dismiss_notification"
 )
 def dismiss_notification(
-    notification_id: int, request: Request, officer: CpOfficer, session: DbSession
+    notification_id: Int64, request: Request, officer: CpOfficer, session: DbSession
 ) -> Response:
     notifications.dismiss(session, officer.user, notification_id, actor=officer.actor(request))
     return Response(status_code=204)

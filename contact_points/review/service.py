@@ -22,7 +22,7 @@ from broker.audit.service import Actor, record
 from broker.crypto import PublicKey, add_reader
 from broker.directory.models import ContactPoint
 from broker.directory.service import contact_point_for, get_agency
-from broker.errors import Conflict, InvalidInput, NotFound, NotPermitted, PolicyRefused
+from broker.errors import Conflict, FourEyesRefused, InvalidInput, NotFound, NotPermitted, PolicyRefused
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.clock import extend_deadline
 from broker.messages.dissemination import decide_dissemination, requests_for
@@ -242,7 +242,7 @@ def _approve(session: Session, message: Message, user: User, *, actor: Actor, cu
     previous = approvals_of(session, message)
     refused = _may_approve(session, message, user, previous)
     if refused is not None:
-        raise Conflict(refused)
+        raise FourEyesRefused(refused)
     session.add(Approval(message_id=message.id, stage="origin", user_id=user.id))
     session.flush()
     needed = 2 if classification_rank(message.classification) >= FOUR_EYES_FROM else 1

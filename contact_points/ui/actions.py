@@ -11,8 +11,10 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
+from broker.app import audit_denial
 from broker.deps import DbSession, Keys, Principal
 from broker.errors import InvalidInput, SpocError
+from broker.params import Int64
 from contact_points.review import notifications
 from contact_points.review.content import acknowledge_conditions
 from contact_points.review.own_initiative import provide
@@ -35,6 +37,8 @@ def _refused(
     request: Request, session: DbSession, keys: Keys, principal: Principal, message_id: str, exc: Exception
 ) -> Response:
     session.rollback()
+    if isinstance(exc, SpocError):
+        audit_denial(request, exc)  # answered here, not by the error handler: audit it as that would
     status = exc.status if isinstance(exc, SpocError) else 400
     detail = exc.detail if isinstance(exc, SpocError) else str(exc)
     try:
@@ -97,7 +101,7 @@ def acknowledge_submit(message_id: str, request: Request, session: DbSession, cs
 
 @router.post("/notifications/{notification_id}/dismiss")
 def dismiss_submit(
-    notification_id: int, request: Request, session: DbSession, csrf: Short = None
+    notification_id: Int64, request: Request, session: DbSession, csrf: Short = None
 ) -> Response:
     principal = principal_or_none(request, session)
     if principal is None:

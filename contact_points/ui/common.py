@@ -13,12 +13,14 @@ from typing import Any, cast
 from fastapi import Request
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from broker.deps import Principal, current_principal
 from broker.errors import NotAuthenticated, NotPermitted
 from contact_points.deps import csrf_ok
 from schemas.codelists import CodeListName, entries, label
+from schemas.primitives import show_format_characters
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -53,6 +55,16 @@ def _code_label(code: str, name: str) -> str:
         return code
 
 
+def _finalize(value: Any) -> Any:
+    """Every ``{{ value }}`` of a page: format characters (bidi overrides, zero-width...) shown as markers."""
+    if isinstance(value, Markup):
+        return Markup(show_format_characters(str(value)))  # noqa: S704 - markers are plain ASCII, no markup
+    if isinstance(value, str):
+        return show_format_characters(value)
+    return value
+
+
+templates.env.finalize = _finalize
 templates.env.filters["when"] = _when
 templates.env.filters["codelabel"] = _code_label
 templates.env.globals["decision_labels"] = DECISION_LABELS

@@ -41,17 +41,23 @@ def _assert_refused_and_nothing_kept(
     with committed(client) as session:
         assert session.get(Message, message_id) is None
         assert session.scalars(select(CustodyStep).where(CustodyStep.message_id == message_id)).all() == []
-        # ... but the refusal itself is audited, without any content.
-        entries = audit_entries(session, object_id=message_id)
-        assert [e.action for e in entries] == [AuditAction.MESSAGE_REFUSED_AT_INTAKE]
+        # ... but the refusal itself is audited, without any content, under the agency that signed the
+        # request (the refused header's message id and countries are only claims: kept in details).
+        assert (
+            audit_entries(session, object_id=message_id, action=AuditAction.MESSAGE_REFUSED_AT_INTAKE) == []
+        )
+        entries = [
+            e
+            for e in audit_entries(session, object_id=sender, action=AuditAction.MESSAGE_REFUSED_AT_INTAKE)
+            if e.details["claimed"]["message_id"] == message_id
+        ]
         [entry] = entries
         assert entry.outcome == "refused"
         assert entry.actor == sender
         assert entry.role == "agency"
         assert entry.details["reason"] == reason
-        assert sorted(entry.countries) == sorted(
-            {envelope["header"]["origin_country"], envelope["header"]["destination_country"]}
-        )
+        assert entry.countries == [sender.split("-", 1)[0]]
+        assert entry.details["claimed"]["destination_country"] == envelope["header"]["destination_country"]
         assert envelope["payload"]["ciphertext"] not in str(entry.details)
     return problem
 
