@@ -59,8 +59,8 @@ MATRIX: list[tuple[str, str, Expect, Expect, Expect, Expect, Expect, Expect, Exp
     # --- public: documentation, health, directory, login --------------------------------------------------------
     ("GET",  "/openapi.json",                                           200, 200, 200,     200, 200,  200,  200),
     ("GET",  "/docs",                                                   200, 200, 200,     200, 200,  200,  200),
-    ("GET",  "/docs/oauth2-redirect",                                   200, 200, 200,     200, 200,  200,  200),
-    ("GET",  "/redoc",                                                  200, 200, 200,     200, 200,  200,  200),
+    ("GET",  "/docs/start.js",                                          200, 200, 200,     200, 200,  200,  200),
+    ("GET",  "/docs/assets",                                            200, 200, 200,     200, 200,  200,  200),
     ("GET",  "/health",                                                 200, 200, 200,     200, 200,  200,  200),
     ("GET",  "/",                                                       303, 303, 303,     303, 303,  303,  303),
     ("GET",  "/static",                                                 200, 200, 200,     200, 200,  200,  200),
@@ -68,6 +68,10 @@ MATRIX: list[tuple[str, str, Expect, Expect, Expect, Expect, Expect, Expect, Exp
     ("GET",  "/v1/directory/agencies",                                  200, 200, 200,     200, 200,  200,  200),
     ("GET",  "/v1/directory/parties/{party_id}/jwks",                   200, 200, 200,     200, 200,  200,  200),
     ("GET",  "/v1/directory/parties/{party_id}/keys",                   200, 200, 200,     200, 200,  200,  200),
+    # --- the region: the signed directory is public (no directory is installed here: 404); only an admin installs,
+    # and this node has no region anchor, so an admin's install is refused by policy (422, audited) ---------------
+    ("GET",  "/v1/region/directory",                                    404, 404, 404,     404, 404,  404,  404),
+    ("POST", "/v1/region/directory",                                    401, 401, 403,     403, 403,  403,  422),
     ("POST", "/v1/auth/login",                                          200, 200, 200,     200, 200,  200,  200),
     ("POST", "/v1/auth/logout",                                         401, 401, 204,     204, 204,  204,  204),
     ("GET",  "/ui/login",                                               200, 200, 200,     200, 200,  200,  200),
@@ -246,6 +250,8 @@ class Call:
         path = self.row.path.format(**params)
         if path == "/static":
             return f"/static/{STATIC}"
+        if path == "/docs/assets":
+            return "/docs/assets/swagger-ui.css"
         return path
 
     def send(self) -> httpx.Response:
@@ -353,6 +359,7 @@ BODIES: dict[tuple[str, str], Callable[[Call], dict[str, Any]]] = {
     },
     ("GET", "/v1/audit/export"): lambda call: {"params": {"message": call.world.outbound["UNCLASSIFIED"]}},
     ("POST", "/v1/admin/keys/{kid}/revoke"): lambda call: {"json": {"reason": "access matrix"}},
+    ("POST", "/v1/region/directory"): lambda call: {"json": {}},
     ("POST", "/ui/admin/users"): lambda call: {
         "data": {
             "username": f"matrix-{uuid.uuid4().hex[:10]}",
