@@ -9,12 +9,14 @@ the database and kombu's SQLAlchemy transport on a second SQLite file for Celery
 from __future__ import annotations
 
 import functools
+import ipaddress
 import secrets
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -66,8 +68,11 @@ class Settings(BaseSettings):
     push_concurrency: int = Field(default=16, ge=1)
     # A claimed push not finished after this long (worker killed mid-call) is claimed again.
     push_lease_seconds: float = Field(default=60.0, gt=0)
-    # Plain http:// push URLs are refused in production; elsewhere they are allowed for 127.0.0.1 only.
-    push_allow_http_localhost: bool = True
+    # Networks (CIDRs; comma-separated in SPOC_PUSH_ALLOWED_NETWORKS) that push endpoints may reach besides
+    # public addresses. Empty by default: loopback, private, link-local (cloud metadata), CGNAT, multicast
+    # and reserved targets are refused (``broker.delivery.egress``). Plain http:// only to an IP literal in
+    # these networks. ``spoc run`` (the embedded demo) sets it to loopback, and says so.
+    push_allowed_networks: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = ()
 
     @model_validator(mode="after")
     def _defaults_and_production_rules(self) -> Settings:
@@ -77,9 +82,14 @@ class Settings(BaseSettings):
             self.broker_url = f"sqla+sqlite:///{(self.data_dir / 'queue.db').resolve()}"
         if self.environment == "production" and self.master_key is None:
             raise ValueError("SPOC_MASTER_KEY must be set in production")
-        if self.environment == "production":
-            self.push_allow_http_localhost = False
         return self
+
+    @field_validator("push_allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(ipaddress.ip_network(v.strip(), strict=False) for v in value.split(",") if v.strip())
+        return value
 
     @property
     def is_sqlite(self) -> bool:
