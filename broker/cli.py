@@ -28,6 +28,7 @@ import typer
 from broker.audit.cli import audit_app
 from broker.config import Settings, get_settings
 from broker.errors import SpocError
+from broker.files import PRIVATE_UMASK
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="spoc — the contact-point exchange.")
 db_app = typer.Typer(no_args_is_help=True, help="Database migrations.")
@@ -58,6 +59,7 @@ def seed() -> None:
     """Seed the demo region (countries, agencies, agreements, keys, accounts) into an empty database."""
     from broker.launcher import prepare
 
+    os.umask(PRIVATE_UMASK)  # keys and passwords go into the data folder
     result = prepare(get_settings())
     if result is None:
         typer.echo("already seeded; nothing done")
@@ -228,16 +230,33 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _push_networks(settings: Settings) -> str:
+    allowed = ", ".join(str(n) for n in settings.push_allowed_networks)
+    if allowed:
+        return f"push endpoints: public https, and the allow-listed networks {allowed} (SPOC_PUSH_ALLOWED_NETWORKS)"
+    return "push endpoints: public https only (SPOC_PUSH_ALLOWED_NETWORKS allow-lists e.g. 127.0.0.1/32)"
+
+
 @app.command()
 def run(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the API and UI.")] = 8000,
+    pending: Annotated[
+        bool,
+        typer.Option(
+            "--pending/--no-pending",
+            help="On first start, leave demo work waiting in the queues (urgent, four eyes, H3, returned, "
+            "near its deadline, inbound, a dead letter).",
+        ),
+    ] = True,
 ) -> None:
     """Start API, UI, worker and beat on embedded defaults (SQLite, no queue server). Ctrl-C stops all."""
-    from broker.launcher import prepare, start
+    from broker.launcher import check_port, prepare, start
 
+    os.umask(PRIVATE_UMASK)  # the data folder holds keys and passwords; the API and worker inherit it
+    check_port(host, port)  # before anything is created, started or printed
     settings = get_settings()
-    prepare(settings)
+    seeded = prepare(settings)
     env = {"SPOC_DATA_DIR": str(settings.data_dir.resolve())}
     # SIGTERM (a service manager, `kill`) and SIGHUP (the terminal closed) stop everything as Ctrl-C does,
     # and Ctrl-C works even where the shell started us with SIGINT ignored (a background job): the children
@@ -245,8 +264,18 @@ def run(
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
     system = start(settings, host=host, port=port, env=env)
+    try:
+        if seeded is not None and pending:
+            from broker.demo import leave_pending_work
+
+            typer.echo("leaving demo work in the queues (--no-pending: none) …")
+            leave_pending_work(system.url, settings.data_dir, settings=settings)
+    except BaseException:
+        system.stop()
+        raise
     typer.echo(f"spoc is running at {system.url}/ui  (API docs: {system.url}/docs)")
     typer.echo(f"data: {settings.data_dir.resolve()}   database: {settings.database_url}")
+    typer.echo(_push_networks(settings))
     _print_accounts(settings.data_dir)
     typer.echo("Press Ctrl-C to stop.")
     try:
@@ -276,6 +305,7 @@ def demo(
     def say(line: str) -> None:
         typer.echo(line)
 
+    os.umask(PRIVATE_UMASK)
     if url is not None:
         folder = data_dir or get_settings().data_dir
         rows, report = run_scenario(url.rstrip("/"), folder, say)

@@ -18,6 +18,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from broker.files import private_dir, write_private
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SPOC_", env_file=None, extra="ignore")
@@ -101,9 +103,8 @@ class Settings(BaseSettings):
             return self.master_key.get_secret_value()
         path = self.data_dir / "master.key"
         if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            path.touch(mode=0o600)
-            path.write_text(secrets.token_urlsafe(32))
+            private_dir(self.data_dir)
+            write_private(path, secrets.token_urlsafe(32))
         return path.read_text().strip()
 
 

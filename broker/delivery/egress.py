@@ -50,6 +50,7 @@ SHARED = ipaddress.ip_network("100.64.0.0/10")  # RFC 6598, carrier-grade NAT
 NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052
 RFC1918 = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 ULA = ipaddress.ip_network("fc00::/7")
+TEMPORARY_DNS_ERRORS = frozenset({socket.EAI_AGAIN, getattr(socket, "EAI_SYSTEM", socket.EAI_AGAIN)})
 
 
 class PushTargetRefused(InvalidInput):
@@ -141,7 +142,11 @@ class EgressPolicy:
             return [literal]
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
+        except socket.gaierror as exc:
+            if exc.errno in TEMPORARY_DNS_ERRORS:  # the resolver is down: retried like a refused connection
+                raise httpcore.ConnectError(f"{host}: temporary failure in name resolution") from exc
+            raise PushTargetRefused(f"push endpoint refused: {host} does not resolve") from exc
+        except UnicodeError as exc:
             raise PushTargetRefused(f"push endpoint refused: {host} does not resolve") from exc
         found: list[IPAddress] = []
         for *_, sockaddr in infos:
@@ -177,6 +182,8 @@ class EgressPolicy:
         elif resolve:
             try:
                 self.resolve(host, port)
+            except httpcore.ConnectError:
+                pass  # the resolver is down now; every push checks again
             except PushTargetRefused as exc:
                 if not isinstance(exc.__cause__, socket.gaierror | UnicodeError):
                     raise
