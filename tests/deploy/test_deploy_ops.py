@@ -89,7 +89,12 @@ def fresh_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     lines: queue.Queue[str] = queue.Queue()
     assert proc.stdout is not None
     stdout = proc.stdout
-    threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
+
+    def pump() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
     output: list[str] = []
     try:
         deadline = time.monotonic() + 180
