@@ -237,6 +237,23 @@ def _push_networks(settings: Settings) -> str:
     return "push endpoints: public https only (SPOC_PUSH_ALLOWED_NETWORKS allow-lists e.g. 127.0.0.1/32)"
 
 
+def _leave_pending_work(url: str, settings: Settings) -> None:
+    """Demo work in the queues of a freshly seeded region; a failure is reported, the system runs on."""
+    import httpx
+
+    from broker.client.agency import ClientError
+    from broker.demo import leave_pending_work
+
+    typer.echo("leaving demo work in the queues (--no-pending: none) …")
+    try:
+        leave_pending_work(url, settings.data_dir, settings=settings)
+    except (ClientError, TimeoutError, httpx.HTTPError, SpocError) as exc:
+        typer.echo(
+            f"spoc: the demo work could not all be made ({type(exc).__name__}: {exc}); queues may be partial",
+            err=True,
+        )
+
+
 @app.command()
 def run(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -266,19 +283,12 @@ def run(
     system = start(settings, host=host, port=port, env=env)
     try:
         if seeded is not None and pending:
-            from broker.demo import leave_pending_work
-
-            typer.echo("leaving demo work in the queues (--no-pending: none) …")
-            leave_pending_work(system.url, settings.data_dir, settings=settings)
-    except BaseException:
-        system.stop()
-        raise
-    typer.echo(f"spoc is running at {system.url}/ui  (API docs: {system.url}/docs)")
-    typer.echo(f"data: {settings.data_dir.resolve()}   database: {settings.database_url}")
-    typer.echo(_push_networks(settings))
-    _print_accounts(settings.data_dir)
-    typer.echo("Press Ctrl-C to stop.")
-    try:
+            _leave_pending_work(system.url, settings)
+        typer.echo(f"spoc is running at {system.url}/ui  (API docs: {system.url}/docs)")
+        typer.echo(f"data: {settings.data_dir.resolve()}   database: {settings.database_url}")
+        typer.echo(_push_networks(settings))
+        _print_accounts(settings.data_dir)
+        typer.echo("Press Ctrl-C to stop.")
         while system.alive():
             time.sleep(0.5)
         typer.echo("spoc: a process exited; stopping the others", err=True)
