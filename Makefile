@@ -15,8 +15,15 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 ## Start API, UI, worker and beat on embedded defaults (SQLite, no queue server). Ctrl-C stops all.
+## `make run PORT=8080` for another port; `make run PENDING=0` for empty queues on a fresh data folder.
+## Agencies' push receivers on this machine (127.0.0.1) are allow-listed here, explicitly: push delivery
+## refuses loopback and private addresses unless SPOC_PUSH_ALLOWED_NETWORKS names them (set it to
+## override; set it empty for public https only).
+PORT ?= 8000
+PENDING ?= 1
 run: $(STAMP)
-	$(BIN)/spoc run
+	SPOC_PUSH_ALLOWED_NETWORKS="$${SPOC_PUSH_ALLOWED_NETWORKS-127.0.0.1/32,::1/128}" \
+	  $(BIN)/spoc run --port $(PORT) $(if $(filter 0,$(PENDING)),--no-pending,)
 
 ## Install everything, start PostgreSQL and Redis if they are down, lint, type-check and test.
 test: $(STAMP) services

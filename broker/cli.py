@@ -29,6 +29,7 @@ import typer
 from broker.audit.cli import audit_app
 from broker.config import Settings, get_settings
 from broker.errors import SpocError
+from broker.files import PRIVATE_UMASK
 from broker.region.cli import region_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="spoc — the contact-point exchange.")
@@ -68,6 +69,7 @@ def seed(
     """Seed the demo region (countries, agencies, agreements, keys, accounts) into an empty database."""
     from broker.launcher import prepare
 
+    os.umask(PRIVATE_UMASK)  # keys and passwords go into the data folder
     result = prepare(get_settings(), countries=[c.upper() for c in country] if country else None)
     if result is None:
         typer.echo("already seeded; nothing done")
@@ -238,16 +240,50 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _push_networks(settings: Settings) -> str:
+    allowed = ", ".join(str(n) for n in settings.push_allowed_networks)
+    if allowed:
+        return f"push endpoints: public https, and the allow-listed networks {allowed} (SPOC_PUSH_ALLOWED_NETWORKS)"
+    return "push endpoints: public https only (SPOC_PUSH_ALLOWED_NETWORKS allow-lists e.g. 127.0.0.1/32)"
+
+
+def _leave_pending_work(url: str, settings: Settings) -> None:
+    """Demo work in the queues of a freshly seeded region; a failure is reported, the system runs on."""
+    import httpx
+
+    from broker.client.agency import ClientError
+    from broker.demo import leave_pending_work
+
+    typer.echo("leaving demo work in the queues (--no-pending: none) …")
+    try:
+        leave_pending_work(url, settings.data_dir, settings=settings)
+    except (ClientError, TimeoutError, httpx.HTTPError, SpocError) as exc:
+        typer.echo(
+            f"spoc: the demo work could not all be made ({type(exc).__name__}: {exc}); queues may be partial",
+            err=True,
+        )
+
+
 @app.command()
 def run(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the API and UI.")] = 8000,
+    pending: Annotated[
+        bool,
+        typer.Option(
+            "--pending/--no-pending",
+            help="On first start, leave demo work waiting in the queues (urgent, four eyes, H3, returned, "
+            "near its deadline, inbound, a dead letter).",
+        ),
+    ] = True,
 ) -> None:
     """Start API, UI, worker and beat on embedded defaults (SQLite, no queue server). Ctrl-C stops all."""
-    from broker.launcher import prepare, start
+    from broker.launcher import check_port, prepare, start
 
+    os.umask(PRIVATE_UMASK)  # the data folder holds keys and passwords; the API and worker inherit it
+    check_port(host, port)  # before anything is created, started or printed
     settings = get_settings()
-    prepare(settings)
+    seeded = prepare(settings)
     env = {"SPOC_DATA_DIR": str(settings.data_dir.resolve())}
     # SIGTERM (a service manager, `kill`) and SIGHUP (the terminal closed) stop everything as Ctrl-C does,
     # and Ctrl-C works even where the shell started us with SIGINT ignored (a background job): the children
@@ -255,11 +291,14 @@ def run(
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
     system = start(settings, host=host, port=port, env=env)
-    typer.echo(f"spoc is running at {system.url}/ui  (API docs: {system.url}/docs)")
-    typer.echo(f"data: {settings.data_dir.resolve()}   database: {settings.database_url}")
-    _print_accounts(settings.data_dir)
-    typer.echo("Press Ctrl-C to stop.")
     try:
+        if seeded is not None and pending:
+            _leave_pending_work(system.url, settings)
+        typer.echo(f"spoc is running at {system.url}/ui  (API docs: {system.url}/docs)")
+        typer.echo(f"data: {settings.data_dir.resolve()}   database: {settings.database_url}")
+        typer.echo(_push_networks(settings))
+        _print_accounts(settings.data_dir)
+        typer.echo("Press Ctrl-C to stop.")
         while system.alive():
             time.sleep(0.5)
         typer.echo("spoc: a process exited; stopping the others", err=True)
@@ -286,6 +325,7 @@ def demo(
     def say(line: str) -> None:
         typer.echo(line)
 
+    os.umask(PRIVATE_UMASK)
     if url is not None:
         folder = data_dir or get_settings().data_dir
         rows, report = run_scenario(url.rstrip("/"), folder, say)

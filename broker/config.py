@@ -9,12 +9,16 @@ the database and kombu's SQLAlchemy transport on a second SQLite file for Celery
 from __future__ import annotations
 
 import functools
+import ipaddress
 import secrets
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from broker.files import private_dir, write_private
 
 
 class Settings(BaseSettings):
@@ -74,8 +78,11 @@ class Settings(BaseSettings):
     push_concurrency: int = Field(default=16, ge=1)
     # A claimed push not finished after this long (worker killed mid-call) is claimed again.
     push_lease_seconds: float = Field(default=60.0, gt=0)
-    # Plain http:// push URLs are refused in production; elsewhere they are allowed for 127.0.0.1 only.
-    push_allow_http_localhost: bool = True
+    # Networks (CIDRs; comma-separated in SPOC_PUSH_ALLOWED_NETWORKS) that push endpoints may reach besides
+    # public addresses. Empty by default: loopback, private, link-local (cloud metadata), CGNAT, multicast
+    # and reserved targets are refused (``broker.delivery.egress``). Plain http:// only to an IP literal in
+    # these networks. ``spoc run`` (the embedded demo) sets it to loopback, and says so.
+    push_allowed_networks: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = ()
 
     # The region (DESIGN §8): the governance public keys (a JWKS file) this node trusts to sign the regional
     # directory. Configured out of band, like X-Road's configuration anchor; without it no directory installs.
@@ -95,9 +102,14 @@ class Settings(BaseSettings):
             self.broker_url = f"sqla+sqlite:///{(self.data_dir / 'queue.db').resolve()}"
         if self.environment == "production" and self.master_key is None:
             raise ValueError("SPOC_MASTER_KEY must be set in production")
-        if self.environment == "production":
-            self.push_allow_http_localhost = False
         return self
+
+    @field_validator("push_allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(ipaddress.ip_network(v.strip(), strict=False) for v in value.split(",") if v.strip())
+        return value
 
     @property
     def is_sqlite(self) -> bool:
@@ -109,9 +121,8 @@ class Settings(BaseSettings):
             return self.master_key.get_secret_value()
         path = self.data_dir / "master.key"
         if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            path.touch(mode=0o600)
-            path.write_text(secrets.token_urlsafe(32))
+            private_dir(self.data_dir)
+            write_private(path, secrets.token_urlsafe(32))
         return path.read_text().strip()
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from broker.config import Settings
+from broker.files import private_sqlite
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -60,7 +61,7 @@ def utcnow() -> datetime:
 
 def make_engine(settings: Settings) -> Engine:
     if settings.is_sqlite:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_sqlite(settings.data_dir, settings.database_url)  # 0700 folder, 0600 file, before SQLite
         engine = create_engine(
             settings.database_url,
             connect_args={"check_same_thread": False, "timeout": 30},

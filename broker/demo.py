@@ -22,6 +22,7 @@ from typing import Any
 from broker.client.agency import AgencyClient, ClientError
 from broker.client.credentials import AgencyCredentials
 from broker.client.officer import OfficerClient
+from broker.config import Settings
 
 REQUESTER = "XK-KP"
 TARGETS = [("AL", "AL-ASP"), ("MK", "MK-MOI"), ("BA", "BA-SIPA")]
@@ -159,3 +160,134 @@ def table(rows: list[Row]) -> str:
     lines = ["  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)) for line in data]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+# --- work left waiting in the queues (``spoc run`` on a fresh data folder) -----------------------------
+
+NEAR_DEADLINE_HOURS = 7  # of an urgent request's 8 hours: past the 75 % warning
+
+
+def _case(question: str) -> bytes:
+    return json.dumps({"operation": "demo: pending work", "question": question}).encode()
+
+
+def leave_pending_work(url: str, data_dir: Path, *, settings: Settings | None = None) -> dict[str, str]:
+    """Leave realistic work waiting in the demo region, as real traffic makes it: envelopes built, signed
+    and sealed by the seeded agencies' own credentials, submitted and decided over the HTTP API.
+
+    For the Albanian contact point (``al-officer``, ``al-officer2``, ``al-supervisor``): outbound, awaiting
+    review, an urgent request; a CONFIDENTIAL one approved once, awaiting the second officer (four eyes);
+    an H3 one; one returned to its sender for clarification; one past 75 % of its deadline (its clock is
+    moved back, the one step that is not an API call: nothing can make time pass faster). Inbound,
+    awaiting the destination: requests from Kosovo* and Montenegro. And a dead letter: a request routed to
+    AL-CUS, whose push endpoint's name no longer resolves. Returns a name → message id map.
+    """
+    with contextlib.ExitStack() as clients:
+        return _pending(url, data_dir, clients, settings)
+
+
+def _pending(
+    url: str, data_dir: Path, clients: contextlib.ExitStack, settings: Settings | None
+) -> dict[str, str]:
+    accounts = json.loads((data_dir / "demo-accounts.json").read_text())
+
+    def officer(name: str) -> OfficerClient:
+        return clients.enter_context(OfficerClient(url, name, accounts[name]["password"]))
+
+    def agency(agency_id: str) -> AgencyClient:
+        creds = AgencyCredentials.load(data_dir / "agencies" / f"{agency_id}.json")
+        return clients.enter_context(AgencyClient(url, creds))
+
+    def send(sender: str, country: str, question: str, **header: Any) -> str:
+        client = agency(sender)
+        envelope = client.build(payload=_case(question), destination_country=country, **header)
+        message_id: str = client.submit(envelope)["message_id"]
+        return message_id
+
+    urgent = {
+        "level": "urgent",
+        "urgency_reason": "threat-to-life-or-physical-integrity",
+        "urgency_explanation": "A witness in the case has been threatened; the suspect may be armed.",
+        "information_access": "direct",
+    }
+    made: dict[str, str] = {}
+    made["urgent"] = send(
+        "AL-ASP", "MK", "Whereabouts of a suspect seen near the border.", category="murder", priority=urgent
+    )
+    made["four_eyes"] = send(
+        "AL-ASP",
+        "ME",
+        "Bank accounts linked to the network.",
+        category="money-laundering",
+        classification="CONFIDENTIAL",
+    )
+    officer("al-officer2").decide(made["four_eyes"], "approve")  # the first of two officers
+    made["h3"] = send(
+        "AL-BMP",
+        "HR",
+        "Entries of the listed vehicles; not for use as evidence.",
+        category="migrant-smuggling",
+        handling_codes=("H0", "H3"),
+    )
+    made["returned"] = send("AL-ASP", "SI", "Records of the person below.", category="drug-trafficking")
+    officer("al-officer").decide(
+        made["returned"], "return", reason="Please add the person's date of birth and the case reference."
+    )
+    made["near_deadline"] = send(
+        "AL-ASP", "HR", "Phone subscriber behind the number below.", category="kidnapping", priority=urgent
+    )
+    for sender, country, cp in (("XK-KP", "AL", "xk-officer"), ("ME-UP", "AL", "me-officer")):
+        message_id = send(
+            sender, country, "Criminal record of the person below.", category="migrant-smuggling"
+        )
+        officer(cp).decide(message_id, "approve")
+        made[f"inbound_{sender}"] = message_id
+    agency("AL-CUS").set_push_endpoint("https://push.al-customs.invalid/spoc")  # a name that will not resolve
+    made["dead_letter"] = send(
+        "MK-MOI",
+        "AL",
+        "Customs declarations of the lorry below.",
+        category="vehicle-crime",
+        destination_agency="AL-CUS",
+    )
+    officer("mk-officer").decide(made["dead_letter"], "approve")
+
+    al = officer("al-officer")
+    for name in ("inbound_XK-KP", "inbound_ME-UP", "dead_letter"):
+        _wait(
+            f"{name} in the AL inbound queue",
+            functools.partial(_awaiting, al, made[name], "destination_review"),
+        )
+    al.decide(made["dead_letter"], "accept")
+    al.decide(made["dead_letter"], "route", route_to_agency="AL-CUS")
+    _wait(
+        "the dead letter",
+        lambda: any(
+            d["message_id"] == made["dead_letter"] for d in al._call("GET", "/v1/cp/deliveries?status=dead")
+        ),
+    )
+    if settings is not None:
+        _move_clock_back(settings, made["near_deadline"], hours=NEAR_DEADLINE_HOURS)
+    return made
+
+
+def _move_clock_back(settings: Settings, message_id: str, *, hours: int) -> None:
+    """As if ``message_id`` had been submitted ``hours`` ago: its clock, deadline and warning move back."""
+    from datetime import timedelta
+
+    from broker.db import make_engine, make_sessionmaker, unit_of_work
+    from broker.messages.models import Message
+
+    engine = make_engine(settings)
+    try:
+        with unit_of_work(make_sessionmaker(engine)) as session:
+            message = session.get(Message, message_id)
+            if message is None:
+                return
+            back = timedelta(hours=hours)
+            for name in ("received_at", "clock_started_at", "deadline_at", "deadline_warn_at"):
+                value = getattr(message, name)
+                if value is not None:
+                    setattr(message, name, value - back)
+    finally:
+        engine.dispose()

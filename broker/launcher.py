@@ -24,7 +24,48 @@ from broker.config import Settings
 from broker.crypto import MasterKey
 from broker.db import make_engine, make_sessionmaker, unit_of_work
 from broker.directory.seed import SeedResult, is_seeded, seed_region
+from broker.errors import InvalidInput, SpocError
+from broker.files import secure_data_dir
 from broker.migrate import upgrade
+
+
+class PortInUse(SpocError):
+    """The API's port is taken by another program (or another spoc)."""
+
+    status = 409
+    slug = "port-in-use"
+    title = "Port in use"
+
+
+class StartupFailed(SpocError):
+    """A process of the system exited, or the API did not answer, at start-up."""
+
+    status = 503
+    slug = "startup-failed"
+    title = "Start-up failed"
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse to start when ``host:port`` cannot be bound (before anything is printed or started).
+
+    Binds and releases the port as uvicorn will (``SO_REUSEADDR``, so a port in TIME_WAIT passes);
+    another program listening there makes the bind fail. A port taken between this check and uvicorn's
+    bind still stops the start: the API process exits and ``start`` says so.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise InvalidInput(f"cannot listen on {host}: the address does not resolve ({exc.strerror})") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise PortInUse(
+                f"port {port} on {host} is already in use ({exc.strerror}); choose another with "
+                f"`spoc run --port 8080` (or `make run PORT=8080`)"
+            ) from exc
 
 
 def free_port() -> int:
@@ -37,6 +78,7 @@ def free_port() -> int:
 def prepare(settings: Settings, *, countries: Collection[str] | None = None) -> SeedResult | None:
     """Migrate the database and seed the demo region (or, with ``countries``, one node's part of it) if it is
     empty. Returns the seed, or None if it existed."""
+    secure_data_dir(settings.data_dir, settings.database_url, settings.broker_url)
     upgrade(settings)
     engine = make_engine(settings)
     try:
@@ -128,13 +170,14 @@ def start(
     while time.monotonic() < deadline:
         if not system.alive():
             system.stop()
-            raise RuntimeError("a process of the system exited at start-up; see its log")
+            where = f" ({log_dir}/api.log, worker.log)" if log_dir else " (its output is above)"
+            raise StartupFailed(f"a process of the system exited at start-up; see its log{where}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{system.url}/health", timeout=1).status_code == 200:
                 return system
         time.sleep(0.2)
     system.stop()
-    raise RuntimeError("the API did not answer within 60 s")
+    raise StartupFailed(f"the API did not answer at {system.url}/health within 60 s")
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ from alembic import command
 from alembic.config import Config
 
 from broker.config import Settings
+from broker.files import private_sqlite
 
 
 def alembic_config(database_url: str) -> Config:
@@ -20,7 +21,7 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade(settings: Settings, revision: str = "heads") -> None:
     if settings.is_sqlite:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_sqlite(settings.data_dir, settings.database_url)
     command.upgrade(alembic_config(settings.database_url), revision)
 
 

@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from broker.files import private_dir, write_private
+
 
 @dataclass
 class AgencyCredentials:
@@ -17,11 +19,8 @@ class AgencyCredentials:
         return f"AgencyCredentials(agency_id={self.agency_id!r}, <secrets hidden>)"
 
     def save(self, directory: Path) -> Path:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = directory / f"{self.agency_id}.json"
-        path.touch(mode=0o600)
-        path.write_text(json.dumps(asdict(self)))
-        return path
+        private_dir(directory)
+        return write_private(directory / f"{self.agency_id}.json", json.dumps(asdict(self)))
 
     @classmethod
     def load(cls, path: Path) -> AgencyCredentials:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 import orjson
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -14,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 from broker.audit.service import Actor
 from broker.config import Settings
 from broker.delivery import deadletters
+from broker.delivery.egress import EgressPolicy
 from broker.delivery.models import Channel, InboxItem
 from broker.delivery.service import (
     ReceiptWindow,
@@ -24,7 +24,6 @@ from broker.delivery.service import (
     peek,
 )
 from broker.deps import CurrentAgency, DbSession, Keys, Officer, RawBody, SettingsDep, request_id
-from broker.errors import InvalidInput
 from broker.messages import idempotency
 from broker.messages.models import Message
 from broker.params import Int64
@@ -200,14 +199,9 @@ def set_push_endpoint(
 
 
 def check_push_url(url: str, settings: Settings) -> None:
-    parts = urlsplit(url)
-    local = parts.hostname in ("127.0.0.1", "localhost", "::1")
-    if parts.scheme == "http" and local and settings.push_allow_http_localhost:
-        pass
-    elif parts.scheme != "https":
-        raise InvalidInput("the push endpoint must be an https:// URL")
-    if not parts.hostname or parts.username or parts.password or parts.fragment:
-        raise InvalidInput("the push endpoint must name a host, without credentials or fragment")
+    """https, a host without credentials, and no address in the node's own networks (see ``egress``);
+    checked again at every push, after resolving, because DNS can change."""
+    EgressPolicy(settings.push_allowed_networks).check_url(url)
 
 
 # --- the destination officers ---------------------------------------------------------------------

@@ -39,6 +39,7 @@ from broker.config import Settings
 from broker.crypto import KeyPair
 from broker.crypto.httpsig import sign_request
 from broker.db import utcnow
+from broker.delivery.egress import EgressPolicy, GuardedTransport, PushTargetRefused
 from broker.delivery.models import Channel, DeliveryStatus, InboxItem
 from broker.delivery.service import (
     ReceiptWindow,
@@ -138,11 +139,14 @@ def prepare(
 
 
 def make_client(settings: Settings) -> httpx.Client:
-    """The HTTP client of pushes: timeouts on every phase, no redirects, pooled connections."""
+    """The HTTP client of pushes: timeouts on every phase, no redirects, pooled connections, and only to
+    the addresses ``broker.delivery.egress`` allows (checked after resolving, connected to as checked)."""
+    limits = httpx.Limits(max_connections=settings.push_concurrency * 2)
     return httpx.Client(
+        transport=GuardedTransport(EgressPolicy(settings.push_allowed_networks), limits=limits),
         timeout=httpx.Timeout(settings.push_timeout_seconds, connect=settings.push_connect_timeout_seconds),
         follow_redirects=False,
-        limits=httpx.Limits(max_connections=settings.push_concurrency * 2),
+        trust_env=False,
         headers={"user-agent": "spoc-push/1"},
     )
 
@@ -163,10 +167,13 @@ def _send_one(job: PushJob, client: httpx.Client) -> PushOutcome:
                 answer += chunk
                 if len(answer) > MAX_ANSWER_BYTES:
                     return PushOutcome(job.item_id, error="the endpoint's answer is too large")
+    except PushTargetRefused as exc:  # nothing was sent; retrying the same address cannot help
+        return PushOutcome(job.item_id, error=exc.detail, permanent=True)
     except httpx.TimeoutException as exc:
         return PushOutcome(job.item_id, error=f"timeout: {type(exc).__name__}")
     except httpx.HTTPError as exc:
-        return PushOutcome(job.item_id, error=f"{type(exc).__name__}: {str(exc)[:300]}")
+        # The exception's kind only: its text can quote what the endpoint sent (a malformed answer).
+        return PushOutcome(job.item_id, error=f"{type(exc).__name__}: the push did not complete")
     status = response.status_code
     if 200 <= status < 300:
         try:
@@ -176,7 +183,9 @@ def _send_one(job: PushJob, client: httpx.Client) -> PushOutcome:
         if not isinstance(receipt, str) or not receipt:
             return PushOutcome(job.item_id, error=f"HTTP {status} without a receipt")
         return PushOutcome(job.item_id, receipt=receipt)
-    error = f"HTTP {status}: {answer[:300].decode('utf-8', 'replace')}"
+    # The status and a fixed reason only, never the answer's body: an endpoint must not be able to
+    # show officers (or the database) what some service answered to a signed POST.
+    error = f"HTTP {status} from the endpoint (its answer is not kept)"
     retry_after = _retry_after(response.headers.get("retry-after"))
     permanent = 400 <= status < 500 and status not in RETRYABLE_STATUS
     return PushOutcome(job.item_id, error=error, permanent=permanent, retry_after=retry_after)

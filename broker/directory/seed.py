@@ -26,6 +26,7 @@ from broker.client.credentials import AgencyCredentials
 from broker.crypto import KeyPair, MasterKey
 from broker.directory.models import Agency, Agreement, ContactPoint, Country
 from broker.errors import InvalidInput
+from broker.files import private_dir, write_private
 from broker.keys.service import create_held_key, register_public
 from schemas.codelists import codes, entries
 
@@ -161,11 +162,11 @@ def seed_region(
 
 
 def write_credentials(result: SeedResult, data_dir: Path) -> None:
+    private_dir(data_dir)
     for creds in result.agencies.values():
         creds.save(data_dir / "agencies")
-    path = data_dir / "demo-accounts.json"
-    path.touch(mode=0o600)
-    path.write_text(json.dumps({u: asdict(a) for u, a in result.accounts.items()}, indent=1))
+    accounts = json.dumps({u: asdict(a) for u, a in result.accounts.items()}, indent=1)
+    write_private(data_dir / "demo-accounts.json", accounts)
 
 
 def _create_agency(session: Session, agency_id: str, cc: str, kind: str, name: str) -> AgencyCredentials:

@@ -76,6 +76,8 @@ STACK_ENV = {
     "SPOC_PUSH_MAX_ATTEMPTS": "60",
     "SPOC_INBOX_VISIBILITY_SECONDS": "5",
     "SPOC_DB_POOL_SIZE": "5",
+    # The agencies' push receivers listen on 127.0.0.1: allow-listed as an administrator would.
+    "SPOC_PUSH_ALLOWED_NETWORKS": "127.0.0.1/32",
 }
 
 

@@ -124,7 +124,10 @@ def test_settling_the_same_outcome_twice_records_it_once(
 @pytest.mark.parametrize(
     ("answer", "error"),
     [
-        (lambda m: httpx.Response(503, text="maintenance"), "HTTP 503: maintenance"),
+        (
+            lambda m: httpx.Response(503, text="maintenance"),
+            "HTTP 503 from the endpoint (its answer is not kept)",
+        ),
         (lambda m: httpx.Response(200, json={}), "HTTP 200 without a receipt"),
         (lambda m: httpx.Response(200, json={"receipt": "a.b.c"}), "the receipt does not verify"),
     ],
