@@ -16,6 +16,7 @@ from broker.audit.models import (
 from broker.db import Base
 from broker.delivery.models import InboxItem
 from broker.directory.models import Agency, Agreement, ContactPoint, Country
+from broker.hop.models import Hop
 from broker.keys.models import PartyKey, SeenNonce
 from broker.messages.models import (
     Approval,
@@ -53,6 +54,7 @@ __all__ = [
     "CustodyStep",
     "DeadlineEvent",
     "DisseminationRequest",
+    "Hop",
     "IdempotencyRecord",
     "InboxItem",
     "InstalledDirectory",

@@ -24,17 +24,23 @@ from broker.errors import InvalidInput, VerificationError
 __all__ = [
     "CUSTODY_TYP",
     "RECEIPT_TYP",
+    "TRANSPORT_RECEIPT_TYP",
     "countersign",
     "sign_receipt",
+    "sign_transport_receipt",
     "statement_of",
     "verify_countersignature",
     "verify_receipt",
+    "verify_transport_receipt",
 ]
 
 CUSTODY_TYP: Final = "spoc-custody+jws"
 # A receiving agency's signed acknowledgement of receipt (non-repudiation of receipt). Same shape as a
 # custody statement, its own ``typ`` so that neither can be passed off as the other.
 RECEIPT_TYP: Final = "spoc-receipt+jws"
+# A node's signed statement that it received and stored a message a peer node sent it (the hop, DESIGN §8):
+# signed with the node's transport key, its own ``typ`` so it cannot pass for an agency's receipt.
+TRANSPORT_RECEIPT_TYP: Final = "spoc-transport-receipt+jws"
 
 
 def countersign(statement: Mapping[str, Any], *, key: KeyPair) -> str:
@@ -45,6 +51,16 @@ def countersign(statement: Mapping[str, Any], *, key: KeyPair) -> str:
 def sign_receipt(statement: Mapping[str, Any], *, key: KeyPair) -> str:
     """An agency's signed receipt for a message (its id, digest, the agency and the time it was received)."""
     return _jws.sign_compact(canonical(statement), key=key, typ=RECEIPT_TYP, detached=False)
+
+
+def sign_transport_receipt(statement: Mapping[str, Any], *, key: KeyPair) -> str:
+    """A node's transport receipt for a message a peer sent it (id, digest, the two nodes, the time)."""
+    return _jws.sign_compact(canonical(statement), key=key, typ=TRANSPORT_RECEIPT_TYP, detached=False)
+
+
+def verify_transport_receipt(token: str, *, resolve: Callable[[str], PublicKey]) -> dict[str, Any]:
+    """Verify a transport receipt and return its statement; VerificationError on any failure."""
+    return _verify_statement(token, typ=TRANSPORT_RECEIPT_TYP, resolve=resolve)
 
 
 def verify_receipt(token: str, *, resolve: Callable[[str], PublicKey]) -> dict[str, Any]:

@@ -43,6 +43,7 @@ __all__ = [
     "COVERED",
     "LABEL",
     "MAX_NONCE",
+    "NODE_LABEL",
     "REASONS",
     "TAG",
     "VerifiedRequest",
@@ -56,6 +57,8 @@ __all__ = [
 COVERED: Final = ("@method", "@path", "@query")
 DIGEST: Final = "content-digest"
 LABEL: Final = "spoc-agency"
+NODE_LABEL: Final = "spoc-node"
+"""The label (and tag) of a node's transport signature on a hop between nodes (``broker.hop``)."""
 TAG: Final = "spoc-agency"
 ALG: Final = "ed25519"
 MAX_NONCE: Final = 128
@@ -126,8 +129,12 @@ def sign_request(
     key: KeyPair,
     created: datetime.datetime | None = None,
     nonce: str | None = None,
+    label: str = LABEL,
 ) -> None:
-    """Add ``Signature-Input``, ``Signature`` (and ``Content-Digest`` for a body) to ``headers`` in place."""
+    """Add ``Signature-Input``, ``Signature`` (and ``Content-Digest`` for a body) to ``headers`` in place.
+
+    ``label`` (also the ``tag``) says who signs: ``spoc-agency`` for an agency, ``spoc-node`` for a node's
+    transport key on a hop between nodes; a signature made for one is never accepted as the other."""
     if key.use != "sig":
         raise ValueError("HTTP requests are signed with a 'sig' key")
     signer = hms.HTTPMessageSigner(
@@ -140,8 +147,8 @@ def sign_request(
         key_id=key.kid,
         created=created or datetime.datetime.now(datetime.UTC),
         nonce=nonce or secrets.token_urlsafe(16),
-        label=LABEL,
-        tag=TAG,
+        label=label,
+        tag=label,
         covered_component_ids=COVERED,
         body=body if body else None,
     )
@@ -164,7 +171,7 @@ def _dictionary(headers: Mapping[str, str], name: str) -> dict[str, Any]:
     return parsed
 
 
-def _selected(headers: Mapping[str, str]) -> tuple[list[str], dict[str, Any]]:
+def _selected(headers: Mapping[str, str], label: str = LABEL) -> tuple[list[str], dict[str, Any]]:
     """The one signature's covered component names and parameters, after the label and tag checks."""
     if "signature-input" not in headers or "signature" not in headers:
         _fail(
@@ -172,17 +179,17 @@ def _selected(headers: Mapping[str, str]) -> tuple[list[str], dict[str, Any]]:
             f"the request is not signed: send Signature-Input and Signature (RFC 9421); {_PROFILE}",
         )
     inputs, signatures = _dictionary(headers, "signature-input"), _dictionary(headers, "signature")
-    if list(inputs) != [LABEL] or list(signatures) != [LABEL]:
+    if list(inputs) != [label] or list(signatures) != [label]:
         _fail(
             "signature-label",
-            f"expected exactly one signature labelled {LABEL!r} in both Signature-Input and Signature, "
+            f"expected exactly one signature labelled {label!r} in both Signature-Input and Signature, "
             f"got {sorted(set(inputs) | set(signatures))[:4]}",
         )
-    (members, params), (value, _) = inputs[LABEL], signatures[LABEL]
+    (members, params), (value, _) = inputs[label], signatures[label]
     if not isinstance(members, list) or not isinstance(value, bytes):
         _fail("malformed-headers", "Signature-Input must hold an inner list and Signature a byte sequence")
-    if params.get("tag") != TAG:
-        _fail("signature-label", f'the signature parameter tag must be "{TAG}"')
+    if params.get("tag") != label:
+        _fail("signature-label", f'the signature parameter tag must be "{label}"')
     names = [name if isinstance(name, str) and not p else repr((name, p)) for name, p in members]
     return names, dict(params)
 
@@ -249,6 +256,7 @@ def verify_request(
     resolve: Callable[[str], PublicKey],
     max_age: int,
     now: datetime.datetime | None = None,
+    label: str = LABEL,
 ) -> VerifiedRequest:
     """Verify an agency's request signature; return who signed it, with the nonce to remember.
 
@@ -257,7 +265,7 @@ def verify_request(
     ``NotAuthenticated`` of its own, which passes through). Every failure is a ``NotAuthenticated`` with a
     ``reason`` (see the module docstring)."""
     lowered = {k.lower(): v for k, v in headers.items()}
-    names, params = _selected(lowered)
+    names, params = _selected(lowered, label)
     kid, nonce, created = _check_parameters(params)
     expected = list(covered_components(body))
     if names != expected:
@@ -283,8 +291,8 @@ def verify_request(
         verifier.verify(
             _Message(method.upper(), url, lowered),
             max_age=datetime.timedelta(seconds=max_age),
-            expect_tag=TAG,
-            expect_label=LABEL,
+            expect_tag=label,
+            expect_label=label,
             require_components=expected,
             body=body,
         )

@@ -1,0 +1,39 @@
+"""The hops a node sent to or received from its peers (``broker.hop``).
+
+Revision ID: 0007_hops
+Revises: 0006_region
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+from broker.db import UTCDateTime
+
+revision: str = "0007_hops"
+down_revision: str | Sequence[str] | None = "0006_region"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "hops",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("message_id", sa.String(length=36), nullable=False),
+        sa.Column("direction", sa.String(length=3), nullable=False),
+        sa.Column("peer_node", sa.String(length=32), nullable=False),
+        sa.Column("digest", sa.String(length=80), nullable=False),
+        sa.Column("sender_key", sa.Text(), nullable=False),
+        sa.Column("receipt", sa.Text(), nullable=True),
+        sa.Column("at", UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("message_id", "direction"),
+    )
+    op.create_index(op.f("ix_hops_message_id"), "hops", ["message_id"], unique=False)
+
+
+def downgrade() -> None:
+    op.drop_index(op.f("ix_hops_message_id"), table_name="hops")
+    op.drop_table("hops")
