@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -30,7 +31,7 @@ from contact_points.review.service import (
     officer_contact_point,
     queue,
 )
-from contact_points.ui.common import HERE, check_csrf, page, principal_or_none
+from contact_points.ui.common import HERE, check_csrf, login_url, page, principal_or_none, safe_next
 from contact_points.ui.common import templates as templates
 from contact_points.ui.message_page import message_context
 from schemas.codelists import codes
@@ -51,11 +52,25 @@ def mount_static(app: FastAPI) -> None:
 # --- login --------------------------------------------------------------------------------------------
 
 
+@router.get("", response_class=HTMLResponse, name="front_door")
+@router.get("/", response_class=HTMLResponse)
+def front_door(request: Request, session: DbSession) -> Response:
+    """``/ui``, the address ``make run`` prints: the queues when logged in, else the login page."""
+    if principal_or_none(request, session) is None:
+        return RedirectResponse(login_url("/ui/queue"), status_code=303)
+    return RedirectResponse("/ui/queue", status_code=303)
+
+
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request, error: str | None = None) -> Response:
+def login_page(
+    request: Request,
+    error: str | None = None,
+    next: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
     token = secrets.token_urlsafe(32)
     message = "Invalid username, password or code, or the account is locked." if error else None
-    response = page(request, None, "login.html", {"login_csrf": token, "error": message})
+    context = {"login_csrf": token, "error": message, "next": safe_next(next)}
+    response = page(request, None, "login.html", context)
     response.set_cookie(
         LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https"
     )
@@ -71,8 +86,10 @@ def login_submit(
     password: Annotated[str, Form(max_length=200)],
     csrf: Annotated[str | None, Form(max_length=100)] = None,
     otp: Annotated[str | None, Form(max_length=6)] = None,
+    next: Annotated[str | None, Form(max_length=200)] = None,
 ) -> Response:
     check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE), csrf)
+    back = safe_next(next)
     try:
         new = login(
             session,
@@ -86,8 +103,9 @@ def login_submit(
     except NotAuthenticated:
         # The failed attempt is audited and counted: commit that, then show the form again.
         session.commit()
-        return RedirectResponse("/ui/login?error=1", status_code=303)
-    response = RedirectResponse("/ui/queue", status_code=303)
+        again = "/ui/login?error=1" + (f"&{urlencode({'next': back})}" if back else "")
+        return RedirectResponse(again, status_code=303)
+    response = RedirectResponse(back or "/ui/queue", status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
         new.token,
@@ -244,7 +262,7 @@ def _filter_options() -> dict[str, Any]:
 def message_page(message_id: str, request: Request, session: DbSession, keys: Keys) -> Response:
     principal = principal_or_none(request, session)
     if principal is None:
-        return RedirectResponse("/ui/login", status_code=303)
+        return RedirectResponse(login_url(f"/ui/messages/{message_id}"), status_code=303)
     return page(
         request, principal, "message.html", message_context(session, keys, principal, request, message_id)
     )
