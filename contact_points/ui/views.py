@@ -34,6 +34,7 @@ from contact_points.review.service import (
 from contact_points.ui.common import HERE, check_csrf, login_url, page, principal_or_none, safe_next
 from contact_points.ui.common import templates as templates
 from contact_points.ui.message_page import message_context
+from contact_points.ui.outcome import confirmation, with_outcome
 from schemas.codelists import codes
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -156,8 +157,10 @@ def _queues(session: Session, principal: Principal, filters: QueueFilter) -> dic
     user = principal.user
     cp = officer_contact_point(session, user)
     directions: tuple[Direction, ...] = ("outbound", "inbound")
+    messages = {d: queue(session, user, d, limit=QUEUE_LIMIT, filters=filters) for d in directions}
     rows = {
-        d: summaries(session, queue(session, user, d, limit=QUEUE_LIMIT, filters=filters)) for d in directions
+        d: [with_outcome(row, m) for row, m in zip(summaries(session, messages[d]), messages[d], strict=True)]
+        for d in directions
     }
     lists = {d: {"rows": rows[d], "counts": counts(session, user, d, filters=filters)} for d in directions}
     open_notes = notifications.for_user(session, user)
@@ -189,6 +192,8 @@ def queue_page(
     category: Annotated[str | None, Query(max_length=40)] = None,
     classification: Annotated[str | None, Query(max_length=40)] = None,
     assigned: Annotated[str | None, Query(max_length=40)] = None,
+    done: Annotated[str | None, Query(max_length=16)] = None,
+    m: Annotated[str | None, Query(max_length=36)] = None,
 ) -> Response:
     principal = principal_or_none(request, session)
     if principal is None:
@@ -206,6 +211,7 @@ def queue_page(
         )
     filters = _filters(status, priority, country, category, classification, assigned)
     context = _queues(session, principal, filters)
+    context["confirmation"] = confirmation(session, user, m, done)
     return page(request, principal, "queue.html", {**context, **_filter_options(), "ALL": ALL})
 
 
@@ -259,13 +265,19 @@ def _filter_options() -> dict[str, Any]:
 
 
 @router.get("/messages/{message_id}", response_class=HTMLResponse)
-def message_page(message_id: str, request: Request, session: DbSession, keys: Keys) -> Response:
+def message_page(
+    message_id: str,
+    request: Request,
+    session: DbSession,
+    keys: Keys,
+    done: Annotated[str | None, Query(max_length=16)] = None,
+) -> Response:
     principal = principal_or_none(request, session)
     if principal is None:
         return RedirectResponse(login_url(f"/ui/messages/{message_id}"), status_code=303)
-    return page(
-        request, principal, "message.html", message_context(session, keys, principal, request, message_id)
-    )
+    context = message_context(session, keys, principal, request, message_id)
+    context["confirmation"] = confirmation(session, principal.user, message_id, done)
+    return page(request, principal, "message.html", context)
 
 
 def include_routers() -> None:
