@@ -33,6 +33,7 @@ from contact_points.review.service import (
 )
 from contact_points.ui.common import HERE, check_csrf, login_url, page, principal_or_none, safe_next
 from contact_points.ui.common import templates as templates
+from contact_points.ui.deliveries import dead_letter_count
 from contact_points.ui.message_page import message_context
 from contact_points.ui.outcome import confirmation, with_outcome
 from schemas.codelists import codes
@@ -165,11 +166,13 @@ def _queues(session: Session, principal: Principal, filters: QueueFilter) -> dic
     lists = {d: {"rows": rows[d], "counts": counts(session, user, d, filters=filters)} for d in directions}
     open_notes = notifications.for_user(session, user)
     pending_h2 = pending_for_contact_point(session, cp)
+    dead_letters = dead_letter_count(session, user)
     fingerprint = "|".join(
         [
             *(f"{r['message_id']}:{r['state']}:{r['assigned_to']}" for d in directions for r in rows[d]),
             *(f"n{n.id}" for n in open_notes),
             *(f"h{r.id}" for r in pending_h2),
+            f"d{dead_letters}",
         ]
     )
     return {
@@ -177,6 +180,7 @@ def _queues(session: Session, principal: Principal, filters: QueueFilter) -> dic
         "lists": lists,
         "notes": open_notes,
         "pending_h2": pending_h2,
+        "dead_letters": dead_letters,
         "filters": filters,
         "version": hashlib.sha256(fingerprint.encode()).hexdigest()[:16],
     }
@@ -284,9 +288,11 @@ def include_routers() -> None:
     """The action and admin pages hang off this router (one ``include_router`` in the app)."""
     from contact_points.ui.actions import router as actions_router
     from contact_points.ui.admin import router as admin_router
+    from contact_points.ui.deliveries import router as deliveries_router
 
     router.include_router(actions_router)
     router.include_router(admin_router)
+    router.include_router(deliveries_router)
 
 
 include_routers()
