@@ -21,7 +21,8 @@ def _decide(client: TestClient, message_id: str, csrf: str, **form: str) -> str:
     assert response.status_code == 303, response.text
     landed = client.get(response.headers["location"])
     assert landed.status_code == 200
-    return landed.text
+    text: str = landed.text
+    return text
 
 
 def _status(html: str) -> str:
