@@ -1,5 +1,6 @@
 """The auditors' timeline fits a 1366 px laptop screen: long ids and digests wrap inside their cells instead
-of pushing the page sideways (Debian's chromium, a real uvicorn server, the test database)."""
+of pushing the page sideways (Debian's chromium, a real uvicorn server, the test database). The page is
+saved as docs/screenshots/audit-timeline.png when screenshots are refreshed (see test_browser_review)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy import Engine
 from broker.audit.actions import AuditAction
 from broker.audit.service import Actor, record, sequence_all
 from broker.db import make_sessionmaker, unit_of_work
+from tests.browser.test_browser_review import SCREENSHOTS
 from tests.factories import Region
 
 pytestmark = pytest.mark.browser
@@ -61,5 +63,6 @@ def test_the_timeline_fits_a_1366_px_screen(
     page.goto(f"/ui/audit/messages/{message}")
     assert page.locator("#timeline tbody tr").count() == 3
     assert page.locator("#timeline").inner_text().count("sha-256:") == 6  # the long values are all shown
+    page.screenshot(path=str(SCREENSHOTS / "audit-timeline.png"), full_page=True)
     widths = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
     assert widths[0] <= widths[1], f"the page is {widths[0]} px wide in a {widths[1]} px window"

@@ -119,7 +119,7 @@ def test_an_officer_finds_the_urgent_request_on_top_opens_it_and_approves_it(
         page.wait_for_url("**/ui/queue?done=approve&m=*")
         assert police.status(urgent)["state"] == "forwarded"
         assert "Approved and forwarded to Croatia (HR)." in page.get_by_role("status").first.inner_text()
-        assert page.locator(f'a[href="/ui/messages/{urgent}"]').count() == 0
+        assert page.locator(f'#queue-live a[href="/ui/messages/{urgent}"]').count() == 0  # left the queue
 
     # The inbound request from Croatia: three hops, each signature checked; the inbound decisions.
     page.goto(f"/ui/messages/{inbound}")
