@@ -50,9 +50,11 @@ from broker.delivery.service import (
     start_delivery,
 )
 from broker.directory.models import Agency
+from broker.directory.service import contact_point_for
 from broker.errors import SpocError
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.models import Message
+from broker.messages.notifications import notify
 
 __all__ = ["PushJob", "PushOutcome", "backoff", "claim", "make_client", "prepare", "send", "settle"]
 
@@ -279,4 +281,17 @@ def dead_letter(session: Session, item: InboxItem, message: Message, *, now: dat
         countries=[message.origin_country, message.destination_country],
         outcome="dead-lettered",
         details={"agency": item.agency_id, "channel": item.channel, "attempts": item.attempts},
+    )
+    # The destination officers must learn of it: the dead letter waits for them to retry or re-route it.
+    cp = contact_point_for(session, message.destination_country)
+    notify(
+        session,
+        contact_point_id=cp.id,
+        kind="dead-letter",
+        message_id=message.id,
+        text=(
+            f"Delivery of {message.type} {message.id[:8]} to {item.agency_id} failed after "
+            f"{item.attempts} attempt{'s' if item.attempts != 1 else ''}: retry or re-route it "
+            "under Dead letters."
+        ),
     )

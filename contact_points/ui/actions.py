@@ -27,6 +27,7 @@ from schemas.codelists import codes
 router = APIRouter()
 Text = Annotated[str | None, Form(max_length=2000)]
 Short = Annotated[str | None, Form(max_length=100)]
+CHOOSE_AN_AGENCY = "Choose the agency to route the message to: nothing was routed."
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -67,6 +68,9 @@ def decide_submit(
     if principal is None:
         return RedirectResponse("/ui/login", status_code=303)
     check_csrf(principal.session.csrf_token, csrf)
+    if action == "route" and not route_to_agency:
+        # The form starts with no agency chosen: say so in words (the service refuses it too).
+        return _refused(request, session, keys, principal, message_id, InvalidInput(CHOOSE_AN_AGENCY))
     try:
         decision = Decision.model_validate(
             {
@@ -86,7 +90,7 @@ def decide_submit(
         return _refused(request, session, keys, principal, message_id, exc)
     if action in ("assign", "extend", "accept", "grant", "deny"):
         return RedirectResponse(f"/ui/messages/{message_id}?done={action}", status_code=303)
-    return RedirectResponse(f"/ui/queue?done={action}", status_code=303)
+    return RedirectResponse(f"/ui/queue?done={action}&m={message_id}", status_code=303)
 
 
 @router.post("/messages/{message_id}/acknowledge")

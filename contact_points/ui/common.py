@@ -6,9 +6,11 @@ time; a POST without it (or with another) is refused with 403 before anything el
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlencode
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -76,6 +78,23 @@ def principal_or_none(request: Request, session: Session) -> Principal | None:
         return current_principal(request, session)
     except NotAuthenticated:
         return None
+
+
+_NEXT = re.compile(r"/ui(?:/[A-Za-z0-9_\-./]*)?")
+
+
+def safe_next(value: str | None) -> str | None:
+    """Where to go after logging in: a path of the officers' UI only (never another site: no open redirect)."""
+    if value and _NEXT.fullmatch(value) and "//" not in value and ".." not in value:
+        return value
+    return None
+
+
+def login_url(back: str) -> str:
+    """The login page, coming back to ``back`` afterwards (the queue is where a login lands anyway)."""
+    if back == "/ui/queue":
+        return "/ui/login"
+    return "/ui/login?" + urlencode({"next": back})
 
 
 def check_csrf(expected: str | None, given: str | None) -> None:

@@ -29,6 +29,7 @@ from contact_points.review.service import (
     read_content,
 )
 from contact_points.review.timeline import conversation, hops
+from contact_points.ui.outcome import with_outcome
 from schemas.codelists import codes
 
 
@@ -46,7 +47,7 @@ def message_context(
     header = message.envelope.get("header", {})
     source = h2_source(session, message)
     return {
-        "m": summary(message, names=usernames(session, [message.assigned_to])),
+        "m": with_outcome(summary(message, names=usernames(session, [message.assigned_to])), message),
         "header": header,
         "direction": direction,
         "cp": cp,

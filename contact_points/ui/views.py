@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -30,9 +31,11 @@ from contact_points.review.service import (
     officer_contact_point,
     queue,
 )
-from contact_points.ui.common import HERE, check_csrf, page, principal_or_none
+from contact_points.ui.common import HERE, check_csrf, login_url, page, principal_or_none, safe_next
 from contact_points.ui.common import templates as templates
+from contact_points.ui.deliveries import dead_letter_count
 from contact_points.ui.message_page import message_context
+from contact_points.ui.outcome import confirmation, with_outcome
 from schemas.codelists import codes
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -51,11 +54,25 @@ def mount_static(app: FastAPI) -> None:
 # --- login --------------------------------------------------------------------------------------------
 
 
+@router.get("", response_class=HTMLResponse, name="front_door")
+@router.get("/", response_class=HTMLResponse)
+def front_door(request: Request, session: DbSession) -> Response:
+    """``/ui``, the address ``make run`` prints: the queues when logged in, else the login page."""
+    if principal_or_none(request, session) is None:
+        return RedirectResponse(login_url("/ui/queue"), status_code=303)
+    return RedirectResponse("/ui/queue", status_code=303)
+
+
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request, error: str | None = None) -> Response:
+def login_page(
+    request: Request,
+    error: str | None = None,
+    next: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
     token = secrets.token_urlsafe(32)
     message = "Invalid username, password or code, or the account is locked." if error else None
-    response = page(request, None, "login.html", {"login_csrf": token, "error": message})
+    context = {"login_csrf": token, "error": message, "next": safe_next(next)}
+    response = page(request, None, "login.html", context)
     response.set_cookie(
         LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https"
     )
@@ -71,8 +88,10 @@ def login_submit(
     password: Annotated[str, Form(max_length=200)],
     csrf: Annotated[str | None, Form(max_length=100)] = None,
     otp: Annotated[str | None, Form(max_length=6)] = None,
+    next: Annotated[str | None, Form(max_length=200)] = None,
 ) -> Response:
     check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE), csrf)
+    back = safe_next(next)
     try:
         new = login(
             session,
@@ -86,8 +105,9 @@ def login_submit(
     except NotAuthenticated:
         # The failed attempt is audited and counted: commit that, then show the form again.
         session.commit()
-        return RedirectResponse("/ui/login?error=1", status_code=303)
-    response = RedirectResponse("/ui/queue", status_code=303)
+        again = "/ui/login?error=1" + (f"&{urlencode({'next': back})}" if back else "")
+        return RedirectResponse(again, status_code=303)
+    response = RedirectResponse(back or "/ui/queue", status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
         new.token,
@@ -138,17 +158,21 @@ def _queues(session: Session, principal: Principal, filters: QueueFilter) -> dic
     user = principal.user
     cp = officer_contact_point(session, user)
     directions: tuple[Direction, ...] = ("outbound", "inbound")
+    messages = {d: queue(session, user, d, limit=QUEUE_LIMIT, filters=filters) for d in directions}
     rows = {
-        d: summaries(session, queue(session, user, d, limit=QUEUE_LIMIT, filters=filters)) for d in directions
+        d: [with_outcome(row, m) for row, m in zip(summaries(session, messages[d]), messages[d], strict=True)]
+        for d in directions
     }
     lists = {d: {"rows": rows[d], "counts": counts(session, user, d, filters=filters)} for d in directions}
     open_notes = notifications.for_user(session, user)
     pending_h2 = pending_for_contact_point(session, cp)
+    dead_letters = dead_letter_count(session, user)
     fingerprint = "|".join(
         [
             *(f"{r['message_id']}:{r['state']}:{r['assigned_to']}" for d in directions for r in rows[d]),
             *(f"n{n.id}" for n in open_notes),
             *(f"h{r.id}" for r in pending_h2),
+            f"d{dead_letters}",
         ]
     )
     return {
@@ -156,6 +180,7 @@ def _queues(session: Session, principal: Principal, filters: QueueFilter) -> dic
         "lists": lists,
         "notes": open_notes,
         "pending_h2": pending_h2,
+        "dead_letters": dead_letters,
         "filters": filters,
         "version": hashlib.sha256(fingerprint.encode()).hexdigest()[:16],
     }
@@ -171,6 +196,8 @@ def queue_page(
     category: Annotated[str | None, Query(max_length=40)] = None,
     classification: Annotated[str | None, Query(max_length=40)] = None,
     assigned: Annotated[str | None, Query(max_length=40)] = None,
+    done: Annotated[str | None, Query(max_length=16)] = None,
+    m: Annotated[str | None, Query(max_length=36)] = None,
 ) -> Response:
     principal = principal_or_none(request, session)
     if principal is None:
@@ -188,6 +215,7 @@ def queue_page(
         )
     filters = _filters(status, priority, country, category, classification, assigned)
     context = _queues(session, principal, filters)
+    context["confirmation"] = confirmation(session, user, m, done)
     return page(request, principal, "queue.html", {**context, **_filter_options(), "ALL": ALL})
 
 
@@ -241,22 +269,30 @@ def _filter_options() -> dict[str, Any]:
 
 
 @router.get("/messages/{message_id}", response_class=HTMLResponse)
-def message_page(message_id: str, request: Request, session: DbSession, keys: Keys) -> Response:
+def message_page(
+    message_id: str,
+    request: Request,
+    session: DbSession,
+    keys: Keys,
+    done: Annotated[str | None, Query(max_length=16)] = None,
+) -> Response:
     principal = principal_or_none(request, session)
     if principal is None:
-        return RedirectResponse("/ui/login", status_code=303)
-    return page(
-        request, principal, "message.html", message_context(session, keys, principal, request, message_id)
-    )
+        return RedirectResponse(login_url(f"/ui/messages/{message_id}"), status_code=303)
+    context = message_context(session, keys, principal, request, message_id)
+    context["confirmation"] = confirmation(session, principal.user, message_id, done)
+    return page(request, principal, "message.html", context)
 
 
 def include_routers() -> None:
     """The action and admin pages hang off this router (one ``include_router`` in the app)."""
     from contact_points.ui.actions import router as actions_router
     from contact_points.ui.admin import router as admin_router
+    from contact_points.ui.deliveries import router as deliveries_router
 
     router.include_router(actions_router)
     router.include_router(admin_router)
+    router.include_router(deliveries_router)
 
 
 include_routers()

@@ -74,6 +74,8 @@ MATRIX: list[tuple[str, str, Expect, Expect, Expect, Expect, Expect, Expect, Exp
     ("POST", "/v1/region/directory",                                    401, 401, 403,     403, 403,  403,  422),
     ("POST", "/v1/auth/login",                                          200, 200, 200,     200, 200,  200,  200),
     ("POST", "/v1/auth/logout",                                         401, 401, 204,     204, 204,  204,  204),
+    ("GET",  "/ui",                                                     303, 303, 303,     303, 303,  303,  303),
+    ("GET",  "/ui/",                                                    303, 303, 303,     303, 303,  303,  303),
     ("GET",  "/ui/login",                                               200, 200, 200,     200, 200,  200,  200),
     ("POST", "/ui/login",                                               303, 303, 303,     303, 303,  303,  303),
     ("POST", "/ui/logout",                                              303, 303, 303,     303, 303,  303,  303),
@@ -114,6 +116,9 @@ MATRIX: list[tuple[str, str, Expect, Expect, Expect, Expect, Expect, Expect, Exp
     ("POST", "/ui/notifications/{notification_id}/dismiss",             303, 303, 303,     303, 403,  403,  403),
     ("GET",  "/ui/provide",                                             303, 303, 200,     200, 403,  403,  403),
     ("POST", "/ui/provide",                                             303, 303, UI_ACT,  303, 403,  403,  403),
+    ("GET",  "/ui/deliveries",                                          303, 303, 200,     200, 403,  403,  403),
+    ("POST", "/ui/deliveries/{message_id}/retry",                       303, 303, UI_ACT,  303, 403,  403,  403),
+    ("POST", "/ui/deliveries/{message_id}/reroute",                     303, 303, UI_ACT,  303, 403,  403,  403),
     # --- auditors (API) -----------------------------------------------------------------------------------------
     ("POST", "/v1/audit/verify",                                        401, 401, 403,     403, 200,  200,  200),
     ("GET",  "/v1/audit/entries",                                       401, 401, 403,     403, 200,  200,  200),
@@ -156,6 +161,8 @@ TARGETS: dict[tuple[str, str], str] = {
     ("POST", "/v1/cp/messages/{message_id}/decisions"): OUT,
     ("POST", "/v1/cp/deliveries/{message_id}/retry"): DEAD,
     ("POST", "/v1/cp/deliveries/{message_id}/reroute"): DEAD,
+    ("POST", "/ui/deliveries/{message_id}/retry"): DEAD,
+    ("POST", "/ui/deliveries/{message_id}/reroute"): DEAD,
     ("GET", "/ui/messages/{message_id}"): OUT,
     ("POST", "/ui/messages/{message_id}/decide"): OUT,
     ("POST", "/ui/messages/{message_id}/acknowledge"): OUT,
@@ -352,6 +359,7 @@ BODIES: dict[tuple[str, str], Callable[[Call], dict[str, Any]]] = {
         "json": {"decisions": [{"message_id": str(uuid.uuid4()), "decision": {"action": "approve"}}]}
     },
     ("POST", "/v1/cp/deliveries/{message_id}/reroute"): lambda call: {"json": {"channel": "pull"}},
+    ("POST", "/ui/deliveries/{message_id}/reroute"): lambda call: {"data": {"channel": "pull"}},
     ("POST", "/ui/messages/{message_id}/decide"): _ui_assign_self,
     ("POST", "/ui/provide"): _ui_provision,
     ("GET", "/v1/audit/proofs/consistency"): lambda call: {
@@ -399,7 +407,10 @@ def test_access_matrix(world: World, row: Row, role: str, classification: str) -
     want = expected(row, role, classification)
     assert response.status_code in want, (response.status_code, sorted(want), response.text[:300])
     if response.status_code == 303 and role in (ANON, AGENCY_ROLE) and row.path.startswith("/ui/"):
-        assert response.headers["location"] in ("/ui/login", "/ui/queue"), response.headers["location"]
+        location = response.headers["location"]
+        assert location in ("/ui/login", "/ui/queue") or location.startswith("/ui/login?next=%2Fui%2F"), (
+            location
+        )
     if response.status_code >= 400 and not row.path.startswith("/ui/"):
         assert response.headers["content-type"].startswith("application/problem+json")
     if row.target is not None:

@@ -201,7 +201,12 @@ def _resubmissions(world: World, hr: AgencyClient) -> None:
         )
 
 
-DEAD_LETTER_ROUTES = ("/v1/cp/deliveries/{message_id}/retry", "/v1/cp/deliveries/{message_id}/reroute")
+DEAD_LETTER_ROUTES = (
+    "/v1/cp/deliveries/{message_id}/retry",
+    "/v1/cp/deliveries/{message_id}/reroute",
+    "/ui/deliveries/{message_id}/retry",
+    "/ui/deliveries/{message_id}/reroute",
+)
 
 
 def _dead_letters(world: World, si: AgencyClient) -> None:

@@ -116,9 +116,10 @@ def test_an_officer_finds_the_urgent_request_on_top_opens_it_and_approves_it(
         assert page.locator(".sig-ok").first.is_visible()  # the originator's signature, checked
 
         page.get_by_role("button", name="Approve", exact=True).click()
-        page.wait_for_url("**/ui/queue?done=approve")
+        page.wait_for_url("**/ui/queue?done=approve&m=*")
         assert police.status(urgent)["state"] == "forwarded"
-        assert page.locator(f'a[href="/ui/messages/{urgent}"]').count() == 0
+        assert "Approved and forwarded to Croatia (HR)." in page.get_by_role("status").first.inner_text()
+        assert page.locator(f'#queue-live a[href="/ui/messages/{urgent}"]').count() == 0  # left the queue
 
     # The inbound request from Croatia: three hops, each signature checked; the inbound decisions.
     page.goto(f"/ui/messages/{inbound}")
@@ -153,7 +154,7 @@ def test_four_eyes_and_an_uncleared_officer_in_the_browser(
             page.goto(f"/ui/messages/{secret}")
             assert "SI56" in page.locator("pre.payload").inner_text()
             page.get_by_role("button", name="Approve", exact=True).click()
-            page.wait_for_url("**/ui/queue?done=approve")
+            page.wait_for_url("**/ui/queue?done=approve&m=*")
             assert police.status(secret)["state"] == "origin_review"
             page.goto(f"/ui/messages/{secret}")
             assert "si-officer2" in page.locator("dl.meta").inner_text()  # approved by
@@ -168,7 +169,7 @@ def test_four_eyes_and_an_uncleared_officer_in_the_browser(
             log_in(page, region, "si-supervisor")
             page.goto(f"/ui/messages/{secret}")
             page.get_by_role("button", name="Give second approval").click()
-            page.wait_for_url("**/ui/queue?done=approve")
+            page.wait_for_url("**/ui/queue?done=approve&m=*")
             assert police.status(secret)["state"] == "forwarded"
         finally:
             second.close()
@@ -239,5 +240,6 @@ def test_an_officer_can_do_the_whole_job_with_the_keyboard(
         page.wait_for_url(f"**/ui/messages/{urgent}")
         _tab_to(page, "el.tagName === 'BUTTON' && el.textContent.trim() === 'Approve'")
         page.keyboard.press("Enter")
-        page.wait_for_url("**/ui/queue?done=approve")
+        page.wait_for_url("**/ui/queue?done=approve&m=*")
         assert police.status(urgent)["state"] == "forwarded"
+        assert "Approved and forwarded to Croatia (HR)." in page.get_by_role("status").first.inner_text()
