@@ -214,7 +214,7 @@ def _signed_by(request: Request, session: Session, keys: DatabaseKeyStore, body:
 
     verified = verify_request(
         request.method,
-        _target(request),
+        request_target(request),
         request.headers,
         body,
         resolve=resolve,
@@ -228,7 +228,7 @@ def _signed_by(request: Request, session: Session, keys: DatabaseKeyStore, body:
     return agency
 
 
-def _target(request: Request) -> str:
+def request_target(request: Request) -> str:
     """The request target as it came on the wire: the path not percent-decoded (``raw_path``), the query as
     sent. RFC 9421 ``@path`` and ``@query`` are the values the client put in its request line, which is
     what it signed; Starlette's ``request.url`` re-encodes a decoded path."""

@@ -63,5 +63,9 @@ class AuditAction(StrEnum):
     REGION_DIRECTORY_INSTALLED = "region:directory-installed"
     REGION_DIRECTORY_REFUSED = "region:directory-refused"
     REGION_DIRECTORY_APPLIED = "region:directory-applied"
+    # --- the hop between nodes: the same digest on both sides, so the two logs reconcile ---
+    HOP_SENT = "hop:sent"
+    HOP_RECEIVED = "hop:received"
+    HOP_REFUSED = "hop:refused"
     # --- the edge: a call refused because of who made it (401, 403, 404 out of scope, four eyes) ---
     ACCESS_DENIED = "access:denied"

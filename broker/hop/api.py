@@ -1,0 +1,120 @@
+"""``POST /v1/hop/messages``: where a peer node hands over a message (DESIGN §8, ``broker.hop.service``).
+
+The caller is a node, not an agency or a person: it is authenticated by its RFC 9421 transport signature
+(label ``spoc-node``) under a key the current regional directory lists for it, and nothing else. The nonce is
+committed before anything else happens, so a hop refused for any reason cannot be replayed. A refusal names its
+reason (problem+json) and is audited on the refusing side; nothing of the refused hop is stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy.orm import Session
+
+from broker.audit.actions import AuditAction
+from broker.audit.service import Actor, record
+from broker.config import Settings
+from broker.crypto import PublicKey
+from broker.crypto.httpsig import NODE_LABEL, request_failure, verify_request
+from broker.deps import DbSession, Keys, RawBody, request_id, request_target
+from broker.errors import InvalidInput, NotFound, SpocError
+from broker.hop.service import HOP_PATH, live_directory, peer_for_kid, receive
+from broker.keys.service import remember_nonce
+from schemas.region import DirectoryNode, RegionDirectory
+
+router = APIRouter(tags=["hop"])
+
+
+@dataclass(frozen=True)
+class Peer:
+    node: DirectoryNode
+    directory: RegionDirectory
+
+
+def current_peer(request: Request, session: DbSession, body: RawBody) -> Peer:
+    """The peer node whose transport signature this request carries, per the current regional directory."""
+    settings: Settings = request.app.state.settings
+    directory = live_directory(session).directory
+    found: list[DirectoryNode] = []
+
+    def resolve(kid: str) -> PublicKey:
+        try:
+            node, key = peer_for_kid(directory, kid)
+        except NotFound:
+            raise request_failure(
+                "unlisted-node",
+                f"the key {kid[:64]} is not a transport key of any node in the regional directory",
+            ) from None
+        found.append(node)
+        return key
+
+    verified = verify_request(
+        request.method,
+        request_target(request),
+        request.headers,
+        body,
+        resolve=resolve,
+        max_age=settings.request_signature_max_age,
+        label=NODE_LABEL,
+    )
+    remember_nonce(session, verified)
+    session.commit()
+    request.state.actor = Actor(found[0].node_id, "node", request_id(request))
+    return Peer(found[0], directory)
+
+
+CurrentPeer = Annotated[Peer, Depends(current_peer)]
+
+
+@router.post(HOP_PATH, operation_id="receive_hop", responses={400: {}, 401: {}, 409: {}, 422: {}, 503: {}})
+def receive_hop(
+    request: Request, session: DbSession, keys: Keys, body: RawBody, peer: CurrentPeer
+) -> dict[str, str]:
+    """Take a message a peer node forwards (envelope, origin custody, the origin's statement on the sender's
+    key); answer with this node's signed transport receipt. The same hop again gets the same receipt."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidInput("the hop is not JSON") from None
+    if not isinstance(parsed, dict):
+        raise InvalidInput("the hop is a JSON object")
+    try:
+        receipt = receive(
+            session,
+            keys,
+            directory=peer.directory,
+            sender=peer.node,
+            body=parsed,
+            request_id=request_id(request),
+        )
+    except SpocError as exc:
+        if exc.status >= 500:
+            raise
+        session.rollback()
+        _audit_refusal(session, peer, parsed, exc, request_id(request))
+        session.commit()
+        raise
+    return {"receipt": receipt}
+
+
+def _audit_refusal(
+    session: Session, peer: Peer, body: dict[str, Any], exc: SpocError, rid: str | None
+) -> None:
+    envelope = body.get("envelope")
+    header = envelope.get("header") if isinstance(envelope, dict) else None
+    claimed = {k: str(header.get(k))[:64] for k in ("message_id", "origin_country", "destination_country")
+               if isinstance(header, dict) and header.get(k) is not None}  # fmt: skip
+    record(
+        session,
+        actor=Actor(peer.node.node_id, "node", rid),
+        action=AuditAction.HOP_REFUSED,
+        object_type="node",
+        object_id=peer.node.node_id,
+        countries=sorted(peer.node.countries),
+        outcome="refused",
+        details={"reason": exc.extra.get("reason"), "error": type(exc).__name__, "claimed": claimed},
+    )

@@ -1,0 +1,351 @@
+"""The hop between nodes (DESIGN §8): the origin node hands an approved message to the destination's node.
+
+Sending (the outbox's ``hop`` step, after the origin contact point's approval): the node builds the hop —
+the envelope as the agency signed it, the origin contact point's custody countersignatures, and that contact
+point's statement vouching for the agency's key — and POSTs it to the peer named by the regional directory,
+signed with RFC 9421 under its transport key (label ``spoc-node``). The peer answers with a transport receipt
+signed by its own transport key; the sender checks it against the directory and keeps it. Until then the step
+fails and the outbox tries again: at-least-once.
+
+Receiving (``POST /v1/hop/messages``): the node checks the transport signature against the directory (an
+unlisted key is refused before anything else), then the evidence (``broker.hop.evidence``), then its own
+policy (the agreement as the directory states it, the addressed agency's accreditation), and stores the
+message in its inbound review exactly as a local forward would, with every custody step it came with and its
+own "received" step. Idempotent by message id: the same hop again gets the same receipt; a different hop
+under a stored id is a conflict. Both sides record the hop (``hops``) and an audit entry with the same digest,
+so the two logs can be reconciled.
+
+Functions flush, never commit; the API route and the worker's unit of work commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import httpx
+import orjson
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from broker.audit.actions import AuditAction
+from broker.audit.service import SYSTEM, Actor, record
+from broker.crypto import PublicKey, countersign, unverified_kid
+from broker.crypto.countersign import sign_transport_receipt, verify_transport_receipt
+from broker.crypto.httpsig import NODE_LABEL, sign_request
+from broker.db import utcnow
+from broker.directory.service import get_agency
+from broker.errors import Conflict, NotFound, PolicyRefused, SpocError, Unavailable, VerificationError
+from broker.hop.evidence import Evidence, sender_key_statement, verify_evidence
+from broker.hop.models import Hop
+from broker.keys.models import PartyKey
+from broker.keys.service import DatabaseKeyStore
+from broker.messages.clock import deadline_row, set_clock
+from broker.messages.deadlines import Clock, legal_period
+from broker.messages.models import CustodyStep, Message
+from broker.messages.service import custody_of, forward
+from broker.messages.states import State
+from broker.policy.service import check_accreditation, legal_basis
+from broker.region.service import Current, current
+from broker.region.sync import TRANSPORT_PARTY, held_parties
+from schemas.region import DirectoryNode, RegionDirectory
+
+__all__ = ["HOP_PATH", "is_remote", "live_directory", "peer_for_kid", "receive", "send", "this_node"]
+
+HOP_PATH: Final = "/v1/hop/messages"
+
+
+def live_directory(session: Session) -> Current:
+    """The installed directory, if it is still valid: a node whose directory expired cannot know who is
+    still a member, so it neither sends nor accepts hops (retryable: a fresh directory fixes it)."""
+    installed = current(session)
+    if installed is None:
+        raise Unavailable("this node has no regional directory; install one (spoc region install)")
+    if installed.directory.valid_until <= utcnow():
+        raise Unavailable(
+            f"this node's regional directory (version {installed.directory.version}) expired at "
+            f"{installed.directory.valid_until.isoformat()}; install a newer one"
+        )
+    return installed
+
+
+def is_remote(session: Session, country: str) -> bool:
+    """Whether ``country``'s contact point lives on another node (its private keys are not held here)."""
+    held = held_parties(session)
+    return not any(party.startswith(f"{country}-") for party in held if party.endswith("-SPOC"))
+
+
+def this_node(session: Session, directory: RegionDirectory) -> DirectoryNode:
+    kids = set(
+        session.scalars(
+            select(PartyKey.kid).where(
+                PartyKey.party_id == TRANSPORT_PARTY, PartyKey.private_sealed.is_not(None)
+            )
+        )
+    )
+    for node in directory.nodes:
+        if kids & {PublicKey.from_jwk(j).kid for j in node.transport_keys}:
+            return node
+    raise Unavailable("the regional directory does not list this node's transport key")
+
+
+def peer_for_kid(directory: RegionDirectory, kid: str) -> tuple[DirectoryNode, PublicKey]:
+    for node in directory.nodes:
+        for jwk in node.transport_keys:
+            key = PublicKey.from_jwk(jwk)
+            if key.kid == kid:
+                return node, key
+    raise NotFound("not a transport key of any node in the regional directory")
+
+
+# --- sending ------------------------------------------------------------------------------------------
+
+
+def _hop_body(
+    session: Session, keys: DatabaseKeyStore, message: Message, *, sender_key: str | None
+) -> dict[str, Any]:
+    origin_cp = f"{message.origin_country}-SPOC"
+    steps = [s.signature for s in custody_of(session, message.id) if s.seq >= 1 and s.party == origin_cp]
+    if sender_key is None:
+        agency_kid = unverified_kid(message.envelope["signature"])
+        agency_key = keys.resolve(agency_kid, party_id=message.sender_agency)
+        statement = sender_key_statement(message_id=message.id, agency=message.sender_agency, key=agency_key)
+        sender_key = countersign(statement, key=keys.signing_key(origin_cp))
+    return {"envelope": message.envelope, "custody": steps, "sender_key": sender_key}
+
+
+def send(session: Session, keys: DatabaseKeyStore, message_id: str, *, http: httpx.Client) -> None:
+    """Hand a forwarded message to its destination's node; raise (to be retried) until it is receipted."""
+    message = session.get(Message, message_id)
+    if message is None or message.state != State.FORWARDED:
+        return
+    row = session.scalar(select(Hop).where(Hop.message_id == message.id, Hop.direction == "out"))
+    if row is not None and row.receipt is not None:
+        return  # done before (the task ran twice)
+    directory = live_directory(session).directory
+    me = this_node(session, directory)
+    peer = directory.node_for_country(message.destination_country)
+    if peer is None:
+        raise PolicyRefused(f"no node serves {message.destination_country}", reason="unknown-country")
+    body = _hop_body(session, keys, message, sender_key=row.sender_key if row is not None else None)
+    if row is None:
+        row = Hop(message_id=message.id, direction="out", peer_node=peer.node_id, digest=message.digest,
+                  sender_key=body["sender_key"])  # fmt: skip
+        session.add(row)
+        session.flush()
+    raw = orjson.dumps(body)
+    url = peer.base_url.rstrip("/") + HOP_PATH
+    headers = {"content-type": "application/json"}
+    sign_request("POST", url, headers, raw, key=keys.signing_key(TRANSPORT_PARTY), label=NODE_LABEL)
+    answer = http.post(url, content=raw, headers=headers)
+    if answer.status_code != 200:
+        detail = answer.text[:300] if answer.headers.get("content-type", "").endswith("json") else ""
+        raise HopFailed(f"{peer.node_id} answered {answer.status_code} {detail}".strip())
+    token = (
+        answer.json().get("receipt")
+        if answer.headers.get("content-type", "").startswith("application/json")
+        else None
+    )
+    statement = _check_receipt(token, peer=peer, me=me, message=message)
+    row.receipt = token
+    record(
+        session,
+        actor=SYSTEM,
+        action=AuditAction.HOP_SENT,
+        object_type="message",
+        object_id=message.id,
+        countries=[message.origin_country, message.destination_country],
+        details={
+            "to_node": peer.node_id,
+            "digest": message.digest,
+            "received_at": statement.get("received_at"),
+        },
+    )
+    session.flush()
+
+
+class HopFailed(SpocError):
+    """The peer did not take the hop (down, refusing, or a receipt that does not verify): try again later."""
+
+    status = 502
+    slug = "hop-failed"
+    title = "The peer node did not take the hop"
+
+
+def _check_receipt(token: Any, *, peer: DirectoryNode, me: DirectoryNode, message: Message) -> dict[str, Any]:
+    keys = {k.kid: k for k in (PublicKey.from_jwk(j) for j in peer.transport_keys)}
+
+    def resolve(kid: str) -> PublicKey:
+        if kid not in keys:
+            raise NotFound("not the peer's transport key")
+        return keys[kid]
+
+    try:
+        if not isinstance(token, str):
+            raise VerificationError("no receipt")
+        statement = verify_transport_receipt(token, resolve=resolve)
+    except VerificationError as exc:
+        raise HopFailed(f"{peer.node_id}'s transport receipt does not verify") from exc
+    expected = {
+        "message_id": message.id,
+        "digest": message.digest,
+        "from_node": me.node_id,
+        "to_node": peer.node_id,
+    }
+    if any(statement.get(k) != v for k, v in expected.items()):
+        raise HopFailed(f"{peer.node_id}'s transport receipt is not for this hop")
+    return statement
+
+
+# --- receiving ------------------------------------------------------------------------------------------
+
+
+def receive(
+    session: Session,
+    keys: DatabaseKeyStore,
+    *,
+    directory: RegionDirectory,
+    sender: DirectoryNode,
+    body: Mapping[str, Any],
+    request_id: str | None,
+) -> str:
+    """Check and store a hop from ``sender`` (its transport signature already verified); the receipt."""
+    custody, sender_key, envelope = body.get("custody"), body.get("sender_key"), body.get("envelope")
+    if not isinstance(envelope, dict) or not isinstance(custody, list) or not isinstance(sender_key, str):
+        raise PolicyRefused("a hop is {envelope, custody: [...], sender_key}", reason="malformed-hop")
+    if not all(isinstance(t, str) for t in custody):
+        raise PolicyRefused("custody holds compact JWS strings", reason="malformed-hop")
+    evidence = verify_evidence(
+        directory=directory,
+        sender=sender,
+        served_here=held_parties(session),
+        envelope=envelope,
+        custody=custody,
+        sender_key_token=sender_key,
+    )
+    message_id = str(evidence.header.message_id)
+    seen = session.scalar(select(Hop).where(Hop.message_id == message_id, Hop.direction == "in"))
+    if seen is not None:
+        if seen.digest != evidence.digest or seen.peer_node != sender.node_id or seen.receipt is None:
+            raise Conflict(f"message {message_id} was received before with other content")
+        return seen.receipt
+    if session.get(Message, message_id) is not None:
+        raise Conflict(f"message {message_id} is already known to this node")
+    header = evidence.header
+    agreement = legal_basis(
+        session,
+        origin=header.origin_country,
+        destination=header.destination_country,
+        category=header.category,
+        classification=header.classification,
+        at=utcnow(),
+    )
+    if header.destination_agency is not None:
+        try:
+            check_accreditation(
+                get_agency(session, header.destination_agency), header.classification, role="receive"
+            )
+        except NotFound:
+            raise PolicyRefused(
+                f"unknown destination agency {header.destination_agency}", reason="unknown-agency"
+            ) from None
+    me = this_node(session, directory)
+    actor = Actor(sender.node_id, "node", request_id)
+    message = _store(session, evidence, envelope, custody, actor=actor, legal_basis=agreement.reference)
+    now = utcnow()
+    statement = {
+        "message_id": message_id,
+        "digest": evidence.digest,
+        "from_node": sender.node_id,
+        "to_node": me.node_id,
+        "received_at": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    }
+    receipt = sign_transport_receipt(statement, key=keys.signing_key(TRANSPORT_PARTY))
+    session.add(Hop(message_id=message_id, direction="in", peer_node=sender.node_id, digest=evidence.digest,
+                    sender_key=sender_key, receipt=receipt, at=now))  # fmt: skip
+    forward(session, keys, message.id)  # into inbound review, with this contact point's "received" step
+    session.flush()
+    return receipt
+
+
+def _store(
+    session: Session,
+    evidence: Evidence,
+    envelope: dict[str, Any],
+    custody: list[str],
+    *,
+    actor: Actor,
+    legal_basis: str,
+) -> Message:
+    """The message as the origin node forwarded it: state ``forwarded``, its custody steps as they came."""
+    header, now = evidence.header, utcnow()
+    message = Message(
+        id=str(header.message_id),
+        conversation_id=str(header.conversation_id),
+        in_reply_to=str(header.in_reply_to) if header.in_reply_to else None,
+        type=header.type,
+        sender_agency=header.sender_agency,
+        origin_country=header.origin_country,
+        destination_country=header.destination_country,
+        destination_agency=header.destination_agency,
+        category=header.category,
+        classification=header.classification,
+        handling_codes=list(header.handling_codes),
+        priority_level=header.priority.level,
+        state=State.FORWARDED,
+        envelope=dict(envelope),
+        digest=evidence.digest,
+        received_at=now,
+        paused_seconds=0,
+        extended_seconds=0,
+        updated_at=now,
+    )
+    # Art. 5: the time limits run from the receipt of the request by the requested contact point.
+    period = legal_period(
+        message_type=header.type,
+        priority_level=header.priority.level,
+        information_access=header.priority.information_access,
+    )
+    if period is not None:
+        set_clock(message, Clock(started_at=now, deadline_at=now + period))
+    session.add(message)
+    session.flush()
+    steps = [CustodyStep(message_id=message.id, seq=0, party=header.sender_agency, actor=header.sender_agency,
+                         decision="submitted", to_state=State.SUBMITTED, signature=envelope["signature"])]  # fmt: skip
+    for token, statement in zip(custody, evidence.custody, strict=True):
+        steps.append(
+            CustodyStep(
+                message_id=message.id,
+                seq=int(statement["seq"]),
+                party=str(statement["party"]),
+                actor=str(statement.get("actor")),
+                decision=str(statement.get("decision")),
+                from_state=statement.get("from"),
+                to_state=str(statement.get("to")),
+                reason=statement.get("reason"),
+                refusal_ground=statement.get("refusal_ground"),
+                signature=token,
+            )
+        )
+    session.add_all(steps)
+    if message.deadline_at is not None:
+        session.add(deadline_row(message, "set", actor=actor))
+    record(
+        session,
+        actor=actor,
+        action=AuditAction.HOP_RECEIVED,
+        object_type="message",
+        object_id=message.id,
+        countries=[message.origin_country, message.destination_country],
+        details={
+            "from_node": actor.name,
+            "digest": message.digest,
+            "type": message.type,
+            "category": message.category,
+            "classification": message.classification,
+            "legal_basis": legal_basis,
+            "custody_steps": len(custody),
+        },
+    )
+    session.flush()
+    return message
