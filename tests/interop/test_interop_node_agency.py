@@ -156,7 +156,9 @@ def test_a_node_agency_written_from_the_docs_goes_the_whole_path(
     assert sent["answer"]["body"]["message_id"] == sent["message_id"]
     assert sent["answer"]["body"]["state"] == "origin_review"
     message_id = sent["message_id"]
-    jwks = {p: httpx.get(f"{server}/v1/directory/parties/{p}/jwks").json()["keys"] for p in ("AL-SPOC", "MK-SPOC")}
+    jwks = {
+        p: httpx.get(f"{server}/v1/directory/parties/{p}/jwks").json()["keys"] for p in ("AL-SPOC", "MK-SPOC")
+    }
     assert sent["readers"] == [[k for k in jwks[p] if k["use"] == "enc"][-1]["kid"] for p in jwks]
 
     # the officers and the outbox, over HTTP and through the same database
@@ -168,7 +170,9 @@ def test_a_node_agency_written_from_the_docs_goes_the_whole_path(
     assert drain_outbox(engine, settings) >= 1
 
     # 4: the receiving agency pulls, verifies, decrypts and acknowledges
-    received = run(node, "receive", {"url": server, "agency": agency(region, RECEIVER), "message_id": message_id})
+    received = run(
+        node, "receive", {"url": server, "agency": agency(region, RECEIVER), "message_id": message_id}
+    )
     assert "error" not in received, received
     assert received["plaintext"] == PLAINTEXT
     assert received["digest"] == sent["digest"]
