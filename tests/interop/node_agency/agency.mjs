@@ -12,6 +12,7 @@
 //   check   [url, agency, message_id, digest, receiver]
 //           signed GET /v1/messages/{id}, verify the receipt's signature and fields
 //   probe   [url, agency, fault]   a signed request with one deliberate mistake, answer as received
+//   examples [examples_dir]         reproduce the worked examples of agency-signing.md §4 and envelope.md §8
 //
 // `agency` is {"id": "AL-ASP", "signing_key": <private Ed25519 JWK>, "encryption_key": <private X25519 JWK>}.
 // Docs followed: envelope.md §2-§5 and §7, agency-signing.md §1-§3, receipts.md §1-§5.
@@ -30,11 +31,11 @@ const unb64u = (s) => {
 const sha256 = (data) => crypto.createHash("sha256").update(data).digest();
 const utf8 = (s) => Buffer.from(s, "utf8");
 
-// RFC 8785 (JCS). Every value the exchange signs is an object of strings, arrays, objects, null and booleans
-// (no numbers), and for those RFC 8785 is: members sorted by UTF-16 code units (JavaScript's default string
-// sort), no whitespace, strings as ECMAScript JSON.stringify writes them (RFC 8785 §3.2.2.2 is defined by
-// it). Numbers would also serialise as ECMAScript does (§3.2.2.3), which JSON.stringify implements; this
-// writer refuses non-finite numbers. Small on purpose: it covers the shapes used here and no more.
+// RFC 8785 (JCS), a small writer for the shapes the exchange signs: objects, arrays, strings, null, booleans
+// and small integers (a custody statement's `seq`). RFC 8785 is: members sorted by UTF-16 code units
+// (JavaScript's default string sort), no whitespace, strings exactly as ECMAScript JSON.stringify writes
+// them (§3.2.2.2) and numbers as ECMAScript writes them (§3.2.2.3, also JSON.stringify). Non-finite numbers
+// are refused; input is assumed to be I-JSON (what JSON.parse of a spoc document gives).
 function jcs(value) {
   if (value === null || typeof value === "boolean" || typeof value === "string") return JSON.stringify(value);
   if (typeof value === "number") {
@@ -218,7 +219,7 @@ function canonicalStatement(bytes) {
 
 // --- RFC 9421 request signing (agency-signing.md) -----------------------------------------------------------
 
-function signedHeaders(me, method, target, body, fault) {
+function signedHeaders(me, method, target, body, fault, { created, nonce } = {}) {
   const u = new URL(target, "http://x");
   const path = u.pathname; // every spoc path is plain ASCII, so this is the request line's path as sent
   const query = u.search === "" ? "?" : u.search;
@@ -233,8 +234,8 @@ function signedHeaders(me, method, target, body, fault) {
     components.push('"content-digest"');
     lines.push(`"content-digest": ${headers["Content-Digest"]}`);
   }
-  const created = Math.floor(Date.now() / 1000);
-  const nonce = b64u(crypto.randomBytes(16));
+  created ??= Math.floor(Date.now() / 1000);
+  nonce ??= b64u(crypto.randomBytes(16)); // fresh for every request, retries included
   const params = `(${components.join(" ")});created=${created};keyid="${me.sigKid}";alg="ed25519";nonce="${nonce}";tag="spoc-agency"`;
   lines.push(`"@signature-params": ${params}`);
   const signature = crypto.sign(null, Buffer.from(lines.join("\n"), "ascii"), me.sigKey).toString("base64");
@@ -281,7 +282,7 @@ async function send(input) {
     handling_codes: ["H0"],
     evaluation: { source_reliability: "B", information_accuracy: "2" },
     priority: { level: "normal", information_access: "indirect" },
-    created_at: new Date().toISOString(), // envelope.md §2: toISOString() is fine
+    created_at: input.created_at ?? new Date().toISOString(), // envelope.md §2: toISOString() is fine
   };
   const payload = seal(utf8(input.plaintext), readers);
   const input_ = signingInput(header, payload);
@@ -383,9 +384,52 @@ async function probe(input) {
   throw new Error(`unknown probe ${input.fault}`);
 }
 
+// The worked examples of docs/agency-signing.md §4 and docs/envelope.md §8, reproduced from schemas/examples/.
+async function examples(input) {
+  const fs = await import("node:fs");
+  const read = (name) => fs.readFileSync(`${input.examples_dir}/${name}`);
+  const out = { requests: [], envelope: {} };
+  // agency-signing.md §4: same key, created and nonce give the same headers byte for byte (Ed25519 is deterministic)
+  const signing = JSON.parse(read("agency-signing.example.json"));
+  const me = { sigKid: thumbprint(signing.private_jwk), sigKey: privateKey(signing.private_jwk) };
+  for (const r of signing.requests) {
+    const body = r.body === "" ? undefined : utf8(r.body);
+    const h = signedHeaders(me, r.method, r.target, body, undefined, { created: r.created, nonce: r.nonce });
+    const mine = { "signature-input": h["Signature-Input"], signature: h["Signature"] };
+    if (body !== undefined) mine["content-digest"] = h["Content-Digest"];
+    out.requests.push({ name: r.name, keyid: me.sigKid, same: jcs(mine) === jcs(r.headers) });
+  }
+  // envelope.md §8: thumbprints, signing input, digest, signature, decryption by both contact points
+  const pub = JSON.parse(read("keys.example.jwks.json"));
+  const priv = JSON.parse(read("keys.example.private.jwks.json"));
+  for (const [party, kid] of Object.entries(pub.parties)) jwksCache.set(party, pub.keys.filter((k) => k.kid === kid));
+  out.envelope.kids_are_thumbprints = pub.keys.every((k) => thumbprint(k) === k.kid);
+  const envelope = JSON.parse(read("envelope.example.json"));
+  const input_ = signingInput(envelope.header, envelope.payload);
+  out.envelope.signing_input_bytes = input_.length;
+  out.envelope.digest = digestOf(input_);
+  await verifyCompact("", envelope.signature, envelope.header.sender_agency, "spoc-envelope+jws", input_);
+  out.envelope.signature_verifies = true;
+  try {
+    const changed = { ...envelope.header, category: "fraud" };
+    await verifyCompact("", envelope.signature, envelope.header.sender_agency, "spoc-envelope+jws", signingInput(changed, envelope.payload));
+    out.envelope.changed_header_verifies = true;
+  } catch {
+    out.envelope.changed_header_verifies = false;
+  }
+  const plaintext = read("plaintext.example.json");
+  out.envelope.opened_by = {};
+  for (const party of ["AL-SPOC", "RS-SPOC"]) {
+    const jwk = priv.keys.find((k) => k.kid === priv.parties[party]);
+    const reader = { encKid: thumbprint(jwk), encKey: privateKey(jwk) };
+    out.envelope.opened_by[party] = open(envelope.payload, reader).equals(plaintext);
+  }
+  return out;
+}
+
 // --- main -----------------------------------------------------------------------------------------------------
 
-const commands = { send, receive, check, probe };
+const commands = { send, receive, check, probe, examples };
 const command = commands[process.argv[2]];
 if (!command) {
   process.stderr.write(`usage: node agency.mjs ${Object.keys(commands).join("|")} < input.json\n`);
