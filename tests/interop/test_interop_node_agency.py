@@ -27,6 +27,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ def server(settings: Settings, region: Region, tmp_path_factory: pytest.TempPath
                     break
             except httpx.HTTPError:
                 pass
-            subprocess.run(["sleep", "0.2"], check=True)
+            time.sleep(0.2)
         else:
             pytest.fail(f"uvicorn did not answer:\n{log.read_text()}")
         yield url

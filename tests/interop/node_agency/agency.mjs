@@ -315,7 +315,7 @@ async function send(input) {
 async function receive(input) {
   const me = loadAgency(input.agency);
   const url = input.url;
-  const inbox = await call(url, me, "GET", "/v1/inbox?limit=100&visibility_timeout=60");
+  const inbox = await call(url, me, "GET", "/v1/inbox?limit=500&visibility_timeout=60");
   if (inbox.status !== 200) return { error: "inbox", inbox };
   const item = inbox.body.find((i) => i.message_id === input.message_id);
   if (!item) return { error: "not in the inbox", inbox: inbox.body.map((i) => i.message_id) };
