@@ -29,6 +29,8 @@ run: $(STAMP)
 test: $(STAMP) services
 	@test -x /usr/bin/chromium || { echo "installing Debian's chromium for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }  # Playwright drives it; never `playwright install`
+	@command -v node >/dev/null || { echo "installing Debian's nodejs for the Node.js interop agency"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null; }  # tests/interop/node_agency: plain node, never npm
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -326,10 +326,14 @@ class AgencyClient:
 
     def receipt(self, opened: OpenedMessage) -> str:
         """A signed receipt naming the message and the digest of what was received."""
+        return self.receipt_for(opened.message_id, opened.digest)
+
+    def receipt_for(self, message_id: str, digest: str) -> str:
+        """A signed receipt for ``message_id`` over ``digest``, received now (docs/receipts.md)."""
         statement = {
             "type": "receipt",
-            "message_id": opened.message_id,
-            "digest": opened.digest,
+            "message_id": message_id,
+            "digest": digest,
             "agency": self.agency_id,
             "received_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         }

@@ -4,8 +4,11 @@ The broker POSTs each delivery to the agency's registered endpoint as the same J
 inbox item, signed (RFC 9421) by the contact point of the agency's country. ``PushReceiver.receive``:
 
 1. verifies that HTTP signature with the contact point's published key (401 otherwise);
-2. answers a message id it has seen with the receipt it gave the first time (the broker delivers at
-   least once: after a lost answer or a killed worker the same push comes again);
+2. answers a message id it has seen without handling it again, with a **fresh** receipt: the statement it
+   signed the first time (same message id, digest and agency; the pushed envelope must still have that
+   digest) with ``received_at`` now. The broker delivers at least once (after a lost answer or a killed
+   worker the same push comes again, possibly much later), and it refuses a receipt whose ``received_at``
+   is more than ``SPOC_RECEIPT_MAX_AGE_SECONDS`` (1 h) old, so the first receipt cannot simply be replayed;
 3. verifies the originator's signature and every contact point's countersignature, and decrypts
    (``AgencyClient.open``; 422 if anything fails);
 4. calls the application's ``handle`` exactly once per message id, then stores and returns the signed
@@ -28,7 +31,8 @@ from typing import Any, Protocol
 import orjson
 
 from broker.client.agency import AgencyClient, OpenedMessage
-from broker.crypto import PublicKey
+from broker.client.custody import envelope_digest
+from broker.crypto import PublicKey, statement_of
 from broker.crypto.httpsig import verify_request
 from broker.errors import NotAuthenticated, VerificationError
 
@@ -62,7 +66,7 @@ class MemoryStore:
 @dataclass
 class Counters:
     received: int = 0  # pushes handled for the first time
-    duplicates: int = 0  # pushes of a message already handled (answered with the first receipt)
+    duplicates: int = 0  # pushes of a message already handled (answered with a fresh receipt, not handled)
     refused: int = 0  # pushes refused (signature, chain of custody)
 
 
@@ -119,8 +123,13 @@ class PushReceiver:
         with stripe:
             seen = self.store.get(message_id)
             if seen is not None:
+                try:
+                    receipt = self._receipt_again(seen, item)
+                except (VerificationError, KeyError, ValueError, TypeError) as exc:
+                    self._count("refused")
+                    return 422, {"title": "not the message acknowledged before", "detail": str(exc)[:300]}
                 self._count("duplicates")
-                return 200, {"receipt": seen, "duplicate": True}
+                return 200, {"receipt": receipt, "duplicate": True}
             try:
                 opened = self.client.open(item)
             except (VerificationError, KeyError, ValueError) as exc:
@@ -131,6 +140,14 @@ class PushReceiver:
             self.store.put(message_id, receipt)
         self._count("received")
         return 200, {"receipt": receipt}
+
+    def _receipt_again(self, first: str, item: Mapping[str, Any]) -> str:
+        """A new receipt for a message handled before: the first statement, signed again with ``received_at``
+        now, provided the pushed envelope is still the one signed for (same digest)."""
+        statement = statement_of(first)  # our own token, taken from our own store
+        if envelope_digest(item["envelope"]) != statement.get("digest"):
+            raise VerificationError("the envelope's digest is not the one acknowledged before")
+        return self.client.receipt_for(str(statement["message_id"]), str(statement["digest"]))
 
 
 class ReceiverServer:

@@ -3,18 +3,23 @@ officers' retry and re-route, the pull inbox's leases and pages, and idempotent 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from broker.client.agency import ClientError, OpenedMessage
-from broker.client.receiver import PushReceiver, serve
+from broker.client.receiver import MemoryStore, PushReceiver, serve
 from broker.config import Settings
+from broker.crypto import KeyPair, sign_receipt, statement_of, verify_receipt
+from broker.crypto.httpsig import sign_request
 from broker.delivery.push import make_client
 from broker.delivery.runner import push_all_due
+from broker.keys.service import DatabaseKeyStore
 from tests.factories import Region, agency_client, drain, officer_client
 
 PUSH_AGENCY = "AL-ASP"
@@ -251,3 +256,60 @@ def test_the_receiver_refuses_a_push_signed_by_someone_else(client: TestClient, 
     sign_request("POST", "http://127.0.0.1/push", headers, body, key=KeyPair.generate("sig"))
     assert receiver.receive("POST", "http://127.0.0.1/push", headers, body)[0] == 401
     assert receiver.counters.refused == 1
+
+
+def _signed_push(keys: DatabaseKeyStore, url: str, body: bytes) -> dict[str, str]:
+    """Headers of a push of ``body`` signed by AL-SPOC, as the broker signs it."""
+    headers = {"content-type": "application/json"}
+    sign_request("POST", url, headers, body, key=keys.signing_key("AL-SPOC"))
+    return headers
+
+
+def test_a_duplicate_push_is_answered_with_a_fresh_receipt_not_the_stored_one(
+    client: TestClient, region: Region, settings: Settings, push_agency: str, keys: DatabaseKeyStore
+) -> None:
+    """The broker refuses a receipt whose received_at is over an hour old, and a push can come again much
+    later: the receiver signs the first statement again with received_at now, without handling it twice."""
+    got: list[OpenedMessage] = []
+    agency = agency_client(region, push_agency, client)
+    receiver = PushReceiver(agency, got.append)
+    pushes: list[tuple[str, dict[str, str], bytes]] = []
+    receive = receiver.receive
+
+    def recording(
+        method: str, url: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, dict[str, Any]]:
+        pushes.append((url, dict(headers), body))
+        return receive(method, url, headers, body)
+
+    receiver.receive = recording  # type: ignore[method-assign]
+    server = serve(receiver)
+    try:
+        agency.set_push_endpoint(server.url)
+        message_id = _routed(client, region)
+        assert _push(client, settings)["delivered"] >= 1
+        [(url, headers, body)] = pushes
+        first = statement_of(receiver.store.get(message_id) or "")
+        # What the store holds after two hours: the first receipt, dated then.
+        old = {**first, "received_at": (datetime.now(UTC) - timedelta(hours=2)).isoformat()}
+        receiver.store = MemoryStore()
+        signer = KeyPair.from_private_jwk(agency.credentials.signing_key)
+        receiver.store.put(message_id, sign_receipt(old, key=signer))
+
+        status_code, answer = receive("POST", url, headers, body)
+        assert (status_code, answer["duplicate"], len(got)) == (200, True, 1)
+        again = verify_receipt(answer["receipt"], resolve=lambda kid: signer.public)
+        assert {k: v for k, v in again.items() if k != "received_at"} == {
+            k: v for k, v in first.items() if k != "received_at"
+        }
+        fresh = datetime.fromisoformat(again["received_at"])
+        assert abs((datetime.now(UTC) - fresh).total_seconds()) < 30
+
+        # A "duplicate" whose envelope is not the one acknowledged before gets no receipt.
+        item = json.loads(body)
+        item["envelope"]["header"]["legal_basis"] = "something else"
+        changed = json.dumps(item).encode()
+        resigned = _signed_push(keys, url, changed)
+        assert receive("POST", url, resigned, changed)[0] == 422
+    finally:
+        server.stop()
