@@ -78,6 +78,7 @@ REASONS: Final = (
     "digest",
     "signature",
     "nonce",
+    "unlisted-node",  # a hop between nodes signed by a key the regional directory does not list (broker.hop)
 )
 _PROFILE: Final = "see docs/agency-signing.md"
 

@@ -34,7 +34,7 @@ from broker.crypto import PublicKey, countersign, unverified_kid
 from broker.crypto.countersign import sign_transport_receipt, verify_transport_receipt
 from broker.crypto.httpsig import NODE_LABEL, sign_request
 from broker.db import utcnow
-from broker.directory.service import get_agency
+from broker.directory.service import contact_point_for, get_agency
 from broker.errors import Conflict, NotFound, PolicyRefused, SpocError, Unavailable, VerificationError
 from broker.hop.evidence import Evidence, sender_key_statement, verify_evidence
 from broker.hop.models import Hop
@@ -69,10 +69,11 @@ def live_directory(session: Session) -> Current:
     return installed
 
 
-def is_remote(session: Session, country: str) -> bool:
-    """Whether ``country``'s contact point lives on another node (its private keys are not held here)."""
-    held = held_parties(session)
-    return not any(party.startswith(f"{country}-") for party in held if party.endswith("-SPOC"))
+def is_remote(session: Session, keys: DatabaseKeyStore, country: str) -> bool:
+    """Whether ``country``'s contact point lives on another node: this node does not hold its signing key.
+    (On a hub, or the embedded demo, every contact point is held and nothing is remote.) From the directory
+    and key snapshots: no query."""
+    return not keys.holds(contact_point_for(session, country).id)
 
 
 def this_node(session: Session, directory: RegionDirectory) -> DirectoryNode:
@@ -104,7 +105,7 @@ def peer_for_kid(directory: RegionDirectory, kid: str) -> tuple[DirectoryNode, P
 def _hop_body(
     session: Session, keys: DatabaseKeyStore, message: Message, *, sender_key: str | None
 ) -> dict[str, Any]:
-    origin_cp = f"{message.origin_country}-SPOC"
+    origin_cp = contact_point_for(session, message.origin_country).id
     steps = [s.signature for s in custody_of(session, message.id) if s.seq >= 1 and s.party == origin_cp]
     if sender_key is None:
         agency_kid = unverified_kid(message.envelope["signature"])
@@ -251,6 +252,7 @@ def receive(
             ) from None
     me = this_node(session, directory)
     actor = Actor(sender.node_id, "node", request_id)
+    _learn_sender_key(session, evidence)
     message = _store(session, evidence, envelope, custody, actor=actor, legal_basis=agreement.reference)
     now = utcnow()
     statement = {
@@ -266,6 +268,19 @@ def receive(
     forward(session, keys, message.id)  # into inbound review, with this contact point's "received" step
     session.flush()
     return receipt
+
+
+def _learn_sender_key(session: Session, evidence: Evidence) -> None:
+    """Register the originator's public key as the origin contact point vouched for it, so that this node's
+    agencies (and anyone checking the message here) verify the envelope from this node's registry. Public
+    only; a key already known is left as it is (its status here is this node's business)."""
+    key = evidence.sender_key
+    if session.get(PartyKey, key.kid) is None:
+        session.add(
+            PartyKey(
+                kid=key.kid, party_id=evidence.header.sender_agency, use=key.use, public_jwk=dict(key.jwk)
+            )
+        )
 
 
 def _store(

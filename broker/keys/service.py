@@ -200,6 +200,11 @@ class DatabaseKeyStore:
     def _active(self, party_id: str, use: str) -> list[_KeyView]:
         return [k for k in self._snapshot().by_party.get((party_id, use), []) if k.status == "active"]
 
+    def holds(self, party_id: str) -> bool:
+        """Whether this node holds ``party_id``'s current signing key (its own contact points, its log): from
+        the snapshot, no query. A party it only knows by public keys (another node's) is not held."""
+        return any(k.private_sealed is not None for k in self._active(party_id, "sig"))
+
     def signing_key(self, party_id: str) -> KeyPair:
         rows = self._active(party_id, "sig")
         if not rows:

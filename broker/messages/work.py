@@ -4,7 +4,8 @@ Workers call ``process`` with these handlers; ``drain`` runs the same code in-pr
 a test that does not start a worker uses. There is one implementation of each step:
 
 - ``forward``: the destination contact point receives a forwarded message (``broker.messages.service``);
-- ``deliver``: a routed message's delivery row to its agency, pull or push (``broker.delivery.service``).
+- ``deliver``: a routed message's delivery row to its agency, pull or push (``broker.delivery.service``);
+- ``forward`` to a country whose contact point is on another node is the hop (``broker.hop.service``).
 
 Every handler is idempotent: it looks at the message's state and does nothing if the step was done.
 """
@@ -13,11 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker.delivery.service import deliver
 from broker.directory.models import Agency
+from broker.hop import service as hop
+from broker.hop.service import is_remote
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.models import Message
 from broker.messages.service import forward
@@ -25,9 +29,22 @@ from broker.outbox import service as outbox
 from broker.outbox.models import OutboxItem
 
 
-def handlers(keys: DatabaseKeyStore) -> dict[str, outbox.Handler]:
+def handlers(keys: DatabaseKeyStore, http: httpx.Client | None = None) -> dict[str, outbox.Handler]:
+    """``http`` carries hops to peer nodes (made on first use, with timeouts, when not given)."""
+    clients: list[httpx.Client] = [http] if http is not None else []
+
+    def peer_http() -> httpx.Client:
+        if not clients:
+            clients.append(httpx.Client(timeout=httpx.Timeout(10.0, connect=3.0), trust_env=False))
+        return clients[0]
+
     def do_forward(session: Session, row: OutboxItem) -> None:
-        if row.message_id is not None:
+        if row.message_id is None:
+            return
+        message = session.get(Message, row.message_id)
+        if message is not None and is_remote(session, keys, message.destination_country):
+            hop.send(session, keys, row.message_id, http=peer_http())  # the destination is another node
+        else:
             forward(session, keys, row.message_id)
 
     def do_deliver(session: Session, row: OutboxItem) -> None:
@@ -52,12 +69,16 @@ def prefetch(session: Session, rows: Sequence[OutboxItem]) -> None:
     session.info.setdefault("outbox_prefetched", []).extend(loaded)
 
 
-def process(session: Session, keys: DatabaseKeyStore, ids: Sequence[int]) -> int:
+def process(
+    session: Session, keys: DatabaseKeyStore, ids: Sequence[int], *, http: httpx.Client | None = None
+) -> int:
     """Run the outbox rows ``ids`` (a worker's batch task); returns rows done."""
-    return outbox.process(session, ids, handlers(keys), prefetch=prefetch)
+    return outbox.process(session, ids, handlers(keys, http), prefetch=prefetch)
 
 
-def drain(session: Session, keys: DatabaseKeyStore, *, limit: int = 1000) -> int:
+def drain(
+    session: Session, keys: DatabaseKeyStore, *, limit: int = 1000, http: httpx.Client | None = None
+) -> int:
     """Claim and process every due outbox row in this transaction (no Celery); returns rows processed."""
     total = 0
     tried: set[int] = set()
@@ -65,7 +86,7 @@ def drain(session: Session, keys: DatabaseKeyStore, *, limit: int = 1000) -> int
         if tried.issuperset(ids):
             break  # only rows that failed already: leave them to the relay's redispatch
         tried.update(ids)
-        total += process(session, keys, ids)
+        total += process(session, keys, ids, http=http)
         if total >= limit:
             break
     return total

@@ -1,0 +1,270 @@
+"""A request across two nodes, each with its own database and keys: AL's node and XK's node, joined by one
+signed regional directory. AL-ASP submits on its node, an AL officer approves, AL's outbox hands the message
+to XK's node over HTTP (RFC 9421 transport signature), XK's officer routes it, and XK-KP reads it and checks
+the chain of custody, with AL's countersignatures verified from the directory alone. The same hop again is
+answered with the same receipt; a replayed request, an unlisted key and forged custody are refused over HTTP
+and audited; neither database holds the other country's private keys."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from sqlalchemy import Engine, func, select
+
+from broker.audit.models import AuditEntry
+from broker.audit.service import SYSTEM
+from broker.client.agency import AgencyClient
+from broker.client.officer import OfficerClient
+from broker.config import Settings
+from broker.crypto import KeyPair, MasterKey, countersign
+from broker.crypto.countersign import statement_of
+from broker.crypto.httpsig import NODE_LABEL, sign_request
+from broker.db import make_engine, make_sessionmaker, unit_of_work, utcnow
+from broker.directory.seed import SeedResult, seed_region
+from broker.hop.models import Hop
+from broker.hop.service import HOP_PATH
+from broker.keys.models import PartyKey
+from broker.keys.service import DatabaseKeyStore
+from broker.messages.work import drain
+from broker.migrate import upgrade
+from broker.region.service import install
+from broker.region.sync import node_entry
+from tests.broker.region.region_builders import draft, signed
+from tests.conftest import PG_ADMIN
+
+URLS = {"AL": "http://al.node.test", "XK": "http://xk.node.test"}
+
+
+@dataclass
+class Node:
+    country: str
+    settings: Settings
+    seed: SeedResult
+    client: TestClient
+    engine: Engine
+
+    def agency(self, agency_id: str) -> AgencyClient:
+        return AgencyClient(
+            URLS[self.country], self.seed.agencies[agency_id], transport=self.client._transport
+        )
+
+    def officer(self, username: str) -> OfficerClient:
+        password = self.seed.accounts[username].password
+        return OfficerClient(URLS[self.country], username, password, transport=self.client._transport)
+
+    def drain(self, peers: httpx.Client) -> int:
+        state = self.client.app.state  # type: ignore[attr-defined]
+        with unit_of_work(state.sessionmaker) as session:
+            return drain(session, DatabaseKeyStore(session, state.master_key), http=peers)
+
+    def count(self, query: Any) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.scalar(query) or 0)
+
+
+@pytest.fixture(scope="module")
+def region_of_two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
+    from contact_points.app import create_app
+
+    governance = KeyPair.generate("sig")
+    folder = tmp_path_factory.mktemp("two-nodes")
+    anchor = folder / "anchor.jwks.json"
+    anchor.write_text(orjson.dumps({"keys": [governance.public.jwk]}).decode())
+    names = {c: f"spoc_node_{c.lower()}_{uuid.uuid4().hex[:8]}" for c in URLS}
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        for name in names.values():
+            conn.execute(f'CREATE DATABASE "{name}"')
+    made: dict[str, tuple[Settings, SeedResult, dict[str, Any]]] = {}
+    for country, name in names.items():
+        settings = Settings(
+            environment="test",
+            database_url=f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
+            master_key=SecretStr(MasterKey.generate_secret()),
+            data_dir=Path(folder / country),
+            region_anchor=anchor,
+        )
+        upgrade(settings)
+        engine = make_engine(settings)
+        master = MasterKey.from_secret(settings.master_key_secret())
+        with unit_of_work(make_sessionmaker(engine)) as session:
+            seed = seed_region(session, master, data_dir=None, countries={country})
+            entry = node_entry(
+                session,
+                DatabaseKeyStore(session, master),
+                master,
+                node_id=country.lower(),
+                base_url=URLS[country],
+            )
+        engine.dispose()
+        made[country] = (settings, seed, entry)
+    agreement = {
+        "reference": "AL-XK police cooperation 2024",
+        "countries": ["AL", "XK"],
+        "categories": ["drug-trafficking", "migrant-smuggling"],
+        "max_classification": "CONFIDENTIAL",
+        "valid_from": "2024-01-01T00:00:00Z",
+    }
+    directory = signed(draft([made["AL"][2], made["XK"][2]], agreements=[agreement]), governance)
+    nodes: dict[str, Node] = {}
+    clients = []
+    for country, (settings, seed, _) in made.items():
+        app = create_app(settings)
+        with unit_of_work(app.state.sessionmaker) as session:
+            install(session, directory, anchor=[governance.public], now=utcnow(), actor=SYSTEM)
+        client = TestClient(app, base_url=URLS[country])
+        client.__enter__()
+        clients.append(client)
+        nodes[country] = Node(country, settings, seed, client, app.state.engine)
+    yield nodes
+    for client in clients:
+        client.__exit__(None, None, None)
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        for name in names.values():
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def peers(nodes: dict[str, Node]) -> httpx.Client:
+    """The network between the nodes: each node's base URL reaches that node's app, and nothing else."""
+    return httpx.Client(mounts={URLS[c]: n.client._transport for c, n in nodes.items()})
+
+
+def test_a_request_crosses_from_al_s_node_to_xk_s_node_and_is_read_there(
+    region_of_two: dict[str, Node],
+) -> None:
+    al, xk = region_of_two["AL"], region_of_two["XK"]
+    asker = al.agency("AL-ASP")
+    envelope = asker.build(
+        payload=b'{"q": "who rents the van LX-482"}', destination_country="XK", category="drug-trafficking"
+    )
+    message_id = asker.submit(envelope)["message_id"]
+    al.officer("al-officer").decide(message_id, "approve")
+    with peers(region_of_two) as network:
+        assert al.drain(network) >= 1
+    assert al.count(select(func.count()).select_from(Hop).where(Hop.receipt.is_not(None))) == 1
+
+    xk.officer("xk-officer").decide(message_id, "route", route_to_agency="XK-KP")
+    with peers(region_of_two) as network:
+        xk.drain(network)
+    reader = xk.agency("XK-KP")
+    item = next(i for i in reader.inbox_all() if i["message_id"] == message_id)
+    opened = reader.open(
+        item
+    )  # the originator's signature and every countersignature checked, then decrypted
+    assert opened.plaintext == b'{"q": "who rents the van LX-482"}'
+    # AL-SPOC's step is verified with the key XK's node learnt from the regional directory
+    assert [(s["party"], s["decision"]) for s in opened.custody] == [
+        ("AL-SPOC", "approved"),
+        ("XK-SPOC", "received"),
+        ("XK-SPOC", "routed"),
+    ]
+    report = reader.custody(item)
+    assert report.ok, report.problem()
+
+    same_digest = select(AuditEntry.details["digest"].as_string())
+    sent = al.count(select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "hop:sent"))
+    received = xk.count(
+        select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "hop:received")
+    )
+    assert (sent, received) == (1, 1)
+    with al.engine.connect() as a, xk.engine.connect() as x:
+        assert a.scalar(same_digest.where(AuditEntry.action == "hop:sent")) == x.scalar(
+            same_digest.where(AuditEntry.action == "hop:received")
+        )
+        al_held = set(a.scalars(select(PartyKey.party_id).where(PartyKey.private_sealed.is_not(None))))
+        xk_held = set(x.scalars(select(PartyKey.party_id).where(PartyKey.private_sealed.is_not(None))))
+    assert al_held == {"AL-SPOC", "spoc-log", "spoc-node", "spoc-witness"}
+    assert xk_held == {"XK-SPOC", "spoc-log", "spoc-node", "spoc-witness"}
+
+
+def _forwarded(al: Node) -> tuple[str, dict[str, Any]]:
+    """A message approved at AL, and the hop AL's node would send for it (not sent)."""
+    from broker.hop.service import _hop_body
+    from broker.messages.models import Message
+
+    asker = al.agency("AL-ASP")
+    message_id = asker.submit(
+        asker.build(payload=b"{}", destination_country="XK", category="drug-trafficking")
+    )["message_id"]
+    al.officer("al-officer").decide(message_id, "approve")
+    state = al.client.app.state  # type: ignore[attr-defined]
+    with unit_of_work(state.sessionmaker) as session:
+        message = session.get(Message, message_id)
+        assert message is not None
+        return message_id, _hop_body(
+            session, DatabaseKeyStore(session, state.master_key), message, sender_key=None
+        )
+
+
+def _post(node: Node, body: dict[str, Any], key: KeyPair) -> httpx.Response:
+    raw = orjson.dumps(body)
+    headers = {"content-type": "application/json"}
+    sign_request("POST", URLS[node.country] + HOP_PATH, headers, raw, key=key, label=NODE_LABEL)
+    response: httpx.Response = node.client.post(HOP_PATH, content=raw, headers=headers)
+    return response
+
+
+def _transport_key(node: Node) -> KeyPair:
+    state = node.client.app.state  # type: ignore[attr-defined]
+    with unit_of_work(state.sessionmaker) as session:
+        return DatabaseKeyStore(session, state.master_key).signing_key("spoc-node")
+
+
+def test_the_same_hop_gets_the_same_receipt_and_a_replayed_request_is_refused(
+    region_of_two: dict[str, Node],
+) -> None:
+    al, xk = region_of_two["AL"], region_of_two["XK"]
+    _, body = _forwarded(al)
+    key = _transport_key(al)
+    first = _post(xk, body, key)
+    assert first.status_code == 200, first.text
+    again = _post(xk, body, key)  # a retry after a lost answer: signed anew, same content
+    assert again.json() == first.json()
+
+    raw = orjson.dumps(body)
+    headers = {"content-type": "application/json"}
+    sign_request("POST", URLS["XK"] + HOP_PATH, headers, raw, key=key, label=NODE_LABEL)
+    assert xk.client.post(HOP_PATH, content=raw, headers=headers).status_code == 200
+    replayed = xk.client.post(HOP_PATH, content=raw, headers=headers)  # the same bytes and signature
+    assert (replayed.status_code, replayed.json()["reason"]) == (401, "nonce")
+
+
+def test_hostile_hops_are_refused_with_their_reason_audited_and_nothing_stored(
+    region_of_two: dict[str, Node],
+) -> None:
+    al, xk = region_of_two["AL"], region_of_two["XK"]
+    message_id, body = _forwarded(al)
+    refused_before = xk.count(
+        select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "hop:refused")
+    )
+
+    unlisted = _post(xk, body, KeyPair.generate("sig"))  # a node the directory does not know
+    assert (unlisted.status_code, unlisted.json()["reason"]) == (401, "unlisted-node")
+
+    forged = dict(body)
+    statement = statement_of(body["custody"][-1])
+    forged["custody"] = [*body["custody"][:-1], countersign(statement, key=KeyPair.generate("sig"))]
+    answer = _post(xk, forged, _transport_key(al))
+    assert (answer.status_code, answer.json()["reason"]) == (422, "custody")
+
+    missing = {**body, "custody": []}
+    answer = _post(xk, missing, _transport_key(al))
+    assert (answer.status_code, answer.json()["reason"]) == (422, "custody")
+
+    from broker.messages.models import Message
+
+    with xk.engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(Message).where(Message.id == message_id)) == 0
+    refused_after = xk.count(
+        select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "hop:refused")
+    )
+    assert refused_after == refused_before + 2  # the unlisted key is a denied call, the others hop refusals
