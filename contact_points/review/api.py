@@ -150,7 +150,7 @@ def detail(
         ]
         if direction == "outbound"
         else [],
-        "allowed_actions": allowed_actions(session, user, message, direction),
+        "allowed_actions": allowed_actions(session, user, message, direction, keys=keys),
     }
 
 

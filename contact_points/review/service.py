@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session
 from broker.accounts.models import User
 from broker.audit.actions import AuditAction
 from broker.audit.service import Actor, record
-from broker.crypto import PublicKey, add_reader
+from broker.crypto import PublicKey, add_reader, opening_key
 from broker.directory.models import ContactPoint
 from broker.directory.service import contact_point_for, get_agency
-from broker.errors import Conflict, InvalidInput, NotFound, NotPermitted, PolicyRefused
+from broker.errors import Conflict, InvalidInput, NotFound, NotPermitted, PolicyRefused, VerificationError
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.clock import extend_deadline
 from broker.messages.dissemination import decide_dissemination, requests_for
@@ -30,8 +30,14 @@ from broker.messages.models import Approval, Message
 from broker.messages.notifications import notify
 from broker.messages.service import add_custody, schedule_delivery, schedule_forward, transition
 from broker.messages.states import State
-from broker.policy.service import check_accreditation, check_onward_dissemination, cleared, onward_source
-from contact_points.review.content import Content, read_content
+from broker.policy.service import (
+    CONDITIONS,
+    check_accreditation,
+    check_onward_dissemination,
+    cleared,
+    onward_source,
+)
+from contact_points.review.content import Content, acknowledged, read_content
 from contact_points.review.queues import QueueFilter, counts, queue
 from contact_points.review.scope import (
     AWAITING,
@@ -66,6 +72,9 @@ REVIEW_ACTIONS: dict[Direction, tuple[str, ...]] = {
     "inbound": ("accept", "route", "refuse", "return", "assign", "extend"),
 }
 PROVIDER_ACTIONS = ("grant", "deny")
+#: Decisions that pass the content on (forward it, accept it, send it to an agency): taken only by an
+#: officer who could read it — cleared, the payload opens with the contact point's keys, H3 acknowledged.
+CONTENT_ACTIONS = frozenset({"approve", "accept", "route"})
 
 
 class _Custody(Protocol):
@@ -104,13 +113,46 @@ def _may_approve(
     return None
 
 
-def allowed_actions(session: Session, user: User, message: Message, direction: Direction) -> list[str]:
-    """The decisions this officer may take on this message now — what the UI offers, and nothing more."""
+def unread(
+    session: Session, keys: DatabaseKeyStore, user: User, message: Message, cp: ContactPoint
+) -> str | None:
+    """Why ``user`` cannot have read ``message``'s content as an officer of ``cp`` (so may not pass it on),
+    or None: not cleared, the payload does not open with the contact point's held keys (a recipient entry
+    can name its key and still be garbage), or H3 conditions this officer has not acknowledged."""
+    if not cleared(user.clearance, message.classification):
+        return f"passing on a {message.classification} message needs clearance at or above it"
+    if CONDITIONS in message.handling_codes and not acknowledged(session, user, message):
+        return "H3: acknowledge the provider's conditions and read the content before passing it on"
+    try:
+        opening_key(message.envelope["payload"], keys=keys.encryption_keys(cp.id))
+    except VerificationError:
+        return f"the payload cannot be decrypted with {cp.id}'s keys; unread content is not passed on"
+    return None
+
+
+def allowed_actions(
+    session: Session,
+    user: User,
+    message: Message,
+    direction: Direction,
+    *,
+    keys: DatabaseKeyStore | None = None,
+) -> list[str]:
+    """The decisions this officer may take on this message now — what the UI offers, and nothing more.
+
+    With ``keys``, approve/accept/route are offered only if the officer could read the content (see
+    :func:`unread`); without, the caller must gate them on having read it (the UI's message page shows
+    no decisions on content it could not show). :func:`decide` checks it either way."""
     if user.role not in OFFICER_ROLES or not cleared(user.clearance, message.classification):
         return []
     actions: list[str] = []
     if message.state == AWAITING[direction]:
+        cannot_read: str | None = None
+        if keys is not None:
+            cannot_read = unread(session, keys, user, message, officer_contact_point(session, user))
         for action in REVIEW_ACTIONS[direction]:
+            if action in CONTENT_ACTIONS and cannot_read is not None:
+                continue
             if action == "approve" and (
                 _may_approve(session, message, user) is not None or _h2_blocked(session, message)
             ):
@@ -158,6 +200,10 @@ def decide(
         raise Conflict(
             f"'{decision.action}' is not a decision of {direction} review; allowed: {', '.join(sorted(allowed))}"
         )
+    if decision.action in CONTENT_ACTIONS:
+        refused = unread(session, keys, user, message, cp)
+        if refused is not None:
+            raise NotPermitted(refused)
     before = message.state
 
     def custody(name: str, reason: str | None = decision.reason) -> None:

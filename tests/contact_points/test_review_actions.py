@@ -169,9 +169,11 @@ def test_an_officer_provides_information_on_own_initiative_and_another_approves_
     assert message.handling_codes == ["H0", "H3"]
     assert message.deadline_at is None
     assert "approve" not in allowed_actions(db, author, message, "outbound")
+    acknowledge_conditions(db, author, message.id, actor=_actor(db, "al-officer2"))
     with pytest.raises(Conflict, match="you wrote this provision"):
         decide_as(db, keys, "al-officer2", message.id, "approve")
-    decide_as(db, keys, "al-officer", message.id, "approve")
+    acknowledge_conditions(db, user(db, "al-officer"), message.id, actor=_actor(db, "al-officer"))
+    decide_as(db, keys, "al-officer", message.id, "approve")  # H3: only after reading its conditions
     assert message.state == State.FORWARDED
     forward(db, keys, message.id)
     mk = user(db, "mk-officer")

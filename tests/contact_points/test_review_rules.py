@@ -1,0 +1,129 @@
+"""Rules of the review that every door shares (project issue 12): only content an officer could read is
+passed on, conversations are scoped like their messages, four eyes on the roles of the moment of approval,
+an answer goes to its requester, accept once, and deadline extensions only as Art. 5(2) allows."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from broker.crypto import PublicKey
+from broker.messages.service import custody_of
+from tests.broker.messages.spoc_builders import committed, officer_headers
+from tests.factories import Region, agency_client, drain
+
+H3_PAYLOAD = json.dumps({"q": "bank records", "conditions": "Not to be used in court proceedings."}).encode()
+
+
+def _submit(client: TestClient, region: Region, sender: str, **build: Any) -> str:
+    asker = agency_client(region, sender, client)
+    envelope = asker.build(payload=build.pop("payload", b'{"q": "x"}'), **build)
+    message_id: str = asker.submit(envelope)["message_id"]
+    return message_id
+
+
+def _get(client: TestClient, headers: dict[str, str], message_id: str) -> dict[str, Any]:
+    response = client.get(f"/v1/cp/messages/{message_id}", headers=headers)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def _decide(
+    client: TestClient, headers: dict[str, str], message_id: str, body: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    response = client.post(f"/v1/cp/messages/{message_id}/decisions", json=body, headers=headers)
+    if response.status_code >= 400:
+        assert response.headers["content-type"].startswith("application/problem+json")
+    result: dict[str, Any] = response.json()
+    return response.status_code, result
+
+
+def _bulk(
+    client: TestClient, headers: dict[str, str], message_id: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    response = client.post(
+        "/v1/cp/decisions",
+        json={"decisions": [{"message_id": message_id, "decision": body}]},
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()["results"][0]
+    return result
+
+
+# --- 1. only what the officer could read is passed on ------------------------------------------------
+
+
+def test_h3_is_approved_only_after_the_officer_acknowledged_its_conditions(
+    client: TestClient, region: Region
+) -> None:
+    single = _submit(
+        client,
+        region,
+        "AL-ASP",
+        destination_country="MK",
+        category="fraud",
+        handling_codes=("H0", "H3"),
+        payload=H3_PAYLOAD,
+    )
+    bulk = _submit(
+        client,
+        region,
+        "AL-ASP",
+        destination_country="MK",
+        category="fraud",
+        handling_codes=("H0", "H3"),
+        payload=H3_PAYLOAD,
+    )
+    al = officer_headers(client, region, "al-officer")
+    for message_id in (single, bulk):
+        assert "approve" not in _get(client, al, message_id)["allowed_actions"]
+    status, problem = _decide(client, al, single, {"action": "approve"})
+    assert (status, problem["type"]) == (403, "urn:spoc:problem:not-permitted")
+    assert "H3" in problem["detail"]
+    outcome = _bulk(client, al, bulk, {"action": "approve"})
+    assert (outcome["status"], outcome["problem"]["type"]) == (403, "urn:spoc:problem:not-permitted")
+    with committed(client) as session:
+        for message_id in (single, bulk):
+            assert [s.decision for s in custody_of(session, message_id)] == ["submitted"]
+
+    for message_id in (single, bulk):
+        acknowledged = client.post(f"/v1/cp/messages/{message_id}/conditions/acknowledgement", headers=al)
+        assert acknowledged.status_code == 204
+        assert "approve" in _get(client, al, message_id)["allowed_actions"]
+    assert _decide(client, al, single, {"action": "approve"})[1]["state"] == "forwarded"
+    assert _bulk(client, al, bulk, {"action": "approve"})["status"] == 200
+
+
+def _corrupt(envelope: dict[str, Any], reader: PublicKey) -> None:
+    """Garble ``reader``'s wrapped content key; its kid stays listed, the signature still verifies."""
+    [entry] = [r for r in envelope["payload"]["recipients"] if r["header"]["kid"] == reader.kid]
+    entry["encrypted_key"] = ("A" if entry["encrypted_key"][0] != "A" else "B") + entry["encrypted_key"][1:]
+
+
+def test_content_the_destination_cannot_decrypt_is_neither_accepted_nor_routed(
+    client: TestClient, region: Region
+) -> None:
+    asker = agency_client(region, "AL-ASP", client)
+    envelope = asker.build(payload=b'{"q": 1}', destination_country="MK", category="fraud")
+    mk_key = next(k for k in reversed(asker.party_keys("MK-SPOC")) if k.use == "enc")
+    _corrupt(envelope, mk_key)
+    message_id = asker.submit(envelope)["message_id"]  # the origin node cannot check MK's entry
+    al = officer_headers(client, region, "al-officer")
+    assert _decide(client, al, message_id, {"action": "approve"})[0] == 200
+    drain(client)
+    mk = officer_headers(client, region, "mk-officer")
+    offered = _get(client, mk, message_id)["allowed_actions"]
+    assert "accept" not in offered
+    assert "route" not in offered
+    assert "refuse" in offered  # it can still be sent back or refused
+    for body in ({"action": "accept"}, {"action": "route", "route_to_agency": "MK-MOI"}):
+        status, problem = _decide(client, mk, message_id, body)
+        assert status == 403, problem
+        assert "cannot be decrypted" in problem["detail"]
+        assert _bulk(client, mk, message_id, body)["status"] == 403
+    with committed(client) as session:
+        assert [s.decision for s in custody_of(session, message_id)] == ["submitted", "approved", "received"]
