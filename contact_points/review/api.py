@@ -143,7 +143,7 @@ def detail(
         ],
         "conversation": [
             {"message_id": m.id, "type": m.type, "state": m.state, "supersedes": m.supersedes}
-            for m in conversation(session, message)
+            for m in conversation(session, message, officer_contact_point(session, user))
         ],
         "dissemination_requests": [
             as_wire(r).model_dump(mode="json") for r in requests_for(session, message.id)

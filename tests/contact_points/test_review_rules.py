@@ -5,6 +5,7 @@ an answer goes to its requester, accept once, and deadline extensions only as Ar
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 from broker.crypto import PublicKey
 from broker.messages.service import custody_of
 from tests.broker.messages.spoc_builders import committed, officer_headers
+from tests.contact_points.test_ui_pages import log_in
 from tests.factories import Region, agency_client, drain
 
 H3_PAYLOAD = json.dumps({"q": "bank records", "conditions": "Not to be used in court proceedings."}).encode()
@@ -127,3 +129,45 @@ def test_content_the_destination_cannot_decrypt_is_neither_accepted_nor_routed(
         assert _bulk(client, mk, message_id, body)["status"] == 403
     with committed(client) as session:
         assert [s.decision for s in custody_of(session, message_id)] == ["submitted", "approved", "received"]
+
+
+# --- 2. a conversation is listed only as far as its messages are in scope -----------------------------
+
+
+def test_the_conversation_lists_only_messages_in_the_officers_scope(
+    client: TestClient, region: Region
+) -> None:
+    """The conversation id is the sender's choice: RS-MUP reuses AL-ASP's. AL's officers must not learn of
+    RS's message (nor MK's before RS lets it go), on the API or the page."""
+    conversation_id = str(uuid.uuid4())
+    common: dict[str, Any] = {
+        "destination_country": "MK",
+        "category": "fraud",
+        "conversation_id": conversation_id,
+    }
+    al_first = _submit(client, region, "AL-ASP", **common)
+    al_second = _submit(client, region, "AL-ASP", **common)
+    rs_message = _submit(client, region, "RS-MUP", **common)  # stays in RS's origin review
+
+    def listed(username: str, message_id: str) -> set[str]:
+        detail = _get(client, officer_headers(client, region, username), message_id)
+        return {c["message_id"] for c in detail["conversation"]}
+
+    assert listed("al-officer", al_first) == {al_second}
+    assert listed("rs-officer", rs_message) == set()
+    log_in(client, "al-officer", region.password("al-officer"))
+    page = client.get(f"/ui/messages/{al_first}").text
+    assert al_second[:8] in page
+    assert rs_message[:8] not in page
+
+    al = officer_headers(client, region, "al-officer")
+    assert _decide(client, al, al_first, {"action": "approve"})[0] == 200
+    drain(client)
+    assert listed("mk-officer", al_first) == set()  # neither AL's second nor RS's is forwarded yet
+    log_in(client, "mk-officer", region.password("mk-officer"))
+    assert rs_message[:8] not in client.get(f"/ui/messages/{al_first}").text
+    rs = officer_headers(client, region, "rs-officer")
+    assert _decide(client, rs, rs_message, {"action": "approve"})[0] == 200
+    drain(client)
+    assert listed("mk-officer", al_first) == {rs_message}  # now in MK's inbound queue
+    assert listed("al-officer", al_first) == {al_second}
