@@ -83,31 +83,41 @@ class _Custody(Protocol):
     def __call__(self, name: str, reason: str | None = ...) -> None: ...
 
 
+def approval_rows(session: Session, message: Message, stage: str = "origin") -> list[Approval]:
+    """The approvals of ``message`` at ``stage``, oldest first, each with the approver's role and clearance
+    as they were when it approved."""
+    return list(
+        session.scalars(
+            select(Approval)
+            .where(Approval.message_id == message.id, Approval.stage == stage)
+            .order_by(Approval.id)
+        ).all()
+    )
+
+
 def approvals_of(session: Session, message: Message, stage: str = "origin") -> list[User]:
-    rows = session.scalars(
-        select(Approval)
-        .where(Approval.message_id == message.id, Approval.stage == stage)
-        .order_by(Approval.id)
-    ).all()
+    """Who approved (the accounts, for display); four eyes is judged on :func:`approval_rows`."""
+    rows = approval_rows(session, message, stage)
     return [u for u in (session.get(User, a.user_id) for a in rows) if u is not None]
 
 
 def _may_approve(
-    session: Session, message: Message, user: User, previous: list[User] | None = None
+    session: Session, message: Message, user: User, previous: list[Approval] | None = None
 ) -> str | None:
     """Why ``user`` may not approve ``message`` now (four eyes, authorship, H2), or None. ``previous``: the
-    message's approvals if the caller has them already."""
+    message's approvals if the caller has them already. Earlier approvals count with the role they were
+    given in (stored on the row), the new one with the officer's role now."""
     if message.composed_by == user.id:
         return "four eyes: you wrote this provision; another officer must approve it"
     if previous is None:
-        previous = approvals_of(session, message)
-    if any(u.id == user.id for u in previous):
+        previous = approval_rows(session, message)
+    if any(a.user_id == user.id for a in previous):
         return "four eyes: you have already approved this message; a different officer must approve it"
     if (
         message.classification == "SECRET"
         and previous
         and user.role != "supervisor"
-        and not any(u.role == "supervisor" for u in previous)
+        and not any(a.role == "supervisor" for a in previous)
     ):
         return "four eyes: a SECRET message needs a supervisor as one of its two approvers"
     return None
@@ -285,11 +295,15 @@ def _approve(session: Session, message: Message, user: User, *, actor: Actor, cu
     """Four eyes: UNCLASSIFIED and RESTRICTED need one officer; CONFIDENTIAL and above two different officers,
     and for SECRET one of them must be a supervisor. An H2-derived message waits for the provider's grant."""
     check_onward_dissemination(session, message)
-    previous = approvals_of(session, message)
+    previous = approval_rows(session, message)
     refused = _may_approve(session, message, user, previous)
     if refused is not None:
         raise Conflict(refused)
-    session.add(Approval(message_id=message.id, stage="origin", user_id=user.id))
+    session.add(
+        Approval(
+            message_id=message.id, stage="origin", user_id=user.id, role=user.role, clearance=user.clearance
+        )
+    )
     session.flush()
     needed = 2 if classification_rank(message.classification) >= FOUR_EYES_FROM else 1
     if len(previous) + 1 < needed:

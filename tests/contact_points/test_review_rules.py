@@ -9,13 +9,18 @@ import uuid
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from broker.accounts.models import User
+from broker.accounts.service import create_user
+from broker.audit.service import SYSTEM
 from broker.crypto import PublicKey
 from broker.messages.service import custody_of
 from tests.broker.messages.spoc_builders import committed, officer_headers
-from tests.contact_points.test_ui_pages import log_in
+from tests.contact_points.test_ui_pages import _csrf, log_in
 from tests.factories import Region, agency_client, drain
 
+PASSWORD = "a-long-test-password"
 H3_PAYLOAD = json.dumps({"q": "bank records", "conditions": "Not to be used in court proceedings."}).encode()
 
 
@@ -171,3 +176,54 @@ def test_the_conversation_lists_only_messages_in_the_officers_scope(
     drain(client)
     assert listed("mk-officer", al_first) == {rs_message}  # now in MK's inbound queue
     assert listed("al-officer", al_first) == {al_second}
+
+
+# --- 3. four eyes on the roles of the moment of approval -----------------------------------------------
+
+
+def test_a_promotion_after_approving_does_not_make_that_approval_a_supervisors(
+    client: TestClient, region: Region
+) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    first, second = f"hr-secret-a-{suffix}", f"hr-secret-b-{suffix}"
+    with committed(client) as session:
+        for username in (first, second):
+            create_user(
+                session, username=username, password=PASSWORD, role="officer", contact_point_id="HR-SPOC",
+                country="HR", clearance="SECRET", actor=SYSTEM,
+            )  # fmt: skip
+    message_id = _submit(
+        client, region, "HR-DORH", destination_country="SI", destination_agency="SI-DT",
+        category="corruption", classification="SECRET",
+    )  # fmt: skip
+    approved = client.post(
+        f"/v1/cp/messages/{message_id}/decisions", json={"action": "approve"}, headers=_login(client, first)
+    )
+    assert approved.json()["state"] == "origin_review"  # the first of two
+
+    log_in(client, "admin", region.password("admin"))
+    csrf = _csrf(client.get("/ui/admin/users").text)
+    promoted = client.post(f"/ui/admin/users/{first}/update", data={"role": "supervisor", "csrf": csrf})
+    assert promoted.status_code == 200
+    with committed(client) as session:
+        assert session.scalar(select(User.role).where(User.username == first)) == "supervisor"
+
+    status, problem = _decide(client, _login(client, second), message_id, {"action": "approve"})
+    assert status in (403, 409), problem  # four eyes (its problem type is another change's)
+    assert "supervisor" in problem["detail"]
+    outcome = _bulk(client, _login(client, second), message_id, {"action": "approve"})
+    assert outcome["status"] == status
+    with committed(client) as session:
+        assert [s.decision for s in custody_of(session, message_id)] == ["submitted", "approved-first"]
+    assert (
+        _decide(client, officer_headers(client, region, "hr-supervisor"), message_id, {"action": "approve"})[
+            1
+        ]["state"]
+        == "forwarded"
+    )
+
+
+def _login(client: TestClient, username: str) -> dict[str, str]:
+    response = client.post("/v1/auth/login", json={"username": username, "password": PASSWORD})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}
