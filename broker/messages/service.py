@@ -459,6 +459,13 @@ def _check_reply(session: Session, *, sender: str, envelope: Envelope) -> Messag
         )
     if header.destination_country != original.origin_country:
         raise PolicyRefused(f"an answer goes back to {original.origin_country}", reason="wrong-destination")
+    if header.destination_agency != original.sender_agency:
+        # Named, not left to routing: without an agency the answer's destination contact point could route it
+        # to any agency of its country, and with another one it would reach an agency that never asked.
+        raise PolicyRefused(
+            f"an answer is addressed to the requester, {original.sender_agency} (destination_agency)",
+            reason="wrong-addressee",
+        )
     if str(header.conversation_id) != original.conversation_id:
         raise PolicyRefused(
             "an answer keeps the conversation_id of the original", reason="wrong-conversation"

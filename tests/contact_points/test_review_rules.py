@@ -8,17 +8,20 @@ import json
 import uuid
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from broker.accounts.models import User
 from broker.accounts.service import create_user
 from broker.audit.service import SYSTEM
+from broker.client.agency import ClientError
 from broker.crypto import PublicKey
+from broker.messages.models import Message
 from broker.messages.service import custody_of
 from tests.broker.messages.spoc_builders import committed, officer_headers
 from tests.contact_points.test_ui_pages import _csrf, log_in
-from tests.factories import Region, agency_client, drain
+from tests.factories import Region, agency_client, deliver_request, drain
 
 PASSWORD = "a-long-test-password"
 H3_PAYLOAD = json.dumps({"q": "bank records", "conditions": "Not to be used in court proceedings."}).encode()
@@ -227,3 +230,35 @@ def _login(client: TestClient, username: str) -> dict[str, str]:
     response = client.post("/v1/auth/login", json={"username": username, "password": PASSWORD})
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+# --- 4. an answer goes to the agency that asked ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("addressee", ["XK-CUS", None])
+def test_an_answer_is_addressed_to_the_requester(
+    client: TestClient, region: Region, addressee: str | None
+) -> None:
+    """XK-KP asked AL-ASP; AL-ASP's answer may not go to XK Customs, nor be left for XK's contact point to
+    route wherever it likes."""
+    request_id, _ = deliver_request(
+        client, region, sender="XK-KP", target="AL-ASP", category="migrant-smuggling"
+    )
+    responder = agency_client(region, "AL-ASP", client)
+    common: dict[str, Any] = {
+        "payload": b'{"owner": "subject-1"}', "destination_country": "XK", "category": "migrant-smuggling",
+        "message_type": "response", "in_reply_to": request_id,
+    }  # fmt: skip
+    with committed(client) as session:
+        common["conversation_id"] = session.get(Message, request_id).conversation_id  # type: ignore[union-attr]
+    wrong = responder.build(destination_agency=addressee, **common)
+    with pytest.raises(ClientError) as refused:
+        responder.submit(wrong)
+    assert refused.value.status == 422
+    assert refused.value.problem["reason"] == "wrong-addressee"
+    assert "XK-KP" in refused.value.problem["detail"]
+    with committed(client) as session:
+        assert session.get(Message, wrong["header"]["message_id"]) is None
+        assert session.get(Message, request_id).state == "delivered"  # type: ignore[union-attr]
+    right = responder.build(destination_agency="XK-KP", **common)
+    assert responder.submit(right)["state"] == "origin_review"
