@@ -26,7 +26,7 @@ from broker.errors import Conflict, InvalidInput, NotFound, NotPermitted, Policy
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.clock import extend_deadline
 from broker.messages.dissemination import decide_dissemination, requests_for
-from broker.messages.models import Approval, Message
+from broker.messages.models import Approval, CustodyStep, Message
 from broker.messages.notifications import notify
 from broker.messages.service import add_custody, schedule_delivery, schedule_forward, transition
 from broker.messages.states import State
@@ -169,12 +169,24 @@ def allowed_actions(
                 continue
             if action == "extend" and message.deadline_at is None:
                 continue
+            if action == "accept" and _accepted(session, message):
+                continue
             if action == "refuse" and message.type != "request":
                 continue
             actions.append(action)
     if direction == "outbound" and requests_for(session, message.id, pending_only=True):
         actions.extend(PROVIDER_ACTIONS)
     return actions
+
+
+def _accepted(session: Session, message: Message) -> bool:
+    """The destination contact point has accepted the message (one "accepted" step, never a second)."""
+    found = session.scalar(
+        select(CustodyStep.id)
+        .where(CustodyStep.message_id == message.id, CustodyStep.decision == "accepted")
+        .limit(1)
+    )
+    return found is not None
 
 
 def _h2_blocked(session: Session, message: Message) -> bool:
@@ -245,6 +257,8 @@ def decide(
         _return(session, message, direction, decision, actor=actor)
         custody("returned" if direction == "outbound" else "clarification-requested")
     elif decision.action == "accept":
+        if _accepted(session, message):
+            raise Conflict(f"message {message.id} is already accepted; route, refuse or return it")
         custody("accepted")
         _audit(session, message, AuditAction.MESSAGE_ACCEPTED, actor)
     elif decision.action == "route":

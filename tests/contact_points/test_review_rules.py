@@ -262,3 +262,31 @@ def test_an_answer_is_addressed_to_the_requester(
         assert session.get(Message, request_id).state == "delivered"  # type: ignore[union-attr]
     right = responder.build(destination_agency="XK-KP", **common)
     assert responder.submit(right)["state"] == "origin_review"
+
+
+# --- 5. accept once ---------------------------------------------------------------------------------------
+
+
+def test_a_message_is_accepted_once(client: TestClient, region: Region) -> None:
+    single = _submit(client, region, "AL-ASP", destination_country="MK", category="fraud")
+    bulk = _submit(client, region, "AL-ASP", destination_country="MK", category="fraud")
+    al = officer_headers(client, region, "al-officer")
+    for message_id in (single, bulk):
+        assert _decide(client, al, message_id, {"action": "approve"})[0] == 200
+    drain(client)
+    mk = officer_headers(client, region, "mk-officer")
+    for message_id in (single, bulk):
+        assert "accept" in _get(client, mk, message_id)["allowed_actions"]
+        assert _decide(client, mk, message_id, {"action": "accept"})[0] == 200
+        assert "accept" not in _get(client, mk, message_id)["allowed_actions"]
+    status, problem = _decide(client, mk, single, {"action": "accept"})
+    assert (status, problem["type"]) == (409, "urn:spoc:problem:conflict")
+    assert _bulk(client, mk, bulk, {"action": "accept"})["status"] == 409
+    with committed(client) as session:
+        for message_id in (single, bulk):
+            assert [s.decision for s in custody_of(session, message_id)] == [
+                "submitted", "approved", "received", "accepted",
+            ]  # fmt: skip
+    assert (
+        _decide(client, mk, single, {"action": "route", "route_to_agency": "MK-MOI"})[1]["state"] == "routed"
+    )
