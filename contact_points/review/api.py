@@ -136,6 +136,7 @@ def detail(
                 "at": e.at.isoformat(),
                 "actor": e.actor,
                 "reason": e.reason,
+                "reason_code": e.reason_code,
                 "deadline_at": e.deadline_at.isoformat() if e.deadline_at else None,
                 "seconds": e.seconds,
             }

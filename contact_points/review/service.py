@@ -48,7 +48,7 @@ from contact_points.review.scope import (
     officer_contact_point,
 )
 from schemas.api import Decision
-from schemas.codelists import classification_rank
+from schemas.codelists import classification_rank, label
 
 __all__ = [
     "FOUR_EYES_FROM",
@@ -68,7 +68,9 @@ __all__ = [
 
 FOUR_EYES_FROM = classification_rank("CONFIDENTIAL")
 REVIEW_ACTIONS: dict[Direction, tuple[str, ...]] = {
-    "outbound": ("approve", "reject", "return", "assign", "extend"),
+    # Only the requested (inbound) contact point extends a deadline: Art. 5(2) lets it deviate from the time
+    # limits while a judicial authorisation is awaited; the requesting side cannot stretch its own clock.
+    "outbound": ("approve", "reject", "return", "assign"),
     "inbound": ("accept", "route", "refuse", "return", "assign", "extend"),
 }
 PROVIDER_ACTIONS = ("grant", "deny")
@@ -214,6 +216,11 @@ def decide(
         raise NotPermitted(f"deciding on a {message.classification} message needs clearance at or above it")
     if decision.action in PROVIDER_ACTIONS:
         return _grant_or_deny(session, keys, message, cp, user, decision, actor=actor)
+    if decision.action == "extend" and direction != "inbound":
+        raise NotPermitted(
+            "only the requested contact point extends a deadline (Directive (EU) 2023/977 Art. 5(2)); "
+            "the requesting side is told of it"
+        )
     expected = AWAITING[direction]
     if message.state != expected:
         raise Conflict(f"message {message.id} is {message.state}, not awaiting {direction} review")
@@ -287,9 +294,8 @@ def decide(
         assignee = _assign(session, message, cp, user, decision, actor=actor)
         custody("assigned", reason=f"to {assignee.username}")
     else:  # extend
-        hours, reason = decision.extend_hours or 0, decision.reason or ""  # both required by the schema
-        extend_deadline(session, message, by=timedelta(hours=hours), reason=reason, actor=actor)
-        custody("deadline-extended")
+        code = _extend(session, message, cp, decision, actor=actor)
+        custody("deadline-extended", reason=code + (f": {decision.reason}" if decision.reason else ""))
     return message
 
 
@@ -360,6 +366,28 @@ def _return(
         text=f"{message.destination_country} asks {message.sender_agency} to clarify {message.id}: "
         f"{decision.reason}",
     )
+
+
+def _extend(session: Session, message: Message, cp: ContactPoint, decision: Decision, *, actor: Actor) -> str:
+    """Extend the deadline on a coded Art. 5(2) ground and tell the requesting contact point (Art. 5(2): the
+    requesting side is informed of the delay and its reasons). Returns the code."""
+    hours = decision.extend_hours or 0  # required with 'extend' by the schema, as is the code
+    code = decision.extension_reason or ""
+    longer = extend_deadline(
+        session, message, by=timedelta(hours=hours), reason_code=code, reason=decision.reason, actor=actor
+    )
+    origin = contact_point_for(session, message.origin_country)
+    detail = f" ({decision.reason})" if decision.reason else ""
+    notify(
+        session,
+        contact_point_id=origin.id,
+        kind="deadline-extended",
+        message_id=message.id,
+        text=f"{cp.country} extended the deadline of {message.type} {message.id} of {message.sender_agency} "
+        f"by {hours} h, to {longer.deadline_at:%Y-%m-%d %H:%M} UTC: "
+        f"{label('deadline_extension_reasons', code)}{detail}",
+    )
+    return code
 
 
 def _assign(

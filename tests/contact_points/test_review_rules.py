@@ -14,12 +14,13 @@ from sqlalchemy import select
 
 from broker.accounts.models import User
 from broker.accounts.service import create_user
+from broker.audit.actions import AuditAction
 from broker.audit.service import SYSTEM
 from broker.client.agency import ClientError
 from broker.crypto import PublicKey
 from broker.messages.models import Message
 from broker.messages.service import custody_of
-from tests.broker.messages.spoc_builders import committed, officer_headers
+from tests.broker.messages.spoc_builders import URGENT_DIRECT, audit_entries, committed, officer_headers
 from tests.contact_points.test_ui_pages import _csrf, log_in
 from tests.factories import Region, agency_client, deliver_request, drain
 
@@ -290,3 +291,74 @@ def test_a_message_is_accepted_once(client: TestClient, region: Region) -> None:
     assert (
         _decide(client, mk, single, {"action": "route", "route_to_agency": "MK-MOI"})[1]["state"] == "routed"
     )
+
+
+# --- 6. deadline extensions: Art. 5(2) only, by the requested side, told to the requester -------------------
+
+EXTENSION = {"action": "extend", "extend_hours": 24, "extension_reason": "judicial-authorisation-pending"}
+
+
+def test_only_the_requested_contact_point_extends_on_a_coded_ground_and_the_requester_is_told(
+    client: TestClient, region: Region
+) -> None:
+    message_id = _submit(
+        client, region, "AL-ASP", destination_country="MK", category="kidnapping", priority=URGENT_DIRECT
+    )
+    al = officer_headers(client, region, "al-officer")
+    assert "extend" not in _get(client, al, message_id)["allowed_actions"]
+    status, problem = _decide(client, al, message_id, EXTENSION)
+    assert (status, problem["type"]) == (403, "urn:spoc:problem:not-permitted")  # the requesting side
+    assert _bulk(client, al, message_id, EXTENSION)["status"] == 403
+    assert _decide(client, al, message_id, {"action": "approve"})[0] == 200
+    drain(client)
+
+    mk = officer_headers(client, region, "mk-officer")
+    before = _get(client, mk, message_id)
+    assert "extend" in before["allowed_actions"]
+    for free_text_only in (
+        {"action": "extend", "extend_hours": 24, "reason": "the case is complex"},
+        {**EXTENSION, "extension_reason": "the-case-is-complex"},
+    ):
+        status, problem = _decide(client, mk, message_id, free_text_only)
+        assert (status, problem["type"]) == (400, "urn:spoc:problem:invalid-input"), free_text_only
+    status, answer = _decide(
+        client, mk, message_id, {**EXTENSION, "reason": "the investigating judge rules Monday"}
+    )
+    assert status == 200, answer
+    after = _get(client, mk, message_id)
+    assert after["deadline_at"] > before["deadline_at"]
+    [extended] = [e for e in after["deadline_events"] if e["kind"] == "extended"]
+    assert (extended["reason_code"], extended["seconds"]) == ("judicial-authorisation-pending", 24 * 3600)
+
+    notes = client.get("/v1/cp/notifications", headers=al).json()
+    [note] = [n for n in notes if n["message_id"] == message_id and n["kind"] == "deadline-extended"]
+    assert "judicial authorisation" in note["text"]
+    assert "the investigating judge rules Monday" in note["text"]
+    with committed(client) as session:
+        [entry] = audit_entries(session, object_id=message_id, action=AuditAction.DEADLINE_EXTENDED)
+        assert (entry.actor, entry.details["reason_code"]) == ("mk-officer", "judicial-authorisation-pending")
+        assert custody_of(session, message_id)[-1].decision == "deadline-extended"
+
+
+def test_the_extend_form_sends_the_code(client: TestClient, region: Region) -> None:
+    message_id = _submit(
+        client, region, "AL-ASP", destination_country="MK", category="kidnapping", priority=URGENT_DIRECT
+    )
+    assert (
+        _decide(client, officer_headers(client, region, "al-officer"), message_id, {"action": "approve"})[0]
+        == 200
+    )
+    drain(client)
+    csrf = log_in(client, "mk-officer", region.password("mk-officer"))
+    page = client.get(f"/ui/messages/{message_id}").text
+    assert 'name="extension_reason"' in page
+    done = client.post(
+        f"/ui/messages/{message_id}/decide",
+        data={"action": "extend", "extend_hours": "12", "extension_reason": "judicial-authorisation-pending",
+              "csrf": csrf},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert done.status_code == 303, done.text
+    with committed(client) as session:
+        [entry] = audit_entries(session, object_id=message_id, action=AuditAction.DEADLINE_EXTENDED)
+        assert entry.details["reason_code"] == "judicial-authorisation-pending"
