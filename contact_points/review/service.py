@@ -473,10 +473,9 @@ def _route(
     check_accreditation(target, message.classification, role="receive")
     reader: PublicKey = keys.public_encryption_key(target.id)
     payload = message.envelope["payload"]
-    held = keys.encryption_keys(cp.id)
-    kids = {r["header"].get("kid") for r in payload["recipients"]}
-    key = next((k for k in held if k.kid in kids), None)
-    if key is None:
-        raise Conflict("this contact point holds no key the payload was encrypted to")
+    try:  # the key that really opens it (decide() has checked that one does), not merely one listed
+        key = opening_key(payload, keys=keys.encryption_keys(cp.id))
+    except VerificationError:
+        raise Conflict("this contact point holds no key that opens the payload") from None
     message.envelope = {**message.envelope, "payload": add_reader(payload, key=key, reader=reader)}
     message.destination_agency = target.id
