@@ -193,13 +193,17 @@ def test_a_promotion_after_approving_does_not_make_that_approval_a_supervisors(
     with committed(client) as session:
         for username in (first, second):
             create_user(
-                session, username=username, password=PASSWORD, role="officer", contact_point_id="HR-SPOC",
-                country="HR", clearance="SECRET", actor=SYSTEM,
-            )  # fmt: skip
-    message_id = _submit(
-        client, region, "HR-DORH", destination_country="SI", destination_agency="SI-DT",
-        category="corruption", classification="SECRET",
-    )  # fmt: skip
+                session,
+                username=username,
+                password=PASSWORD,
+                role="officer",
+                contact_point_id="HR-SPOC",
+                country="HR",
+                clearance="SECRET",
+                actor=SYSTEM,
+            )
+    secret = {"destination_agency": "SI-DT", "category": "corruption", "classification": "SECRET"}
+    message_id = _submit(client, region, "HR-DORH", destination_country="SI", **secret)
     approved = client.post(
         f"/v1/cp/messages/{message_id}/decisions", json={"action": "approve"}, headers=_login(client, first)
     )
@@ -219,12 +223,8 @@ def test_a_promotion_after_approving_does_not_make_that_approval_a_supervisors(
     assert outcome["status"] == status
     with committed(client) as session:
         assert [s.decision for s in custody_of(session, message_id)] == ["submitted", "approved-first"]
-    assert (
-        _decide(client, officer_headers(client, region, "hr-supervisor"), message_id, {"action": "approve"})[
-            1
-        ]["state"]
-        == "forwarded"
-    )
+    supervisor = officer_headers(client, region, "hr-supervisor")
+    assert _decide(client, supervisor, message_id, {"action": "approve"})[1]["state"] == "forwarded"
 
 
 def _login(client: TestClient, username: str) -> dict[str, str]:
@@ -246,12 +246,18 @@ def test_an_answer_is_addressed_to_the_requester(
         client, region, sender="XK-KP", target="AL-ASP", category="migrant-smuggling"
     )
     responder = agency_client(region, "AL-ASP", client)
-    common: dict[str, Any] = {
-        "payload": b'{"owner": "subject-1"}', "destination_country": "XK", "category": "migrant-smuggling",
-        "message_type": "response", "in_reply_to": request_id,
-    }  # fmt: skip
     with committed(client) as session:
-        common["conversation_id"] = session.get(Message, request_id).conversation_id  # type: ignore[union-attr]
+        request = session.get(Message, request_id)
+        assert request is not None
+        conversation_id = request.conversation_id
+    common: dict[str, Any] = {
+        "payload": b'{"owner": "subject-1"}',
+        "destination_country": "XK",
+        "category": "migrant-smuggling",
+        "message_type": "response",
+        "in_reply_to": request_id,
+        "conversation_id": conversation_id,
+    }
     wrong = responder.build(destination_agency=addressee, **common)
     with pytest.raises(ClientError) as refused:
         responder.submit(wrong)
@@ -260,7 +266,7 @@ def test_an_answer_is_addressed_to_the_requester(
     assert "XK-KP" in refused.value.problem["detail"]
     with committed(client) as session:
         assert session.get(Message, wrong["header"]["message_id"]) is None
-        assert session.get(Message, request_id).state == "delivered"  # type: ignore[union-attr]
+        assert session.scalar(select(Message.state).where(Message.id == request_id)) == "delivered"
     right = responder.build(destination_agency="XK-KP", **common)
     assert responder.submit(right)["state"] == "origin_review"
 
@@ -285,9 +291,8 @@ def test_a_message_is_accepted_once(client: TestClient, region: Region) -> None:
     assert _bulk(client, mk, bulk, {"action": "accept"})["status"] == 409
     with committed(client) as session:
         for message_id in (single, bulk):
-            assert [s.decision for s in custody_of(session, message_id)] == [
-                "submitted", "approved", "received", "accepted",
-            ]  # fmt: skip
+            decisions = [s.decision for s in custody_of(session, message_id)]
+            assert decisions == ["submitted", "approved", "received", "accepted"]
     assert (
         _decide(client, mk, single, {"action": "route", "route_to_agency": "MK-MOI"})[1]["state"] == "routed"
     )
@@ -354,10 +359,14 @@ def test_the_extend_form_sends_the_code(client: TestClient, region: Region) -> N
     assert 'name="extension_reason"' in page
     done = client.post(
         f"/ui/messages/{message_id}/decide",
-        data={"action": "extend", "extend_hours": "12", "extension_reason": "judicial-authorisation-pending",
-              "csrf": csrf},
+        data={
+            "action": "extend",
+            "extend_hours": "12",
+            "extension_reason": "judicial-authorisation-pending",
+            "csrf": csrf,
+        },
         follow_redirects=False,
-    )  # fmt: skip
+    )
     assert done.status_code == 303, done.text
     with committed(client) as session:
         [entry] = audit_entries(session, object_id=message_id, action=AuditAction.DEADLINE_EXTENDED)
