@@ -11,7 +11,15 @@ from typing import Annotated, Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, model_validator
 
-from schemas.codelists import Category, Classification, CountryCode, HandlingCode, MessageType, RefusalGround
+from schemas.codelists import (
+    Category,
+    Classification,
+    CountryCode,
+    DeadlineExtensionReason,
+    HandlingCode,
+    MessageType,
+    RefusalGround,
+)
 from schemas.envelope import Envelope, Evaluation
 from schemas.primitives import AgencyId, CompactJWS, Timestamp, VisibleText, WireUUID
 
@@ -211,12 +219,15 @@ class Decision(BaseModel):
     * ``refuse`` needs a ``refusal_ground`` from the closed list of Directive (EU) 2023/977 Art. 6
       (``reason`` may add detail).
     * ``route`` needs ``route_to_agency``, the competent agency of the receiving country.
-    * ``extend`` needs ``extend_hours`` and a ``reason`` (extensions are recorded and audited).
+    * ``extend`` needs ``extend_hours`` and an ``extension_reason`` from the closed list of Directive (EU)
+      2023/977 Art. 5(2) (a judicial authorisation is awaited); ``reason`` may add detail. Extensions are
+      recorded, audited and notified to the requesting contact point.
     * ``assign`` needs ``assign_to``, the username of an officer of the same contact point.
     * ``grant`` and ``deny`` need ``dissemination_request`` (the id of an agency's request for onward
       dissemination of H2 information); ``deny`` also needs a ``reason``.
     * ``refusal_ground`` is allowed only with ``refuse``, ``route_to_agency`` only with ``route``, and
-      likewise ``extend_hours``, ``assign_to`` and ``dissemination_request`` only with their actions.
+      likewise ``extend_hours``, ``extension_reason``, ``assign_to`` and ``dissemination_request`` only
+      with their actions.
 
     Which actions fit which queue (outbound or inbound) is ``contact_points``' rule, not the wire's.
     """
@@ -228,17 +239,23 @@ class Decision(BaseModel):
     refusal_ground: RefusalGround | None = None
     route_to_agency: AgencyId | None = None
     extend_hours: ExtendHours | None = None
+    extension_reason: DeadlineExtensionReason | None = None
     assign_to: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
     dissemination_request: Annotated[int, Field(ge=1)] | None = None
 
     @model_validator(mode="after")
     def _carries_what_the_action_needs(self) -> Self:
-        if self.action in ("reject", "return", "extend", "deny") and (
-            self.reason is None or not self.reason.strip()
-        ):
+        if self.action in ("reject", "return", "deny") and (self.reason is None or not self.reason.strip()):
             raise ValueError(f"'{self.action}' needs a reason")
         if self.action == "extend" and self.extend_hours is None:
             raise ValueError("'extend' needs extend_hours")
+        if self.action == "extend" and self.extension_reason is None:
+            raise ValueError(
+                "'extend' needs an extension_reason (Directive (EU) 2023/977 Art. 5(2): "
+                "only while a judicial authorisation is awaited)"
+            )
+        if self.action != "extend" and self.extension_reason is not None:
+            raise ValueError(f"extension_reason belongs to 'extend', not '{self.action}'")
         if self.action == "assign" and self.assign_to is None:
             raise ValueError("'assign' needs assign_to")
         if self.action in ("grant", "deny") and self.dissemination_request is None:

@@ -13,7 +13,9 @@ person reads); some carry more:
 ``classifications``        ``rank``: the total order UNCLASSIFIED < RESTRICTED < CONFIDENTIAL < SECRET.
 ``message_types``          ``in_reply_to``: ``required``, ``forbidden`` or ``optional`` for that type.
 ``urgency_reasons``,       ``article``: the provision of Directive (EU) 2023/977 the code stands for
-``refusal_grounds``        (Art. 4(4) and the closed list of Art. 6).
+``refusal_grounds``,       (Art. 4(4), the closed list of Art. 6, and Art. 5(2): the only ground on
+``deadline_extension_``    which the requested contact point may deviate from the time limits of
+``reasons``                Art. 5(1), which Art. 18(d) statistics count).
 =========================  ==========================================================================
 
 Files are read once per process (:func:`functools.cache`) through :mod:`importlib.resources`, so they work
@@ -43,6 +45,7 @@ __all__ = [
     "Classification",
     "CodeListName",
     "CountryCode",
+    "DeadlineExtensionReason",
     "HandlingCode",
     "InformationAccuracy",
     "MessageType",
@@ -66,6 +69,7 @@ CodeListName = Literal[
     "urgency_reasons",
     "refusal_grounds",
     "message_types",
+    "deadline_extension_reasons",
 ]
 """The name of a code list: its file is ``schemas/codelists/<name>.json``."""
 
@@ -223,6 +227,14 @@ RefusalGround = Annotated[
     WithJsonSchema({"type": "string", "enum": _ordered("refusal_grounds")}),
 ]
 """A ground of the closed list of Directive (EU) 2023/977 Art. 6 on which a request may be refused."""
+
+DeadlineExtensionReason = Annotated[
+    str,
+    AfterValidator(_member_of("deadline_extension_reasons", "deadline extension reason")),
+    WithJsonSchema({"type": "string", "enum": _ordered("deadline_extension_reasons")}),
+]
+"""Why the requested contact point extends a deadline: Directive (EU) 2023/977 Art. 5(2) allows deviating from
+the time limits only while a judicial authorisation is awaited (a closed list, so Art. 18(d) can count it)."""
 
 MessageType = Annotated[
     str,

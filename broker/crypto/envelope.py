@@ -40,6 +40,7 @@ __all__ = [
     "ENVELOPE_TYP",
     "add_reader",
     "open_sealed",
+    "opening_key",
     "seal",
     "sign_envelope",
     "signing_input",
@@ -195,6 +196,25 @@ def open_sealed(jwe: Mapping[str, Any], *, key: KeyPair) -> bytes:
     """
     plaintext: bytes = _decrypt(jwe, key).plaintext
     return plaintext
+
+
+def opening_key(jwe: Mapping[str, Any], *, keys: Sequence[KeyPair]) -> KeyPair:
+    """The first of ``keys`` that opens ``jwe``; VerificationError("could not decrypt") if none does.
+
+    "Opens" means the whole decryption succeeds: this key's recipient entry unwraps a content key that
+    authenticates the protected header, aad, IV, ciphertext and tag. A reader's ``kid`` listed among the
+    recipients proves nothing (its ``encrypted_key`` may be garbage); this is the check that a party can
+    actually read what it is asked to vouch for. Keys of another use are skipped.
+    """
+    for key in keys:
+        if key.use != "enc":
+            continue
+        try:
+            _decrypt(jwe, key)
+        except VerificationError:
+            continue
+        return key
+    raise VerificationError(_CANNOT_DECRYPT)
 
 
 def add_reader(jwe: Mapping[str, Any], *, key: KeyPair, reader: PublicKey) -> dict[str, Any]:

@@ -66,9 +66,18 @@ def pause_clock(session: Session, message: Message, *, actor: Actor, reason: str
     )
 
 
-def extend_deadline(session: Session, message: Message, *, by: timedelta, reason: str, actor: Actor) -> Clock:
-    """Lengthen the deadline (recorded, audited); a warning or breach already raised is cleared if the new
-    deadline puts the message back before it."""
+def extend_deadline(
+    session: Session,
+    message: Message,
+    *,
+    by: timedelta,
+    reason_code: str,
+    reason: str | None,
+    actor: Actor,
+) -> Clock:
+    """Lengthen the deadline (recorded with its coded reason, audited); a warning or breach already raised
+    is cleared if the new deadline puts the message back before it. ``reason_code`` is a code of
+    ``deadline_extension_reasons`` (Art. 5(2)), kept on the event for the Art. 18(d) statistics."""
     clock = clock_of(message)
     if clock is None:
         raise Conflict(f"message {message.id} has no deadline to extend (only requests have one)")
@@ -80,7 +89,9 @@ def extend_deadline(session: Session, message: Message, *, by: timedelta, reason
     if message.deadline_breached_at is not None and longer.deadline_at > now:
         message.deadline_breached_at = None
     seconds = int(by.total_seconds())
-    deadline_event(session, message, "extended", actor=actor, reason=reason, seconds=seconds)
+    deadline_event(
+        session, message, "extended", actor=actor, reason=reason, seconds=seconds, reason_code=reason_code
+    )
     record(
         session,
         actor=actor,
@@ -88,7 +99,12 @@ def extend_deadline(session: Session, message: Message, *, by: timedelta, reason
         object_type="message",
         object_id=message.id,
         countries=_countries(message),
-        details={"seconds": seconds, "deadline_at": iso(longer.deadline_at), "reason": reason},
+        details={
+            "seconds": seconds,
+            "deadline_at": iso(longer.deadline_at),
+            "reason_code": reason_code,
+            "reason": reason,
+        },
     )
     session.flush()
     return longer
@@ -102,12 +118,21 @@ def deadline_event(
     actor: Actor,
     reason: str | None = None,
     seconds: int | None = None,
+    reason_code: str | None = None,
 ) -> None:
-    session.add(deadline_row(message, kind, actor=actor, reason=reason, seconds=seconds))
+    session.add(
+        deadline_row(message, kind, actor=actor, reason=reason, seconds=seconds, reason_code=reason_code)
+    )
 
 
 def deadline_row(
-    message: Message, kind: str, *, actor: Actor, reason: str | None = None, seconds: int | None = None
+    message: Message,
+    kind: str,
+    *,
+    actor: Actor,
+    reason: str | None = None,
+    seconds: int | None = None,
+    reason_code: str | None = None,
 ) -> DeadlineEvent:
     """One event of the deadline's history, not yet added to a session."""
     return DeadlineEvent(
@@ -116,6 +141,7 @@ def deadline_row(
         at=utcnow(),
         actor=actor.name,
         reason=reason,
+        reason_code=reason_code,
         deadline_at=message.deadline_at,
         seconds=seconds,
     )

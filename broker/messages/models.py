@@ -86,6 +86,10 @@ class Approval(Base):
     stage: Mapped[str] = mapped_column(String(16))  # origin | destination
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The approver's role and clearance when approving: four eyes is judged on these, never on the
+    # account as it is today (a later promotion must not upgrade an earlier approval).
+    role: Mapped[str] = mapped_column(String(16))
+    clearance: Mapped[str] = mapped_column(String(16))
 
 
 class IdempotencyRecord(Base):
@@ -112,6 +116,8 @@ class DeadlineEvent(Base):
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)  # after the event
     seconds: Mapped[int | None] = mapped_column(Integer, default=None)  # length of a pause or extension
+    # An extension's code of ``deadline_extension_reasons`` (Art. 5(2)); what Art. 18(d) statistics count.
+    reason_code: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class DisseminationRequest(Base):

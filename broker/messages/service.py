@@ -17,12 +17,20 @@ from sqlalchemy.orm import Session
 
 from broker.audit.actions import AuditAction
 from broker.audit.service import SYSTEM, Actor, record
-from broker.crypto import countersign, digest, verify_envelope
+from broker.crypto import countersign, digest, opening_key, verify_envelope
 from broker.db import Base, utcnow
 from broker.delivery.models import InboxItem
 from broker.directory.models import Agency, ContactPoint
 from broker.directory.service import contact_point_for, get_agency
-from broker.errors import Conflict, InvalidInput, NotFound, NotPermitted, PolicyRefused, SpocError
+from broker.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    NotPermitted,
+    PolicyRefused,
+    SpocError,
+    VerificationError,
+)
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.clock import clock_of, deadline_event, deadline_row, iso, pause_clock, set_clock
 from broker.messages.deadlines import Clock, legal_period
@@ -293,6 +301,17 @@ def _admit(
                 f"the payload is not encrypted to {party}; fetch its key from /v1/directory/parties/{party}/jwks",
                 reason="missing-reader",
             )
+    # A listed kid proves nothing: the origin contact point vouches for (approves) what it forwards, so it
+    # must be able to read it. Its keys are held here (intake runs on the origin's node); a recipient entry
+    # with a corrupted wrapped key would otherwise carry content past review to the destination unread.
+    try:
+        opening_key(raw["payload"], keys=keys.encryption_keys(origin_cp.id))
+    except VerificationError:
+        raise PolicyRefused(
+            f"the payload cannot be opened with the key of {origin_cp.id} it names; encrypt the content key "
+            f"to {origin_cp.id}'s current key from /v1/directory/parties/{origin_cp.id}/jwks",
+            reason="missing-reader",
+        ) from None
     message = Message(
         id=str(header.message_id),
         conversation_id=str(header.conversation_id),
@@ -452,6 +471,13 @@ def _check_reply(session: Session, *, sender: str, envelope: Envelope) -> Messag
         )
     if header.destination_country != original.origin_country:
         raise PolicyRefused(f"an answer goes back to {original.origin_country}", reason="wrong-destination")
+    if header.destination_agency != original.sender_agency:
+        # Named, not left to routing: without an agency the answer's destination contact point could route it
+        # to any agency of its country, and with another one it would reach an agency that never asked.
+        raise PolicyRefused(
+            f"an answer is addressed to the requester, {original.sender_agency} (destination_agency)",
+            reason="wrong-addressee",
+        )
     if str(header.conversation_id) != original.conversation_id:
         raise PolicyRefused(
             "an answer keeps the conversation_id of the original", reason="wrong-conversation"

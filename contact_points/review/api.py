@@ -138,6 +138,7 @@ def detail(
                 "at": e.at.isoformat(),
                 "actor": e.actor,
                 "reason": e.reason,
+                "reason_code": e.reason_code,
                 "deadline_at": e.deadline_at.isoformat() if e.deadline_at else None,
                 "seconds": e.seconds,
             }
@@ -145,14 +146,14 @@ def detail(
         ],
         "conversation": [
             {"message_id": m.id, "type": m.type, "state": m.state, "supersedes": m.supersedes}
-            for m in conversation(session, message)
+            for m in conversation(session, message, officer_contact_point(session, user))
         ],
         "dissemination_requests": [
             as_wire(r).model_dump(mode="json") for r in requests_for(session, message.id)
         ]
         if direction == "outbound"
         else [],
-        "allowed_actions": allowed_actions(session, user, message, direction),
+        "allowed_actions": allowed_actions(session, user, message, direction, keys=keys),
     }
 
 

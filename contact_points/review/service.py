@@ -19,19 +19,33 @@ from sqlalchemy.orm import Session
 from broker.accounts.models import User
 from broker.audit.actions import AuditAction
 from broker.audit.service import Actor, record
-from broker.crypto import PublicKey, add_reader
+from broker.crypto import PublicKey, add_reader, opening_key
 from broker.directory.models import ContactPoint
 from broker.directory.service import contact_point_for, get_agency
-from broker.errors import Conflict, FourEyesRefused, InvalidInput, NotFound, NotPermitted, PolicyRefused
+from broker.errors import (
+    Conflict,
+    FourEyesRefused,
+    InvalidInput,
+    NotFound,
+    NotPermitted,
+    PolicyRefused,
+    VerificationError,
+)
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.clock import extend_deadline
 from broker.messages.dissemination import decide_dissemination, requests_for
-from broker.messages.models import Approval, Message
+from broker.messages.models import Approval, CustodyStep, Message
 from broker.messages.notifications import notify
 from broker.messages.service import add_custody, schedule_delivery, schedule_forward, transition
 from broker.messages.states import State
-from broker.policy.service import check_accreditation, check_onward_dissemination, cleared, onward_source
-from contact_points.review.content import Content, read_content
+from broker.policy.service import (
+    CONDITIONS,
+    check_accreditation,
+    check_onward_dissemination,
+    cleared,
+    onward_source,
+)
+from contact_points.review.content import Content, acknowledged, read_content
 from contact_points.review.queues import QueueFilter, counts, queue
 from contact_points.review.scope import (
     AWAITING,
@@ -42,7 +56,7 @@ from contact_points.review.scope import (
     officer_contact_point,
 )
 from schemas.api import Decision
-from schemas.codelists import classification_rank
+from schemas.codelists import classification_rank, label
 
 __all__ = [
     "FOUR_EYES_FROM",
@@ -62,10 +76,15 @@ __all__ = [
 
 FOUR_EYES_FROM = classification_rank("CONFIDENTIAL")
 REVIEW_ACTIONS: dict[Direction, tuple[str, ...]] = {
-    "outbound": ("approve", "reject", "return", "assign", "extend"),
+    # Only the requested (inbound) contact point extends a deadline: Art. 5(2) lets it deviate from the time
+    # limits while a judicial authorisation is awaited; the requesting side cannot stretch its own clock.
+    "outbound": ("approve", "reject", "return", "assign"),
     "inbound": ("accept", "route", "refuse", "return", "assign", "extend"),
 }
 PROVIDER_ACTIONS = ("grant", "deny")
+#: Decisions that pass the content on (forward it, accept it, send it to an agency): taken only by an
+#: officer who could read it — cleared, the payload opens with the contact point's keys, H3 acknowledged.
+CONTENT_ACTIONS = frozenset({"approve", "accept", "route"})
 
 
 class _Custody(Protocol):
@@ -74,48 +93,93 @@ class _Custody(Protocol):
     def __call__(self, name: str, reason: str | None = ...) -> None: ...
 
 
+def approval_rows(session: Session, message: Message, stage: str = "origin") -> list[Approval]:
+    """The approvals of ``message`` at ``stage``, oldest first, each with the approver's role and clearance
+    as they were when it approved."""
+    return list(
+        session.scalars(
+            select(Approval)
+            .where(Approval.message_id == message.id, Approval.stage == stage)
+            .order_by(Approval.id)
+        ).all()
+    )
+
+
 def approvals_of(session: Session, message: Message, stage: str = "origin") -> list[User]:
-    rows = session.scalars(
-        select(Approval)
-        .where(Approval.message_id == message.id, Approval.stage == stage)
-        .order_by(Approval.id)
-    ).all()
+    """Who approved (the accounts, for display); four eyes is judged on :func:`approval_rows`."""
+    rows = approval_rows(session, message, stage)
     return [u for u in (session.get(User, a.user_id) for a in rows) if u is not None]
 
 
 def _may_approve(
-    session: Session, message: Message, user: User, previous: list[User] | None = None
+    session: Session, message: Message, user: User, previous: list[Approval] | None = None
 ) -> str | None:
     """Why ``user`` may not approve ``message`` now (four eyes, authorship, H2), or None. ``previous``: the
-    message's approvals if the caller has them already."""
+    message's approvals if the caller has them already. Earlier approvals count with the role they were
+    given in (stored on the row), the new one with the officer's role now."""
     if message.composed_by == user.id:
         return "four eyes: you wrote this provision; another officer must approve it"
     if previous is None:
-        previous = approvals_of(session, message)
-    if any(u.id == user.id for u in previous):
+        previous = approval_rows(session, message)
+    if any(a.user_id == user.id for a in previous):
         return "four eyes: you have already approved this message; a different officer must approve it"
     if (
         message.classification == "SECRET"
         and previous
         and user.role != "supervisor"
-        and not any(u.role == "supervisor" for u in previous)
+        and not any(a.role == "supervisor" for a in previous)
     ):
         return "four eyes: a SECRET message needs a supervisor as one of its two approvers"
     return None
 
 
-def allowed_actions(session: Session, user: User, message: Message, direction: Direction) -> list[str]:
-    """The decisions this officer may take on this message now — what the UI offers, and nothing more."""
+def unread(
+    session: Session, keys: DatabaseKeyStore, user: User, message: Message, cp: ContactPoint
+) -> str | None:
+    """Why ``user`` cannot have read ``message``'s content as an officer of ``cp`` (so may not pass it on),
+    or None: not cleared, the payload does not open with the contact point's held keys (a recipient entry
+    can name its key and still be garbage), or H3 conditions this officer has not acknowledged."""
+    if not cleared(user.clearance, message.classification):
+        return f"passing on a {message.classification} message needs clearance at or above it"
+    if CONDITIONS in message.handling_codes and not acknowledged(session, user, message):
+        return "H3: acknowledge the provider's conditions and read the content before passing it on"
+    try:
+        opening_key(message.envelope["payload"], keys=keys.encryption_keys(cp.id))
+    except VerificationError:
+        return f"the payload cannot be decrypted with {cp.id}'s keys; unread content is not passed on"
+    return None
+
+
+def allowed_actions(
+    session: Session,
+    user: User,
+    message: Message,
+    direction: Direction,
+    *,
+    keys: DatabaseKeyStore | None = None,
+) -> list[str]:
+    """The decisions this officer may take on this message now — what the UI offers, and nothing more.
+
+    With ``keys``, approve/accept/route are offered only if the officer could read the content (see
+    :func:`unread`); without, the caller must gate them on having read it (the UI's message page shows
+    no decisions on content it could not show). :func:`decide` checks it either way."""
     if user.role not in OFFICER_ROLES or not cleared(user.clearance, message.classification):
         return []
     actions: list[str] = []
     if message.state == AWAITING[direction]:
+        cannot_read: str | None = None
+        if keys is not None:
+            cannot_read = unread(session, keys, user, message, officer_contact_point(session, user))
         for action in REVIEW_ACTIONS[direction]:
+            if action in CONTENT_ACTIONS and cannot_read is not None:
+                continue
             if action == "approve" and (
                 _may_approve(session, message, user) is not None or _h2_blocked(session, message)
             ):
                 continue
             if action == "extend" and message.deadline_at is None:
+                continue
+            if action == "accept" and _accepted(session, message):
                 continue
             if action == "refuse" and message.type != "request":
                 continue
@@ -123,6 +187,16 @@ def allowed_actions(session: Session, user: User, message: Message, direction: D
     if direction == "outbound" and requests_for(session, message.id, pending_only=True):
         actions.extend(PROVIDER_ACTIONS)
     return actions
+
+
+def _accepted(session: Session, message: Message) -> bool:
+    """The destination contact point has accepted the message (one "accepted" step, never a second)."""
+    found = session.scalar(
+        select(CustodyStep.id)
+        .where(CustodyStep.message_id == message.id, CustodyStep.decision == "accepted")
+        .limit(1)
+    )
+    return found is not None
 
 
 def _h2_blocked(session: Session, message: Message) -> bool:
@@ -150,6 +224,11 @@ def decide(
         raise NotPermitted(f"deciding on a {message.classification} message needs clearance at or above it")
     if decision.action in PROVIDER_ACTIONS:
         return _grant_or_deny(session, keys, message, cp, user, decision, actor=actor)
+    if decision.action == "extend" and direction != "inbound":
+        raise NotPermitted(
+            "only the requested contact point extends a deadline (Directive (EU) 2023/977 Art. 5(2)); "
+            "the requesting side is told of it"
+        )
     expected = AWAITING[direction]
     if message.state != expected:
         raise Conflict(f"message {message.id} is {message.state}, not awaiting {direction} review")
@@ -158,6 +237,10 @@ def decide(
         raise Conflict(
             f"'{decision.action}' is not a decision of {direction} review; allowed: {', '.join(sorted(allowed))}"
         )
+    if decision.action in CONTENT_ACTIONS:
+        refused = unread(session, keys, user, message, cp)
+        if refused is not None:
+            raise NotPermitted(refused)
     before = message.state
 
     def custody(name: str, reason: str | None = decision.reason) -> None:
@@ -189,6 +272,8 @@ def decide(
         _return(session, message, direction, decision, actor=actor)
         custody("returned" if direction == "outbound" else "clarification-requested")
     elif decision.action == "accept":
+        if _accepted(session, message):
+            raise Conflict(f"message {message.id} is already accepted; route, refuse or return it")
         custody("accepted")
         _audit(session, message, AuditAction.MESSAGE_ACCEPTED, actor)
     elif decision.action == "route":
@@ -217,9 +302,8 @@ def decide(
         assignee = _assign(session, message, cp, user, decision, actor=actor)
         custody("assigned", reason=f"to {assignee.username}")
     else:  # extend
-        hours, reason = decision.extend_hours or 0, decision.reason or ""  # both required by the schema
-        extend_deadline(session, message, by=timedelta(hours=hours), reason=reason, actor=actor)
-        custody("deadline-extended")
+        code = _extend(session, message, cp, decision, actor=actor)
+        custody("deadline-extended", reason=code + (f": {decision.reason}" if decision.reason else ""))
     return message
 
 
@@ -239,11 +323,15 @@ def _approve(session: Session, message: Message, user: User, *, actor: Actor, cu
     """Four eyes: UNCLASSIFIED and RESTRICTED need one officer; CONFIDENTIAL and above two different officers,
     and for SECRET one of them must be a supervisor. An H2-derived message waits for the provider's grant."""
     check_onward_dissemination(session, message)
-    previous = approvals_of(session, message)
+    previous = approval_rows(session, message)
     refused = _may_approve(session, message, user, previous)
     if refused is not None:
         raise FourEyesRefused(refused)
-    session.add(Approval(message_id=message.id, stage="origin", user_id=user.id))
+    session.add(
+        Approval(
+            message_id=message.id, stage="origin", user_id=user.id, role=user.role, clearance=user.clearance
+        )
+    )
     session.flush()
     needed = 2 if classification_rank(message.classification) >= FOUR_EYES_FROM else 1
     if len(previous) + 1 < needed:
@@ -286,6 +374,28 @@ def _return(
         text=f"{message.destination_country} asks {message.sender_agency} to clarify {message.id}: "
         f"{decision.reason}",
     )
+
+
+def _extend(session: Session, message: Message, cp: ContactPoint, decision: Decision, *, actor: Actor) -> str:
+    """Extend the deadline on a coded Art. 5(2) ground and tell the requesting contact point (Art. 5(2): the
+    requesting side is informed of the delay and its reasons). Returns the code."""
+    hours = decision.extend_hours or 0  # required with 'extend' by the schema, as is the code
+    code = decision.extension_reason or ""
+    longer = extend_deadline(
+        session, message, by=timedelta(hours=hours), reason_code=code, reason=decision.reason, actor=actor
+    )
+    origin = contact_point_for(session, message.origin_country)
+    detail = f" ({decision.reason})" if decision.reason else ""
+    notify(
+        session,
+        contact_point_id=origin.id,
+        kind="deadline-extended",
+        message_id=message.id,
+        text=f"{cp.country} extended the deadline of {message.type} {message.id} of {message.sender_agency} "
+        f"by {hours} h, to {longer.deadline_at:%Y-%m-%d %H:%M} UTC: "
+        f"{label('deadline_extension_reasons', code)}{detail}",
+    )
+    return code
 
 
 def _assign(
@@ -371,10 +481,9 @@ def _route(
     check_accreditation(target, message.classification, role="receive")
     reader: PublicKey = keys.public_encryption_key(target.id)
     payload = message.envelope["payload"]
-    held = keys.encryption_keys(cp.id)
-    kids = {r["header"].get("kid") for r in payload["recipients"]}
-    key = next((k for k in held if k.kid in kids), None)
-    if key is None:
-        raise Conflict("this contact point holds no key the payload was encrypted to")
+    try:  # the key that really opens it (decide() has checked that one does), not merely one listed
+        key = opening_key(payload, keys=keys.encryption_keys(cp.id))
+    except VerificationError:
+        raise Conflict("this contact point holds no key that opens the payload") from None
     message.envelope = {**message.envelope, "payload": add_reader(payload, key=key, reader=reader)}
     message.destination_agency = target.id

@@ -13,14 +13,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from broker.crypto import verify_countersignature, verify_envelope
+from broker.directory.models import ContactPoint
 from broker.errors import SpocError
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.models import CustodyStep, Message
 from broker.messages.service import custody_of
+from contact_points.review.scope import in_scope
 
 
 @dataclass(frozen=True)
@@ -94,13 +96,21 @@ def hops(session: Session, keys: DatabaseKeyStore, message: Message) -> list[Hop
     return out
 
 
-def conversation(session: Session, message: Message) -> Sequence[Message]:
-    """The other messages of the conversation (amendments, answers, follow-ups), oldest first.
+def conversation(session: Session, message: Message, cp: ContactPoint) -> Sequence[Message]:
+    """The other messages of the conversation (amendments, answers, follow-ups) that ``cp``'s officers may
+    see, oldest first.
 
-    Only metadata: the caller shows each with its own scope check when the officer opens it.
+    Scoped exactly as a message itself (:func:`~contact_points.review.scope.in_scope`, both queues): the
+    ``conversation_id`` is chosen by the sender, so anyone can put a message into any conversation, and
+    listing it unscoped would show other countries' messages, ids and live states (even ones stopped in
+    another country's origin review) to whoever opens a message sharing the id.
     """
     return session.scalars(
         select(Message)
-        .where(Message.conversation_id == message.conversation_id, Message.id != message.id)
+        .where(
+            Message.conversation_id == message.conversation_id,
+            Message.id != message.id,
+            or_(in_scope(cp, "outbound"), in_scope(cp, "inbound")),
+        )
         .order_by(Message.received_at)
     ).all()

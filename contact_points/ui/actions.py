@@ -61,6 +61,7 @@ def decide_submit(
     refusal_ground: Annotated[str | None, Form(max_length=64)] = None,
     route_to_agency: Annotated[str | None, Form(max_length=32)] = None,
     extend_hours: Annotated[str | None, Form(max_length=6)] = None,
+    extension_reason: Annotated[str | None, Form(max_length=64)] = None,
     assign_to: Annotated[str | None, Form(max_length=64)] = None,
     dissemination_request: Annotated[str | None, Form(max_length=12)] = None,
 ) -> Response:
@@ -79,6 +80,7 @@ def decide_submit(
                 "refusal_ground": refusal_ground or None,
                 "route_to_agency": route_to_agency or None,
                 "extend_hours": int(extend_hours) if extend_hours else None,
+                "extension_reason": extension_reason or None,
                 "assign_to": assign_to or None,
                 "dissemination_request": int(dissemination_request) if dissemination_request else None,
             }

@@ -53,7 +53,7 @@ def message_context(
         "cp": cp,
         "hops": hops(session, keys, message),
         "deadline_events": deadline_events(session, message.id),
-        "conversation": conversation(session, message),
+        "conversation": conversation(session, message, cp),
         "content": content,
         "text": readable_text(content.plaintext) if content.plaintext else None,
         "actions": actions,

@@ -39,28 +39,45 @@ def _actor(db: Session, username: str) -> Actor:
     return Actor(officer.username, officer.role)
 
 
-def test_an_extension_needs_a_reason_and_is_recorded(
+def test_an_extension_needs_a_coded_reason_and_is_recorded(
     db: Session, keys: DatabaseKeyStore, region: Region
 ) -> None:
     message = submit_as(db, keys, region, "AL-ASP", destination_country="MK", priority=URGENT_DIRECT)
+    decide_as(db, keys, "al-officer", message.id, "approve")
+    forward(db, keys, message.id)  # only the requested contact point extends its deadline
     before = message.deadline_at
     assert before is not None
-    with pytest.raises(ValueError, match="'extend' needs a reason"):
-        decide_as(db, keys, "al-officer", message.id, "extend", extend_hours=4)
-    decide_as(db, keys, "al-officer", message.id, "extend", extend_hours=4, reason="awaiting a translation")
+    with pytest.raises(ValueError, match="'extend' needs an extension_reason"):
+        decide_as(db, keys, "mk-officer", message.id, "extend", extend_hours=4, reason="awaiting a judge")
+    decide_as(
+        db,
+        keys,
+        "mk-officer",
+        message.id,
+        "extend",
+        extend_hours=4,
+        extension_reason="judicial-authorisation-pending",
+        reason="awaiting the investigating judge",
+    )
     assert message.deadline_at == before + timedelta(hours=4)
     assert message.extended_seconds == 4 * 3600
-    assert message.state == State.ORIGIN_REVIEW
+    assert message.state == State.DESTINATION_REVIEW
     step = custody_of(db, message.id)[-1]
     assert (step.decision, step.reason, step.party) == (
         "deadline-extended",
-        "awaiting a translation",
-        "AL-SPOC",
+        "judicial-authorisation-pending: awaiting the investigating judge",
+        "MK-SPOC",
     )
     [event] = [e for e in deadline_events(db, message.id) if e.kind == "extended"]
-    assert (event.seconds, event.reason, event.actor) == (4 * 3600, "awaiting a translation", "al-officer")
+    assert (event.seconds, event.reason_code, event.reason, event.actor) == (
+        4 * 3600,
+        "judicial-authorisation-pending",
+        "awaiting the investigating judge",
+        "mk-officer",
+    )
     [entry] = audit_entries(db, object_id=message.id, action=AuditAction.DEADLINE_EXTENDED)
     assert entry.details["seconds"] == 4 * 3600
+    assert entry.details["reason_code"] == "judicial-authorisation-pending"
 
 
 def test_a_message_without_a_deadline_cannot_be_extended(
@@ -69,9 +86,19 @@ def test_a_message_without_a_deadline_cannot_be_extended(
     notification = submit_as(
         db, keys, region, "AL-ASP", destination_country="MK", message_type="notification"
     )
-    assert "extend" not in allowed_actions(db, user(db, "al-officer"), notification, "outbound")
+    decide_as(db, keys, "al-officer", notification.id, "approve")
+    forward(db, keys, notification.id)
+    assert "extend" not in allowed_actions(db, user(db, "mk-officer"), notification, "inbound")
     with pytest.raises(Conflict, match="no deadline"):
-        decide_as(db, keys, "al-officer", notification.id, "extend", extend_hours=2, reason="x")
+        decide_as(
+            db,
+            keys,
+            "mk-officer",
+            notification.id,
+            "extend",
+            extend_hours=2,
+            extension_reason="judicial-authorisation-pending",
+        )
 
 
 def test_officers_take_messages_and_supervisors_assign_them(
@@ -99,13 +126,7 @@ def test_the_decisions_offered_are_exactly_the_allowed_ones(
     message = submit_as(db, keys, region, "AL-ASP", destination_country="MK", classification="CONFIDENTIAL")
     assert allowed_actions(db, user(db, "al-officer"), message, "outbound") == []  # not cleared
     officer2 = user(db, "al-officer2")
-    assert allowed_actions(db, officer2, message, "outbound") == [
-        "approve",
-        "reject",
-        "return",
-        "assign",
-        "extend",
-    ]
+    assert allowed_actions(db, officer2, message, "outbound") == ["approve", "reject", "return", "assign"]
     decide_as(db, keys, "al-officer2", message.id, "approve")
     assert "approve" not in allowed_actions(db, officer2, message, "outbound")  # not twice
     assert "approve" in allowed_actions(db, user(db, "al-supervisor"), message, "outbound")
@@ -169,9 +190,11 @@ def test_an_officer_provides_information_on_own_initiative_and_another_approves_
     assert message.handling_codes == ["H0", "H3"]
     assert message.deadline_at is None
     assert "approve" not in allowed_actions(db, author, message, "outbound")
+    acknowledge_conditions(db, author, message.id, actor=_actor(db, "al-officer2"))
     with pytest.raises(Conflict, match="you wrote this provision"):
         decide_as(db, keys, "al-officer2", message.id, "approve")
-    decide_as(db, keys, "al-officer", message.id, "approve")
+    acknowledge_conditions(db, user(db, "al-officer"), message.id, actor=_actor(db, "al-officer"))
+    decide_as(db, keys, "al-officer", message.id, "approve")  # H3: only after reading its conditions
     assert message.state == State.FORWARDED
     forward(db, keys, message.id)
     mk = user(db, "mk-officer")
@@ -233,7 +256,7 @@ def test_the_api_shows_urgency_custody_signatures_and_allowed_actions(
     assert detail["urgency_explanation"] == URGENT_DIRECT["urgency_explanation"]
     assert detail["time_left"].startswith("7 h")
     assert [c["signature"] for c in detail["custody"]] == ["verified"]
-    assert detail["allowed_actions"] == ["approve", "reject", "return", "assign", "extend"]
+    assert detail["allowed_actions"] == ["approve", "reject", "return", "assign"]
     assert [e["kind"] for e in detail["deadline_events"]] == ["set"]
     content = client.get(f"/v1/cp/messages/{message_id}/content", headers=headers).json()
     assert base64.b64decode(content["payload_b64"]) == b'{"q": "hostage"}'

@@ -92,9 +92,20 @@ def test_a_stopped_clock_is_neither_warned_nor_escalated(
 
 def test_an_extension_moves_the_warning(db: Session, keys: DatabaseKeyStore, region: Region) -> None:
     message = _urgent(db, keys, region)
+    decide_as(db, keys, "al-officer", message.id, "approve")
+    forward(db, keys, message.id)  # only the requested contact point extends
     check_deadlines(db, now=_at(message, 6.5), limit=EVERYTHING)
     assert message.deadline_warned_at is not None
-    decide_as(db, keys, "al-officer", message.id, "extend", extend_hours=10, reason="court order pending")
+    decide_as(
+        db,
+        keys,
+        "mk-officer",
+        message.id,
+        "extend",
+        extend_hours=10,
+        extension_reason="judicial-authorisation-pending",
+        reason="court order pending",
+    )
     assert message.deadline_warned_at is None  # 18 h in all: the warning falls at 13.5 h now
     check_deadlines(db, now=_at(message, 13.0), limit=EVERYTHING)
     assert message.deadline_warned_at is None

@@ -121,7 +121,7 @@ def test_the_message_page_offers_only_what_the_officer_may_do(client: TestClient
     log_in(client, "rs-officer2", region.password("rs-officer2"))
     page = client.get(f"/ui/messages/{message_id}").text
     actions = re.findall(r'name="action" value="([a-z]+)"', page)
-    assert actions == ["approve", "reject", "return", "assign", "extend"]
+    assert actions == ["approve", "reject", "return", "assign"]
     assert "Approve and forward" in page
 
 

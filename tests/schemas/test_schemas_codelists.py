@@ -14,6 +14,7 @@ from schemas.codelists import (
     Category,
     Classification,
     CountryCode,
+    DeadlineExtensionReason,
     HandlingCode,
     InformationAccuracy,
     MessageType,
@@ -67,6 +68,7 @@ def test_every_list_has_unique_codes_and_labels(name: codelists.CodeListName) ->
             },
         ),
         ("message_types", {"request", "response", "clarification", "notification", "acknowledgement"}),
+        ("deadline_extension_reasons", {"judicial-authorisation-pending"}),
     ],
 )
 def test_closed_lists_are_exactly_as_specified(name: codelists.CodeListName, expected: set[str]) -> None:
@@ -153,6 +155,7 @@ ANNOTATED = [
     (UrgencyReason, "urgency_reasons"),
     (RefusalGround, "refusal_grounds"),
     (MessageType, "message_types"),
+    (DeadlineExtensionReason, "deadline_extension_reasons"),
 ]
 
 

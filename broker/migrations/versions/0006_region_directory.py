@@ -12,7 +12,7 @@ from alembic import op
 from broker.db import JSONType, UTCDateTime
 
 revision: str = "0006_region"
-down_revision: str | Sequence[str] | None = "0005"
+down_revision: str | Sequence[str] | None = "0006_review"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -148,3 +148,42 @@ def test_payload_must_be_encrypted_to_both_contact_points(
     )
     assert missing in problem["detail"]
     assert f"/v1/directory/parties/{missing}/jwks" in problem["detail"]
+
+
+def _corrupt_reader(envelope: dict[str, Any], reader: PublicKey) -> dict[str, Any]:
+    """The envelope with ``reader``'s wrapped content key replaced by garbage of the same length. The kid
+    stays listed and the originator's signature still verifies (it does not cover ``recipients``)."""
+    for entry in envelope["payload"]["recipients"]:
+        if entry["header"]["kid"] == reader.kid:
+            wrapped = entry["encrypted_key"]
+            entry["encrypted_key"] = ("A" if wrapped[0] != "A" else "B") + wrapped[1:]
+            return envelope
+    raise AssertionError(f"{reader.kid} is not a recipient")
+
+
+def test_a_corrupted_origin_reader_is_refused_with_nothing_stored(client: TestClient, region: Region) -> None:
+    """Listing the origin contact point's kid is not enough: it must be able to open the payload, or the
+    content would pass its review unread and reach the destination."""
+    asker = agency_client(region, "AL-ASP", client)
+    envelope = asker.build(payload=b'{"q": 1}', destination_country="MK", category="fraud")
+    _corrupt_reader(envelope, _enc_key(asker.party_keys("AL-SPOC")))
+    problem = _assert_refused_and_nothing_kept(
+        client, region, sender="AL-ASP", envelope=envelope, status=422, reason="missing-reader"
+    )
+    assert "AL-SPOC" in problem["detail"]
+
+
+def test_a_corrupted_origin_reader_is_refused_in_a_batch_alone(client: TestClient, region: Region) -> None:
+    with agency_client(region, "AL-ASP", client) as asker:
+        good = asker.build(payload=b'{"q": 1}', destination_country="MK", category="fraud")
+        bad = asker.build(payload=b'{"q": 2}', destination_country="MK", category="fraud")
+        _corrupt_reader(bad, _enc_key(asker.party_keys("AL-SPOC")))
+        answer = asker.submit_batch([bad, good])
+    assert [(r["index"], r["status"]) for r in answer["results"]] == [(0, 422), (1, 202)]
+    assert answer["results"][0]["problem"]["reason"] == "missing-reader"
+    with committed(client) as session:
+        assert session.get(Message, bad["header"]["message_id"]) is None
+        assert session.get(Message, good["header"]["message_id"]) is not None
+        assert [e.action for e in audit_entries(session, object_id=bad["header"]["message_id"])] == [
+            AuditAction.MESSAGE_REFUSED_AT_INTAKE
+        ]
