@@ -10,6 +10,7 @@ Each command is one unit of work at the edge; errors print one line with a remed
     spoc audit checkpoint|export   sign a checkpoint; export a bundle for auditors
     spoc schemas export DIR   write the JSON Schemas and code lists for integrators
     spoc keys list|rotate|revoke   the key registry
+    spoc users add|list|lock|unlock|reset-password|set|totp   accounts (``broker.accounts.cli``)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Annotated
 
 import typer
 
+from broker.accounts.cli import users_app
 from broker.audit.cli import audit_app
 from broker.config import Settings, get_settings
 from broker.errors import SpocError
@@ -37,6 +39,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(users_app, name="users")
 
 
 def fail(message: str) -> None:

@@ -208,6 +208,7 @@ def _create_accounts(session: Session, result: SeedResult) -> None:
             role=role,
             contact_point_id=cp,
             country=country,
+            regional=username == "regional-auditor",
             clearance=clearance,
             actor=SYSTEM,
         )

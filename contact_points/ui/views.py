@@ -18,9 +18,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session
 
+from broker.accounts.api import Throttle, client_address
 from broker.accounts.service import login, logout
+from broker.accounts.throttle import LoginPolicy
 from broker.deps import SESSION_COOKIE, DbSession, Keys, Principal, SettingsDep, request_id
-from broker.errors import NotAuthenticated
+from broker.errors import NotAuthenticated, RateLimited
 from broker.messages.dissemination import pending_for_contact_point
 from contact_points.review import notifications
 from contact_points.review.present import summaries
@@ -53,9 +55,13 @@ def mount_static(app: FastAPI) -> None:
 
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, error: str | None = None) -> Response:
-    token = secrets.token_urlsafe(32)
     message = "Invalid username, password or code, or the account is locked." if error else None
-    response = page(request, None, "login.html", {"login_csrf": token, "error": message})
+    return _login_form(request, message)
+
+
+def _login_form(request: Request, message: str | None, *, status: int = 200) -> Response:
+    token = secrets.token_urlsafe(32)
+    response = page(request, None, "login.html", {"login_csrf": token, "error": message}, status=status)
     response.set_cookie(
         LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https"
     )
@@ -67,6 +73,7 @@ def login_submit(
     request: Request,
     session: DbSession,
     settings: SettingsDep,
+    throttle: Throttle,
     username: Annotated[str, Form(max_length=64)],
     password: Annotated[str, Form(max_length=200)],
     csrf: Annotated[str | None, Form(max_length=100)] = None,
@@ -82,11 +89,22 @@ def login_submit(
             request_id=request_id(request),
             otp=otp or None,
             master=request.app.state.master_key,
+            source=client_address(request),
+            throttle=throttle,
+            policy=LoginPolicy.from_settings(settings),
         )
     except NotAuthenticated:
         # The failed attempt is audited and counted: commit that, then show the form again.
         session.commit()
         return RedirectResponse("/ui/login?error=1", status_code=303)
+    except RateLimited as exc:
+        session.commit()  # the refusal is audited
+        wait = exc.extra.get("retry_after", 60)
+        response = _login_form(
+            request, f"Too many failed logins from this address; try again in {wait} seconds.", status=429
+        )
+        response.headers["Retry-After"] = str(wait)
+        return response
     response = RedirectResponse("/ui/queue", status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
