@@ -11,6 +11,7 @@ Each command is one unit of work at the edge; errors print one line with a remed
     spoc schemas export DIR   write the JSON Schemas and code lists for integrators
     spoc keys list|rotate|revoke   the key registry
     spoc region keygen|sign|verify|install|show   the signed regional directory
+    spoc users add|list|lock|unlock|reset-password|set|totp   accounts (``broker.accounts.cli``)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Annotated
 
 import typer
 
+from broker.accounts.cli import users_app
 from broker.audit.cli import audit_app
 from broker.config import Settings, get_settings
 from broker.errors import SpocError
@@ -41,6 +43,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(region_app, name="region")
+app.add_typer(users_app, name="users")
 
 
 def fail(message: str) -> None:

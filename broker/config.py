@@ -63,6 +63,21 @@ class Settings(BaseSettings):
     rate_limit_per_second: float = Field(default=200.0, ge=0)
     rate_limit_burst: int = Field(default=400, ge=1)
 
+    # Logins (README "Security"). An account is locked for ``login_lockout_seconds`` once it has
+    # ``login_max_failures`` failed logins within ``login_failure_window_seconds``, from any addresses.
+    # Before that, each client address is throttled (429 + Retry-After): against one account it may fail
+    # ``login_source_account_burst`` times and then once per ``login_source_account_refill_seconds``, so one
+    # address alone stays under the account's limit (checked below); over all accounts it may fail
+    # ``login_source_burst`` times and then once per ``login_source_refill_seconds`` (password spraying).
+    # The buckets live in Redis when the broker is Redis (shared by replicas), in memory otherwise.
+    login_max_failures: int = Field(default=10, ge=2)
+    login_failure_window_seconds: int = Field(default=900, ge=60)
+    login_lockout_seconds: int = Field(default=900, ge=60)
+    login_source_account_burst: int = Field(default=3, ge=1)
+    login_source_account_refill_seconds: float = Field(default=300.0, gt=0)
+    login_source_burst: int = Field(default=20, ge=1)
+    login_source_refill_seconds: float = Field(default=30.0, gt=0)
+
     # Pull inbox: a leased item is hidden from other readers this long unless acknowledged.
     inbox_visibility_seconds: int = Field(default=60, ge=1, le=3600)
 
@@ -102,6 +117,15 @@ class Settings(BaseSettings):
             self.broker_url = f"sqla+sqlite:///{(self.data_dir / 'queue.db').resolve()}"
         if self.environment == "production" and self.master_key is None:
             raise ValueError("SPOC_MASTER_KEY must be set in production")
+        one_source = self.login_source_account_burst + (
+            self.login_failure_window_seconds / self.login_source_account_refill_seconds
+        )
+        if one_source >= self.login_max_failures:
+            raise ValueError(
+                "one address could lock an account: make SPOC_LOGIN_SOURCE_ACCOUNT_BURST + "
+                "SPOC_LOGIN_FAILURE_WINDOW_SECONDS / SPOC_LOGIN_SOURCE_ACCOUNT_REFILL_SECONDS "
+                "smaller than SPOC_LOGIN_MAX_FAILURES"
+            )
         return self
 
     @field_validator("push_allowed_networks", mode="before")

@@ -142,6 +142,12 @@ def update_user(
         setattr(user, name, value)
     if user.role in ("officer", "supervisor") and user.contact_point_id is None:
         raise InvalidInput("officers and supervisors belong to a contact point")
+    if changes.get("role") == "auditor" and user.country is None:
+        # An auditor without a country sees every country: that is only ever made explicitly.
+        raise InvalidInput(
+            "an account without a country cannot become an auditor (it would be regional); create the "
+            "auditor with a country, or explicitly as regional"
+        )
     _end_sessions(session, user)
     _audit(session, user, AuditAction.ACCOUNT_UPDATED, actor, **changes)
     return user

@@ -2,18 +2,47 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+import threading
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
 
 from broker.accounts.service import login, logout
+from broker.accounts.throttle import LoginPolicy, LoginThrottle
+from broker.config import Settings
 from broker.deps import AnyUser, DbSession, SettingsDep, request_id
-from broker.errors import NotAuthenticated
+from broker.errors import NotAuthenticated, RateLimited
 from schemas.api import LoginRequest, LoginResult
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
+_throttle_lock = threading.Lock()
 
 
-@router.post("/login", response_model=LoginResult, operation_id="login", responses={401: {}})
-def api_login(body: LoginRequest, request: Request, session: DbSession, settings: SettingsDep) -> LoginResult:
+def login_throttle(request: Request) -> LoginThrottle:
+    """The app's one login throttle, made on first use from its settings (one per app, so in-memory
+    buckets are shared by every request of the process)."""
+    state = request.app.state
+    with _throttle_lock:
+        throttle: LoginThrottle | None = getattr(state, "login_throttle", None)
+        if throttle is None:
+            settings: Settings = state.settings
+            throttle = state.login_throttle = LoginThrottle.from_settings(settings)
+    return throttle
+
+
+Throttle = Annotated[LoginThrottle, Depends(login_throttle)]
+
+
+def client_address(request: Request) -> str:
+    """The caller's address, as the server saw it (behind a proxy: the forwarded one, if the server trusts
+    the proxy, e.g. uvicorn's ``--forwarded-allow-ips``)."""
+    return request.client.host if request.client else "unknown"
+
+
+@router.post("/login", response_model=LoginResult, operation_id="login", responses={401: {}, 429: {}})
+def api_login(
+    body: LoginRequest, request: Request, session: DbSession, settings: SettingsDep, throttle: Throttle
+) -> LoginResult:
     try:
         new = login(
             session,
@@ -23,8 +52,11 @@ def api_login(body: LoginRequest, request: Request, session: DbSession, settings
             request_id=request_id(request),
             otp=body.otp,
             master=request.app.state.master_key,
+            source=client_address(request),
+            throttle=throttle,
+            policy=LoginPolicy.from_settings(settings),
         )
-    except NotAuthenticated as exc:
+    except (NotAuthenticated, RateLimited) as exc:
         # The failure is counted (lockout) and audited: keep that, even though the call fails.
         session.commit()
         exc.audited = True  # as session:login-failed; not again as access:denied

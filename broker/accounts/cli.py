@@ -1,6 +1,7 @@
 """``spoc users``: manage officer, supervisor, auditor and admin accounts from the command line.
 
     spoc users add USERNAME --role officer --contact-point AL-SPOC --clearance CONFIDENTIAL
+    spoc users add USERNAME --role auditor --country AL      (or --regional: sees every country)
     spoc users list
     spoc users lock USERNAME          (ends its sessions)      spoc users unlock USERNAME
     spoc users reset-password USERNAME                        (prints a new random password once)
@@ -55,7 +56,10 @@ def add(
     username: str,
     role: Annotated[str, typer.Option(help="officer, supervisor, auditor or admin")],
     contact_point: Annotated[str | None, typer.Option(help="AL-SPOC …: required for officers")] = None,
-    country: Annotated[str | None, typer.Option(help="a national auditor's country")] = None,
+    country: Annotated[str | None, typer.Option(help="a national auditor's country (AL, BA, …)")] = None,
+    regional: Annotated[
+        bool, typer.Option("--regional", help="a regional auditor: sees every country (instead of --country)")
+    ] = False,
     clearance: Annotated[str, typer.Option(help="UNCLASSIFIED … SECRET")] = "UNCLASSIFIED",
     full_name: Annotated[str, typer.Option()] = "",
     password: Annotated[
@@ -67,8 +71,6 @@ def add(
     from broker.accounts.service import create_user
 
     secret = password or new_password()
-    if country is None and contact_point is not None:
-        country = contact_point.split("-", 1)[0]
     _run(
         lambda s: create_user(
             s,
@@ -77,6 +79,7 @@ def add(
             role=role,
             contact_point_id=contact_point,
             country=country,
+            regional=regional,
             clearance=clearance,
             full_name=full_name,
             actor=OPERATOR,

@@ -22,7 +22,9 @@ class User(Base):
     # For auditors: the country they oversee (national) or None (regional).
     country: Mapped[str | None] = mapped_column(String(2), default=None)
     clearance: Mapped[str] = mapped_column(String(16), default="UNCLASSIFIED")
+    # Failed logins since ``failures_since``; a count older than the failure window starts again (service).
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    failures_since: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

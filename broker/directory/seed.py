@@ -227,6 +227,7 @@ def _create_accounts(session: Session, result: SeedResult, countries: Iterable[s
             role=role,
             contact_point_id=cp,
             country=country,
+            regional=username == "regional-auditor",
             clearance=clearance,
             actor=SYSTEM,
         )

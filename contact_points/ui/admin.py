@@ -20,6 +20,7 @@ from broker.deps import DbSession, Principal
 from broker.directory.models import ContactPoint
 from broker.errors import InvalidInput, NotPermitted, SpocError
 from contact_points.ui.common import check_csrf, page, principal_or_none
+from schemas.codelists import codes
 
 router = APIRouter(prefix="/admin")
 CLEARANCES = ["UNCLASSIFIED", "RESTRICTED", "CONFIDENTIAL", "SECRET"]
@@ -44,6 +45,8 @@ def _render(
         "roles": ROLES,
         "clearances": CLEARANCES,
         "contact_points": session.scalars(select(ContactPoint.id).order_by(ContactPoint.id)).all(),
+        "countries": sorted(codes("countries")),
+        "form": {},
         **extra,
     }
     return page(request, principal, "admin_users.html", context, status=status)
@@ -66,6 +69,8 @@ def create_submit(
     clearance: Annotated[str, Form(max_length=16)],
     csrf: Annotated[str | None, Form(max_length=100)] = None,
     contact_point: Annotated[str | None, Form(max_length=32)] = None,
+    country: Annotated[str | None, Form(max_length=2)] = None,
+    regional: Annotated[str | None, Form(max_length=8)] = None,
     full_name: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     principal = _admin(request, session)
@@ -74,25 +79,31 @@ def create_submit(
     check_csrf(principal.session.csrf_token, csrf)
     password = accounts.new_password()
     try:
-        if (
-            session.scalar(select(ContactPoint.id).where(ContactPoint.id == contact_point)) is None
-            and contact_point
-        ):
-            raise InvalidInput(f"no contact point {contact_point}")
         create_user(
             session,
             username=username,
             password=password,
             role=role,
             contact_point_id=contact_point or None,
-            country=contact_point.split("-", 1)[0] if contact_point else None,
+            country=country or None,
+            regional=regional is not None,
             clearance=clearance,
             full_name=full_name,
             actor=principal.actor(request),
         )
     except SpocError as exc:
         session.rollback()
-        return _render(request, session, principal, status=exc.status, error=exc.detail)
+        # The form again, as typed (there is no password field: the password is generated).
+        typed = {
+            "username": username,
+            "full_name": full_name,
+            "role": role,
+            "contact_point": contact_point or "",
+            "country": country or "",
+            "regional": regional is not None,
+            "clearance": clearance,
+        }
+        return _render(request, session, principal, status=exc.status, error=exc.detail, form=typed)
     return _render(request, session, principal, shown=(username, "password", password))
 
 

@@ -19,9 +19,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session
 
+from broker.accounts.api import Throttle, client_address
 from broker.accounts.service import login, logout
+from broker.accounts.throttle import LoginPolicy
 from broker.deps import SESSION_COOKIE, DbSession, Keys, Principal, SettingsDep, request_id
-from broker.errors import NotAuthenticated
+from broker.errors import NotAuthenticated, RateLimited
 from broker.messages.dissemination import pending_for_contact_point
 from contact_points.review import notifications
 from contact_points.review.present import summaries
@@ -69,10 +71,14 @@ def login_page(
     error: str | None = None,
     next: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
-    token = secrets.token_urlsafe(32)
     message = "Invalid username, password or code, or the account is locked." if error else None
-    context = {"login_csrf": token, "error": message, "next": safe_next(next)}
-    response = page(request, None, "login.html", context)
+    return _login_form(request, message, back=safe_next(next))
+
+
+def _login_form(request: Request, message: str | None, *, back: str | None, status: int = 200) -> Response:
+    token = secrets.token_urlsafe(32)
+    context = {"login_csrf": token, "error": message, "next": back}
+    response = page(request, None, "login.html", context, status=status)
     response.set_cookie(
         LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https"
     )
@@ -84,6 +90,7 @@ def login_submit(
     request: Request,
     session: DbSession,
     settings: SettingsDep,
+    throttle: Throttle,
     username: Annotated[str, Form(max_length=64)],
     password: Annotated[str, Form(max_length=200)],
     csrf: Annotated[str | None, Form(max_length=100)] = None,
@@ -101,12 +108,26 @@ def login_submit(
             request_id=request_id(request),
             otp=otp or None,
             master=request.app.state.master_key,
+            source=client_address(request),
+            throttle=throttle,
+            policy=LoginPolicy.from_settings(settings),
         )
     except NotAuthenticated:
         # The failed attempt is audited and counted: commit that, then show the form again.
         session.commit()
         again = "/ui/login?error=1" + (f"&{urlencode({'next': back})}" if back else "")
         return RedirectResponse(again, status_code=303)
+    except RateLimited as exc:
+        session.commit()  # the refusal is audited
+        wait = exc.extra.get("retry_after", 60)
+        response = _login_form(
+            request,
+            f"Too many failed logins from this address; try again in {wait} seconds.",
+            back=back,
+            status=429,
+        )
+        response.headers["Retry-After"] = str(wait)
+        return response
     response = RedirectResponse(back or "/ui/queue", status_code=303)
     response.set_cookie(
         SESSION_COOKIE,

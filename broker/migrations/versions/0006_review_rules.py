@@ -7,7 +7,7 @@
 * ``deadline_events.reason_code``: the coded reason of a deadline extension (``deadline_extension_reasons``,
   Directive (EU) 2023/977 Art. 5(2)), so that Art. 18(d) statistics can count them.
 
-Revision ID: 0006_review
+Revision ID: 0006
 Revises: 0005
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006_review"
+revision: str = "0006"
 down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from broker.accounts import admin
 from broker.accounts.cli import users_app
 from broker.accounts.models import User
-from broker.accounts.service import authenticate, create_user, login
+from broker.accounts.service import MAX_FAILED_LOGINS, authenticate, create_user, login
 from broker.audit.actions import AuditAction
 from broker.audit.service import SYSTEM
 from broker.config import Settings, get_settings
@@ -58,7 +58,7 @@ def test_lock_ends_sessions_and_unlock_lets_in_again(db: Session, account: User)
 
 
 def test_unlock_clears_a_lockout_after_failed_logins(db: Session, account: User) -> None:
-    for _ in range(5):
+    for _ in range(MAX_FAILED_LOGINS):
         with pytest.raises(NotAuthenticated):
             _session_token(db, password="wrong password!")
     assert admin.status_of(account) == "locked out"

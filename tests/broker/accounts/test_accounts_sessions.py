@@ -6,10 +6,12 @@ import hashlib
 from datetime import timedelta
 
 import pytest
+from pydantic import SecretStr, ValidationError
 from sqlalchemy.orm import Session
 
 from broker.accounts.models import User
 from broker.accounts.service import (
+    FAILURE_WINDOW,
     LOCKOUT,
     MAX_FAILED_LOGINS,
     authenticate,
@@ -18,8 +20,10 @@ from broker.accounts.service import (
     login,
     logout,
 )
+from broker.accounts.throttle import LoginPolicy
 from broker.audit.actions import AuditAction
 from broker.audit.service import SYSTEM
+from broker.config import Settings
 from broker.db import utcnow
 from broker.errors import InvalidInput, NotAuthenticated
 from tests.broker.messages.spoc_builders import audit_entries
@@ -72,8 +76,8 @@ def test_unknown_user_gets_the_same_answer(db: Session) -> None:
     assert entry.role == "unknown"
 
 
-def test_five_failures_lock_the_account_even_for_the_right_password(db: Session, account: User) -> None:
-    assert MAX_FAILED_LOGINS == 5
+def test_ten_failures_lock_the_account_even_for_the_right_password(db: Session, account: User) -> None:
+    assert MAX_FAILED_LOGINS == 10
     for _ in range(MAX_FAILED_LOGINS):
         with pytest.raises(NotAuthenticated):
             _login(db, "wrong password, again")
@@ -87,7 +91,7 @@ def test_five_failures_lock_the_account_even_for_the_right_password(db: Session,
     assert audit_entries(db, object_id=account.username, action=AuditAction.SESSION_LOGIN) == []
 
 
-def test_four_failures_do_not_lock_and_a_success_resets_the_count(db: Session, account: User) -> None:
+def test_fewer_failures_do_not_lock_and_a_success_resets_the_count(db: Session, account: User) -> None:
     for _ in range(MAX_FAILED_LOGINS - 1):
         with pytest.raises(NotAuthenticated):
             _login(db, "wrong password, again")
@@ -152,3 +156,29 @@ def test_short_passwords_and_unknown_roles_are_refused(db: Session) -> None:
         create_user(db, username="x-role", password=PASSWORD, role="root", actor=SYSTEM)
     with pytest.raises(InvalidInput):
         create_user(db, username="x-cp", password=PASSWORD, role="officer", actor=SYSTEM)
+
+
+def test_failures_older_than_the_window_start_the_count_again(db: Session, account: User) -> None:
+    for _ in range(MAX_FAILED_LOGINS - 1):
+        with pytest.raises(NotAuthenticated):
+            _login(db, "wrong password, again")
+    assert account.failures_since is not None
+    account.failures_since -= FAILURE_WINDOW + timedelta(seconds=1)  # as if they were made long ago
+    db.flush()
+    with pytest.raises(NotAuthenticated):
+        _login(db, "wrong password, again")
+    assert account.failed_logins == 1
+    assert account.locked_until is None
+
+
+def test_the_default_policy_is_the_settings_default() -> None:
+    defaults = Settings(environment="test", master_key=SecretStr("x" * 32))
+    assert LoginPolicy.from_settings(defaults) == LoginPolicy()
+    assert LoginPolicy(MAX_FAILED_LOGINS, FAILURE_WINDOW, LOCKOUT) == LoginPolicy(
+        10, timedelta(minutes=15), timedelta(minutes=15)
+    )
+
+
+def test_settings_refuse_numbers_that_let_one_address_lock_an_account() -> None:
+    with pytest.raises(ValidationError, match="one address could lock an account"):
+        Settings(environment="test", master_key=SecretStr("x" * 32), login_source_account_burst=10)

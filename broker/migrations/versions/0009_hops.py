@@ -1,7 +1,7 @@
 """The hops a node sent to or received from its peers (``broker.hop``).
 
-Revision ID: 0007_hops
-Revises: 0006_region
+Revision ID: 0009
+Revises: 0008
 """
 
 from collections.abc import Sequence
@@ -11,8 +11,8 @@ from alembic import op
 
 from broker.db import UTCDateTime
 
-revision: str = "0007_hops"
-down_revision: str | Sequence[str] | None = "0006_region"
+revision: str = "0009"
+down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

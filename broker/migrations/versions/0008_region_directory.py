@@ -1,7 +1,7 @@
 """The regional directory a node has installed (``broker.region``): every version, as signed.
 
-Revision ID: 0006_region
-Revises: 0005
+Revision ID: 0008
+Revises: 0007
 """
 
 from collections.abc import Sequence
@@ -11,8 +11,8 @@ from alembic import op
 
 from broker.db import JSONType, UTCDateTime
 
-revision: str = "0006_region"
-down_revision: str | Sequence[str] | None = "0006_review"
+revision: str = "0008"
+down_revision: str | Sequence[str] | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
