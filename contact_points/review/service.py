@@ -156,20 +156,17 @@ def allowed_actions(
     message: Message,
     direction: Direction,
     *,
-    keys: DatabaseKeyStore | None = None,
+    keys: DatabaseKeyStore,
 ) -> list[str]:
     """The decisions this officer may take on this message now — what the UI offers, and nothing more.
 
-    With ``keys``, approve/accept/route are offered only if the officer could read the content (see
-    :func:`unread`); without, the caller must gate them on having read it (the UI's message page shows
-    no decisions on content it could not show). :func:`decide` checks it either way."""
+    Approve, accept and route are offered only if the officer could read the content (see :func:`unread`),
+    the rule :func:`decide` enforces at every door."""
     if user.role not in OFFICER_ROLES or not cleared(user.clearance, message.classification):
         return []
     actions: list[str] = []
     if message.state == AWAITING[direction]:
-        cannot_read: str | None = None
-        if keys is not None:
-            cannot_read = unread(session, keys, user, message, officer_contact_point(session, user))
+        cannot_read = unread(session, keys, user, message, officer_contact_point(session, user))
         for action in REVIEW_ACTIONS[direction]:
             if action in CONTENT_ACTIONS and cannot_read is not None:
                 continue

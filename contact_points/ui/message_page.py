@@ -40,7 +40,7 @@ def message_context(
     user = principal.user
     message, cp, direction = message_in_scope(session, user, message_id)
     content = read_content(session, keys, user, message_id, actor=principal.actor(request))
-    actions = allowed_actions(session, user, message, direction)
+    actions = allowed_actions(session, user, message, direction, keys=keys)
     if not content.readable:
         # Decide only on what you have read: uncleared officers and unacknowledged H3 get no decisions.
         actions = []

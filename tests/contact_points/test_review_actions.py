@@ -88,7 +88,7 @@ def test_a_message_without_a_deadline_cannot_be_extended(
     )
     decide_as(db, keys, "al-officer", notification.id, "approve")
     forward(db, keys, notification.id)
-    assert "extend" not in allowed_actions(db, user(db, "mk-officer"), notification, "inbound")
+    assert "extend" not in allowed_actions(db, user(db, "mk-officer"), notification, "inbound", keys=keys)
     with pytest.raises(Conflict, match="no deadline"):
         decide_as(
             db,
@@ -124,16 +124,21 @@ def test_the_decisions_offered_are_exactly_the_allowed_ones(
     db: Session, keys: DatabaseKeyStore, region: Region
 ) -> None:
     message = submit_as(db, keys, region, "AL-ASP", destination_country="MK", classification="CONFIDENTIAL")
-    assert allowed_actions(db, user(db, "al-officer"), message, "outbound") == []  # not cleared
+    assert allowed_actions(db, user(db, "al-officer"), message, "outbound", keys=keys) == []  # not cleared
     officer2 = user(db, "al-officer2")
-    assert allowed_actions(db, officer2, message, "outbound") == ["approve", "reject", "return", "assign"]
+    assert allowed_actions(db, officer2, message, "outbound", keys=keys) == [
+        "approve",
+        "reject",
+        "return",
+        "assign",
+    ]
     decide_as(db, keys, "al-officer2", message.id, "approve")
-    assert "approve" not in allowed_actions(db, officer2, message, "outbound")  # not twice
-    assert "approve" in allowed_actions(db, user(db, "al-supervisor"), message, "outbound")
+    assert "approve" not in allowed_actions(db, officer2, message, "outbound", keys=keys)  # not twice
+    assert "approve" in allowed_actions(db, user(db, "al-supervisor"), message, "outbound", keys=keys)
     decide_as(db, keys, "al-supervisor", message.id, "approve")
-    assert allowed_actions(db, user(db, "al-supervisor"), message, "outbound") == []  # forwarded
+    assert allowed_actions(db, user(db, "al-supervisor"), message, "outbound", keys=keys) == []  # forwarded
     forward(db, keys, message.id)
-    assert allowed_actions(db, user(db, "mk-officer2"), message, "inbound") == [
+    assert allowed_actions(db, user(db, "mk-officer2"), message, "inbound", keys=keys) == [
         "accept",
         "route",
         "refuse",
@@ -189,7 +194,7 @@ def test_an_officer_provides_information_on_own_initiative_and_another_approves_
     )
     assert message.handling_codes == ["H0", "H3"]
     assert message.deadline_at is None
-    assert "approve" not in allowed_actions(db, author, message, "outbound")
+    assert "approve" not in allowed_actions(db, author, message, "outbound", keys=keys)
     acknowledge_conditions(db, author, message.id, actor=_actor(db, "al-officer2"))
     with pytest.raises(Conflict, match="you wrote this provision"):
         decide_as(db, keys, "al-officer2", message.id, "approve")

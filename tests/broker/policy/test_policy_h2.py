@@ -76,7 +76,7 @@ def test_forwarding_h2_information_is_blocked_until_the_provider_grants_it(
         decide_as(db, keys, "mk-officer", onward.id, "approve")
     assert blocked.value.extra["reason"] == "onward-dissemination-not-granted"
     assert onward.state == State.ORIGIN_REVIEW
-    assert "approve" not in allowed_actions(db, user(db, "mk-officer"), onward, "outbound")
+    assert "approve" not in allowed_actions(db, user(db, "mk-officer"), onward, "outbound", keys=keys)
 
     asked = _ask(db, source)
     assert asked.state == "pending"
@@ -87,7 +87,9 @@ def test_forwarding_h2_information_is_blocked_until_the_provider_grants_it(
     )
     assert note is not None
     assert note.contact_point_id == "AL-SPOC"  # the provider's contact point is asked
-    assert {"grant", "deny"} <= set(allowed_actions(db, user(db, "al-officer"), source, "outbound"))
+    assert {"grant", "deny"} <= set(
+        allowed_actions(db, user(db, "al-officer"), source, "outbound", keys=keys)
+    )
     with pytest.raises(PolicyRefused):
         check_onward_dissemination(db, onward)  # asked is not granted
 
