@@ -217,6 +217,12 @@ def _country_of(session: Session, actor: Actor) -> tuple[str, ...]:
     if actor.role == "agency":
         agency = session.get(Agency, actor.name)
         return (agency.country,) if agency is not None else ()
+    if actor.role == "node":  # a peer node (broker.hop): the countries the directory says it serves
+        from broker.region.service import current
+
+        installed = current(session)
+        node = installed.directory.node(actor.name) if installed is not None else None
+        return tuple(sorted(node.countries)) if node is not None else ()
     country = session.scalar(select(User.country).where(User.username == actor.name))
     return (country,) if country else ()
 
@@ -250,46 +256,77 @@ def _path_template(request: Request) -> str:
     return "/".join(f"{{{names[seg]}}}" if seg in names else seg for seg in request.url.path.split("/"))[:300]
 
 
-def audit_denial(request: Request, error: SpocError, *, params: dict[str, str] | None = None) -> None:
+def audit_denial(
+    request: Request,
+    error: SpocError,
+    *,
+    params: dict[str, str] | None = None,
+    session: Session | None = None,
+) -> None:
     """Record a denied call (``error.denial``) in the audit log, in a transaction of its own (the request's
     was rolled back with what it was refused), unless the raiser audited it already or the caller's
     denials are being throttled (``broker.audit.denials``). Called by the API's error handler and by the
     UI's, and by the few routes that answer a refusal themselves (a page of decisions, each with ``params``
-    naming its message; a UI form re-rendered with the reason). A failure to write is logged, never turned
-    into another error for the caller."""
+    naming its message; a UI form re-rendered with the reason). A route that goes on working in its own
+    transaction passes ``session``: the entry is written there and commits with it (a second connection would
+    wait on the first's write lock under SQLite). A failure to write is logged, never turned into another error
+    for the caller."""
     if not error.denial or error.audited:
         return
     template = _path_template(request)
     actor: Actor | None = getattr(request.state, "actor", None)
     rid = getattr(request.state, "request_id", None)
     source = request.client.host if request.client is not None else ""
+    if session is not None:
+        _write_denial(
+            request, error, session, actor=actor, rid=rid, template=template, source=source, params=params
+        )
+        return
     try:
-        with request.app.state.sessionmaker() as session:
-            if actor is None:
-                claimed, countries = _claims(request, session)
-                actor = Actor(ANONYMOUS, ANONYMOUS, rid)
-            else:
-                claimed, countries = {}, _country_of(session, actor)
-            denial = Denial(
-                actor=actor,
-                countries=countries,
-                method=request.method,
-                route=template,
-                params=params or {str(k): str(v) for k, v in request.path_params.items()},
-                error=error.slug,
-                status=error.status,
-                kind=type(error).__name__,
-                claimed=claimed,
-                source=source,
-            )
-            suppressed = request.app.state.denial_throttle.admit(denial.throttle_key)
-            if suppressed is None:
-                log.info("denied call not audited (throttled): %s %s", request.method, template)
-                return
-            record_denial(session, denial, suppressed=suppressed)
-            session.commit()
+        with request.app.state.sessionmaker() as own:
+            if _write_denial(
+                request, error, own, actor=actor, rid=rid, template=template, source=source, params=params
+            ):
+                own.commit()
     except SQLAlchemyError as exc:
         log.warning("could not audit a denied call: %s", type(exc).__name__)
+
+
+def _write_denial(
+    request: Request,
+    error: SpocError,
+    session: Session,
+    *,
+    actor: Actor | None,
+    rid: str | None,
+    template: str,
+    source: str,
+    params: dict[str, str] | None,
+) -> bool:
+    """Add the denial's entry to ``session`` unless throttled; whether it was added."""
+    if actor is None:
+        claimed, countries = _claims(request, session)
+        actor = Actor(ANONYMOUS, ANONYMOUS, rid)
+    else:
+        claimed, countries = {}, _country_of(session, actor)
+    denial = Denial(
+        actor=actor,
+        countries=countries,
+        method=request.method,
+        route=template,
+        params=params or {str(k): str(v) for k, v in request.path_params.items()},
+        error=error.slug,
+        status=error.status,
+        kind=type(error).__name__,
+        claimed=claimed,
+        source=source,
+    )
+    suppressed = request.app.state.denial_throttle.admit(denial.throttle_key)
+    if suppressed is None:
+        log.info("denied call not audited (throttled): %s %s", request.method, template)
+        return False
+    record_denial(session, denial, suppressed=suppressed)
+    return True
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -71,6 +71,14 @@ class DirectoryContactPoint(_Strict):
     encryption_keys: list[dict[str, Any]] = Field(min_length=1, max_length=4)
     """X25519 public JWKs senders wrap content keys to (the first is the one to use)."""
 
+    @model_validator(mode="after")
+    def _named_for_its_country(self) -> Self:
+        # A contact point's id names its country (AL-SPOC for AL): a directory entry can never take the id of
+        # another country's party, and a node can tell at a glance whose keys an id stands for.
+        if not self.id.startswith(f"{self.country}-"):
+            raise ValueError(f"contact point {self.id} of {self.country} must be named {self.country}-…")
+        return self
+
 
 class DirectoryNode(_Strict):
     """One node: one deployment of spoc, usually one country's contact point (a hub may host several)."""
@@ -132,6 +140,16 @@ class RegionDirectory(_Strict):
         urls = [n.base_url.rstrip("/") for n in self.nodes]
         if len(set(urls)) != len(urls):
             raise ValueError("two nodes share a base_url")
+        materials = [
+            (str(k.get("crv")), str(k.get("x")))
+            for n in self.nodes
+            for k in [
+                *n.transport_keys,
+                *(j for cp in n.contact_points for j in (*cp.signing_keys, *cp.encryption_keys)),
+            ]
+        ]
+        if len(set(materials)) != len(materials):
+            raise ValueError("a key is listed twice (each key belongs to one party, in one place)")
         known = {cp.country for cp in cps}
         for agreement in self.agreements:
             missing = set(agreement.countries) - known

@@ -97,6 +97,7 @@ def receive_hop(
         session.rollback()
         _audit_refusal(session, peer, parsed, exc, request_id(request))
         session.commit()
+        exc.audited = True  # as hop:refused; not again as access:denied
         raise
     return {"receipt": receipt}
 

@@ -140,8 +140,9 @@ def send(session: Session, keys: DatabaseKeyStore, message_id: str, *, http: htt
     sign_request("POST", url, headers, raw, key=keys.signing_key(TRANSPORT_PARTY), label=NODE_LABEL)
     answer = http.post(url, content=raw, headers=headers)
     if answer.status_code != 200:
-        detail = answer.text[:300] if answer.headers.get("content-type", "").endswith("json") else ""
-        raise HopFailed(f"{peer.node_id} answered {answer.status_code} {detail}".strip())
+        # Only the status and the problem's reason: nothing else a peer writes is stored (issue 12, item 4).
+        reason = _problem_reason(answer)
+        raise HopFailed(f"{peer.node_id} answered {answer.status_code}" + (f" ({reason})" if reason else ""))
     token = (
         answer.json().get("receipt")
         if answer.headers.get("content-type", "").startswith("application/json")
@@ -163,6 +164,18 @@ def send(session: Session, keys: DatabaseKeyStore, message_id: str, *, http: htt
         },
     )
     session.flush()
+
+
+def _problem_reason(answer: httpx.Response) -> str | None:
+    try:
+        reason = answer.json().get("reason")
+    except (ValueError, AttributeError):
+        return None
+    return (
+        reason
+        if isinstance(reason, str) and reason.replace("-", "").isalnum() and len(reason) <= 40
+        else None
+    )
 
 
 class HopFailed(SpocError):
@@ -216,6 +229,10 @@ def receive(
         raise PolicyRefused("a hop is {envelope, custody: [...], sender_key}", reason="malformed-hop")
     if not all(isinstance(t, str) for t in custody):
         raise PolicyRefused("custody holds compact JWS strings", reason="malformed-hop")
+    header = envelope.get("header")
+    if not isinstance(header, dict) or header.get("type") != "request":
+        # Answers, notifications and the rest cross back only once their reply rules run on the hop (issue 13).
+        raise PolicyRefused("only requests cross between nodes in this version", reason="unsupported-type")
     evidence = verify_evidence(
         directory=directory,
         sender=sender,

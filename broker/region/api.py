@@ -53,6 +53,7 @@ def install_region_directory(
         session.rollback()
         record_refusal(session, actor, body, exc)
         session.commit()
+        exc.audited = True  # as region:directory-refused; not again as access:denied
         raise
     document = installed.directory
     return {

@@ -33,9 +33,15 @@ from broker.errors import InvalidInput, PolicyRefused
 from broker.keys.models import PartyKey
 from broker.keys.service import DatabaseKeyStore, create_held_key
 from schemas.codelists import entries
-from schemas.region import DirectoryContactPoint, RegionDirectory
+from schemas.region import DirectoryContactPoint, DirectoryNode, RegionDirectory
 
 __all__ = ["TRANSPORT_PARTY", "WITNESS_PARTY", "apply_directory", "held_parties", "node_entry"]
+
+
+TRANSPORT_PARTY = "spoc-node"
+"""The key registry's party of the node's transport key: it signs hops and transport receipts (RFC 9421)."""
+WITNESS_PARTY = "spoc-witness"
+"""The key registry's party of the node's witness key: it cosigns peers' checkpoints (cosignature/v1)."""
 
 
 def held_parties(session: Session) -> set[str]:
@@ -51,7 +57,7 @@ def apply_directory(session: Session, directory: RegionDirectory, *, actor: Acto
     for node in directory.nodes:
         for cp in node.contact_points:
             if cp.id in held:
-                _check_ours(session, cp)
+                _check_ours(session, cp, node)
                 continue
             changed["contact_points"] += _upsert_contact_point(session, cp, names)
             added, retired = _sync_keys(session, cp.id, [*cp.signing_keys, *cp.encryption_keys])
@@ -72,15 +78,39 @@ def apply_directory(session: Session, directory: RegionDirectory, *, actor: Acto
     return changed
 
 
-def _check_ours(session: Session, cp: DirectoryContactPoint) -> None:
+def _check_ours(session: Session, cp: DirectoryContactPoint, node: DirectoryNode) -> None:
+    """The directory lists exactly keys we hold for our contact point (our current ones among them), and our
+    node's transport key: else peers would be told to trust keys we do not hold, or not to trust ours."""
     listed = {PublicKey.from_jwk(k).kid for k in [*cp.signing_keys, *cp.encryption_keys]}
-    current = set(
+    ours = dict(
+        session.execute(
+            select(PartyKey.kid, PartyKey.status).where(
+                PartyKey.party_id == cp.id, PartyKey.private_sealed.is_not(None)
+            )
+        ).all()
+    )
+    current = {kid for kid, status in ours.items() if status == "active"}
+    foreign = {kid for kid in listed if ours.get(kid) in (None, "revoked")}
+    if foreign:
+        raise PolicyRefused(
+            f"the directory lists keys for {cp.id} that this node does not hold ({', '.join(sorted(foreign))})",
+            reason="directory-own-keys",
+        )
+    transport = {PublicKey.from_jwk(k).kid for k in node.transport_keys}
+    held_transport = set(
         session.scalars(
             select(PartyKey.kid).where(
-                PartyKey.party_id == cp.id, PartyKey.status == "active", PartyKey.private_sealed.is_not(None)
+                PartyKey.party_id == TRANSPORT_PARTY,
+                PartyKey.private_sealed.is_not(None),
+                PartyKey.status != "revoked",
             )
         )
     )
+    if held_transport and not transport <= held_transport:
+        raise PolicyRefused(
+            f"the directory lists transport keys for node {node.node_id} that this node does not hold",
+            reason="directory-own-keys",
+        )
     missing = current - listed
     if missing:
         raise PolicyRefused(
@@ -121,6 +151,11 @@ def _sync_keys(session: Session, party_id: str, jwks: Iterable[dict[str, object]
     added = retired = 0
     for kid, key in listed.items():
         row = rows.get(kid)
+        if row is None and session.get(PartyKey, kid) is not None:
+            raise PolicyRefused(
+                f"the directory lists key {kid} for {party_id}, but it belongs to another party here",
+                reason="directory-key-conflict",
+            )
         if row is None:
             session.add(PartyKey(kid=kid, party_id=party_id, use=key.use, public_jwk=dict(key.jwk)))
             added += 1
@@ -162,12 +197,6 @@ def _sync_agreements(session: Session, directory: RegionDirectory) -> int:
             row.active = False
             changed += 1
     return changed
-
-
-TRANSPORT_PARTY = "spoc-node"
-"""The key registry's party of the node's transport key: it signs hops and transport receipts (RFC 9421)."""
-WITNESS_PARTY = "spoc-witness"
-"""The key registry's party of the node's witness key: it cosigns peers' checkpoints (cosignature/v1)."""
 
 
 def node_entry(

@@ -247,7 +247,7 @@ def decide_messages(
             )
             continue
         except SpocError as exc:
-            audit_denial(request, exc, params={"message_id": message_id})
+            audit_denial(request, exc, params={"message_id": message_id}, session=session)
             results.append(
                 DecisionOutcome(index=index, message_id=message_id, status=exc.status, problem=exc.problem())
             )

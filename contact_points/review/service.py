@@ -286,6 +286,8 @@ def decide(
         custody("routed")
         schedule_delivery(session, message)
     elif decision.action == "refuse":
+        if message.type != "request":
+            raise Conflict(f"only a request is refused on an Art. 6 ground; this is a {message.type}")
         transition(
             session,
             message,

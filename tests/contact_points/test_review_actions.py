@@ -99,6 +99,10 @@ def test_a_message_without_a_deadline_cannot_be_extended(
             extend_hours=2,
             extension_reason="judicial-authorisation-pending",
         )
+    # Art. 6 grounds refuse requests; a notification is not offered "refuse", and decide() refuses it too.
+    assert "refuse" not in allowed_actions(db, user(db, "mk-officer"), notification, "inbound", keys=keys)
+    with pytest.raises(Conflict, match="only a request is refused"):
+        decide_as(db, keys, "mk-officer", notification.id, "refuse", refusal_ground="not-available")
 
 
 def test_officers_take_messages_and_supervisors_assign_them(

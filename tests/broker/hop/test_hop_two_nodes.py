@@ -260,6 +260,14 @@ def test_hostile_hops_are_refused_with_their_reason_audited_and_nothing_stored(
     answer = _post(xk, missing, _transport_key(al))
     assert (answer.status_code, answer.json()["reason"]) == (422, "custody")
 
+    # Answers and notifications do not cross yet (their reply rules are not run on the hop): refused.
+    as_answer = {
+        **body,
+        "envelope": {**body["envelope"], "header": {**body["envelope"]["header"], "type": "response"}},
+    }
+    answer = _post(xk, as_answer, _transport_key(al))
+    assert (answer.status_code, answer.json()["reason"]) == (422, "unsupported-type")
+
     from broker.messages.models import Message
 
     with xk.engine.connect() as conn:
@@ -267,4 +275,4 @@ def test_hostile_hops_are_refused_with_their_reason_audited_and_nothing_stored(
     refused_after = xk.count(
         select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "hop:refused")
     )
-    assert refused_after == refused_before + 2  # the unlisted key is a denied call, the others hop refusals
+    assert refused_after == refused_before + 3  # the unlisted key is a denied call, the others hop refusals

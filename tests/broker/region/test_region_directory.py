@@ -111,6 +111,12 @@ def node(
         )
         conn.execute(delete(ContactPoint).where(ContactPoint.country != "AL"))
         conn.execute(delete(Country).where(Country.code != "AL"))
+    with engine.connect() as conn:
+        agency_key = conn.scalar(
+            select(PartyKey.public_jwk).where(PartyKey.party_id == "AL-ASP", PartyKey.use == "sig").limit(1)
+        )
+    assert agency_key is not None
+    AL_AGENCY_KEY[:] = [agency_key]
     with TestClient(app) as client:
         yield Node(client, engine, al_seed[1], al_seed[0])
 
@@ -213,6 +219,38 @@ def _without_our_keys(governance: KeyPair) -> dict[str, Any]:
     return signed(draft(nodes("AL", "XK")), governance)
 
 
+def _extra_key_for_us(entry: dict[str, Any]) -> dict[str, Any]:
+    """AL listed with its own keys and one more signing key it does not hold."""
+    ours = {**entry, "contact_points": [dict(entry["contact_points"][0])]}
+    ours["contact_points"][0]["signing_keys"] = [
+        *ours["contact_points"][0]["signing_keys"],
+        KeyPair.generate("sig").public.jwk,
+    ]
+    return draft([ours, *nodes("XK")])
+
+
+def _agency_key_as_theirs(entry: dict[str, Any]) -> dict[str, Any]:
+    """XK's contact point listed with the public key of an AL agency this node knows."""
+    document = draft([entry, *nodes("XK")])
+    document["nodes"][1]["contact_points"][0]["signing_keys"] = [AL_AGENCY_KEY[0]]
+    return document
+
+
+def _misnamed(entry: dict[str, Any]) -> dict[str, Any]:
+    document = draft([entry, *nodes("XK")])
+    document["nodes"][1]["contact_points"][0]["id"] = "AL-ASP"  # XK's contact point under an AL agency's name
+    return document
+
+
+def _key_twice(entry: dict[str, Any]) -> dict[str, Any]:
+    document = draft([entry, *nodes("XK")])
+    document["nodes"][1]["transport_keys"] = document["nodes"][1]["contact_points"][0]["signing_keys"]
+    return document
+
+
+AL_AGENCY_KEY: list[dict[str, Any]] = []  # filled by the `node` fixture: AL-ASP's registered public key
+
+
 Make = Callable[[dict[str, Any], KeyPair], dict[str, Any]]
 NOW = datetime.now(UTC)
 REFUSED: dict[str, tuple[Make, int, str | None]] = {
@@ -235,6 +273,18 @@ REFUSED: dict[str, tuple[Make, int, str | None]] = {
     "unsigned": (lambda e, g: {"directory": draft([e, *nodes("XK")])}, 400, None),
     "a node's key of the wrong kind": (lambda e, g: signed(_enc_key_as_transport_key(e), g), 400, None),
     "without this node's own keys": (lambda e, g: _without_our_keys(g), 422, "directory-own-keys"),
+    "an extra signing key listed for this node's contact point": (
+        lambda e, g: signed(_extra_key_for_us(e), g),
+        422,
+        "directory-own-keys",
+    ),
+    "a local agency's key listed as another contact point's": (
+        lambda e, g: signed(_agency_key_as_theirs(e), g),
+        422,
+        "directory-key-conflict",
+    ),
+    "a contact point not named for its country": (lambda e, g: signed(_misnamed(e), g), 400, None),
+    "one key listed twice": (lambda e, g: signed(_key_twice(e), g), 400, None),
 }
 
 
