@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import func
 
 from broker.accounts.models import User
+from broker.audit.actions import AuditAction
 from broker.audit.models import AuditEntry, AuditLeaf
 from broker.errors import InvalidInput, NotFound, NotPermitted
 from broker.messages.models import Message
@@ -181,6 +182,8 @@ def timeline(session: Session, scope: Scope, message_id: str) -> list[Found]:
     ids = exchange_ids(session, message_id)
     stmt = _scoped(session, scope, EntryFilter()).where(AuditEntry.object_id.in_(ids))
     rows = session.execute(stmt.order_by(AuditEntry.id)).all()
-    if not rows:
+    # A denied call is filed under the caller's country with the id the caller *tried*: an auditor sees its own
+    # country's probes, but they do not make another country's exchange (or an id that never existed) its own.
+    if not any(entry.action != AuditAction.ACCESS_DENIED for entry, _ in rows):
         raise NotFound("no audit entries about this message in your scope")
     return [Found(entry, seq) for entry, seq in rows]

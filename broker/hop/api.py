@@ -20,10 +20,11 @@ from broker.audit.service import Actor, record
 from broker.config import Settings
 from broker.crypto import PublicKey
 from broker.crypto.httpsig import NODE_LABEL, request_failure, verify_request
-from broker.deps import DbSession, Keys, RawBody, request_id, request_target
+from broker.deps import DbSession, Keys, RawBody, json_body, request_id, request_target
 from broker.errors import InvalidInput, NotFound, SpocError
 from broker.hop.service import HOP_PATH, live_directory, peer_for_kid, receive
 from broker.keys.service import remember_nonce
+from schemas.hop import HopReceipt, HopRequest
 from schemas.region import DirectoryNode, RegionDirectory
 
 router = APIRouter(tags=["hop"])
@@ -36,12 +37,17 @@ class Peer:
 
 
 def current_peer(request: Request, session: DbSession, body: RawBody) -> Peer:
-    """The peer node whose transport signature this request carries, per the current regional directory."""
+    """The peer node whose transport signature this request carries, per the current regional directory.
+
+    The signature's form is checked first (an unsigned call is a 401 whatever the node's state); the directory
+    is needed only to resolve the key, and a node without a valid one answers 503 (retry later)."""
     settings: Settings = request.app.state.settings
-    directory = live_directory(session).directory
     found: list[DirectoryNode] = []
+    held: list[RegionDirectory] = []
 
     def resolve(kid: str) -> PublicKey:
+        directory = live_directory(session).directory
+        held.append(directory)
         try:
             node, key = peer_for_kid(directory, kid)
         except NotFound:
@@ -64,16 +70,24 @@ def current_peer(request: Request, session: DbSession, body: RawBody) -> Peer:
     remember_nonce(session, verified)
     session.commit()
     request.state.actor = Actor(found[0].node_id, "node", request_id(request))
-    return Peer(found[0], directory)
+    return Peer(found[0], held[0])
 
 
 CurrentPeer = Annotated[Peer, Depends(current_peer)]
 
 
-@router.post(HOP_PATH, operation_id="receive_hop", responses={400: {}, 401: {}, 409: {}, 422: {}, 503: {}})
+@router.post(
+    HOP_PATH,
+    operation_id="receive_hop",
+    response_model=HopReceipt,
+    responses={400: {}, 401: {}, 409: {}, 422: {}, 503: {}},
+    openapi_extra=json_body(
+        HopRequest.model_json_schema(), "A message a peer node forwards (docs/region.md)."
+    ),
+)
 def receive_hop(
     request: Request, session: DbSession, keys: Keys, body: RawBody, peer: CurrentPeer
-) -> dict[str, str]:
+) -> HopReceipt:
     """Take a message a peer node forwards (envelope, origin custody, the origin's statement on the sender's
     key); answer with this node's signed transport receipt. The same hop again gets the same receipt."""
     try:
@@ -99,7 +113,7 @@ def receive_hop(
         session.commit()
         exc.audited = True  # as hop:refused; not again as access:denied
         raise
-    return {"receipt": receipt}
+    return HopReceipt(receipt=receipt)
 
 
 def _audit_refusal(

@@ -26,7 +26,7 @@ def anchor_of(settings: Settings) -> list[PublicKey]:
     return load_anchor(settings.region_anchor) if settings.region_anchor is not None else []
 
 
-@router.get("/directory", operation_id="get_region_directory")
+@router.get("/directory", operation_id="get_region_directory", responses={404: {}})
 def get_region_directory(session: DbSession) -> dict[str, Any]:
     """The signed regional directory this node has installed, exactly as it was signed."""
     installed = current(session)

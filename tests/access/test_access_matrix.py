@@ -72,8 +72,8 @@ MATRIX: list[tuple[str, str, Expect, Expect, Expect, Expect, Expect, Expect, Exp
     # and this node has no region anchor, so an admin's install is refused by policy (422, audited) ---------------
     ("GET",  "/v1/region/directory",                                    404, 404, 404,     404, 404,  404,  404),
     ("POST", "/v1/region/directory",                                    401, 401, 403,     403, 403,  403,  422),
-    # --- the hop between nodes: only a node signing with a transport key of the directory; without one: 503 ---
-    ("POST", "/v1/hop/messages",                                        503, 503, 503,     503, 503,  503,  503),
+    # --- the hop between nodes: only a node signing with a transport key (label spoc-node) of the directory -------
+    ("POST", "/v1/hop/messages",                                        401, 401, 401,     401, 401,  401,  401),
     ("POST", "/v1/auth/login",                                          200, 200, 200,     200, 200,  200,  200),
     ("POST", "/v1/auth/logout",                                         401, 401, 204,     204, 204,  204,  204),
     ("GET",  "/ui",                                                     303, 303, 303,     303, 303,  303,  303),
@@ -374,6 +374,7 @@ BODIES: dict[tuple[str, str], Callable[[Call], dict[str, Any]]] = {
         "data": {
             "username": f"matrix-{uuid.uuid4().hex[:10]}",
             "role": "auditor",
+            "country": "AL",  # a national auditor (regional is an explicit choice)
             "clearance": "UNCLASSIFIED",
         }
     },

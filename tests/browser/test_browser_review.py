@@ -125,7 +125,9 @@ def test_an_officer_finds_the_urgent_request_on_top_opens_it_and_approves_it(
     page.goto(f"/ui/messages/{inbound}")
     assert page.locator(".sig-ok").count() == 3
     assert page.get_by_role("button", name="Route").is_visible()
-    assert page.get_by_label("Ground").is_visible()  # refusal grounds of Art. 6, a closed list
+    assert page.locator(
+        'select[name="refusal_ground"]'
+    ).is_visible()  # refusal grounds of Art. 6, a closed list
     page.screenshot(path=str(SCREENSHOTS / "message.png"), full_page=True)
 
 

@@ -145,8 +145,8 @@ def test_the_legal_basis_is_judged_when_the_message_arrives_not_when_the_sender_
     now = datetime.now(UTC)
     agreement = _agreement(db, "DEMO/AL-MK/police-cooperation")
     agreement.valid_from = now - timedelta(days=365)
-    agreement.valid_until = now - timedelta(days=1)
+    agreement.valid_until = now - timedelta(hours=1)
     db.flush()
-    with pytest.raises(PolicyRefused) as refused:
-        submit_as(db, keys, region, "AL-ASP", destination_country="MK", created_at=now - timedelta(days=10))
+    with pytest.raises(PolicyRefused) as refused:  # dated while the agreement was valid, within the window
+        submit_as(db, keys, region, "AL-ASP", destination_country="MK", created_at=now - timedelta(hours=2))
     assert refused.value.extra["reason"] == "no-agreement"
