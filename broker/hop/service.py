@@ -43,7 +43,7 @@ from broker.keys.service import DatabaseKeyStore
 from broker.messages.clock import deadline_row, set_clock
 from broker.messages.deadlines import Clock, legal_period
 from broker.messages.models import CustodyStep, Message
-from broker.messages.service import custody_of, forward
+from broker.messages.service import custody_of, forward, new_message
 from broker.messages.states import State
 from broker.policy.service import check_accreditation, legal_basis
 from broker.region.service import Current, current
@@ -310,28 +310,10 @@ def _store(
     legal_basis: str,
 ) -> Message:
     """The message as the origin node forwarded it: state ``forwarded``, its custody steps as they came."""
-    header, now = evidence.header, utcnow()
-    message = Message(
-        id=str(header.message_id),
-        conversation_id=str(header.conversation_id),
-        in_reply_to=str(header.in_reply_to) if header.in_reply_to else None,
-        type=header.type,
-        sender_agency=header.sender_agency,
-        origin_country=header.origin_country,
-        destination_country=header.destination_country,
-        destination_agency=header.destination_agency,
-        category=header.category,
-        classification=header.classification,
-        handling_codes=list(header.handling_codes),
-        priority_level=header.priority.level,
-        state=State.FORWARDED,
-        envelope=dict(envelope),
-        digest=evidence.digest,
-        received_at=now,
-        paused_seconds=0,
-        extended_seconds=0,
-        updated_at=now,
-    )
+    header = evidence.header
+    message = new_message(header, envelope, state=State.FORWARDED)
+    now = message.received_at
+    message.updated_at = now
     # Art. 5: the time limits run from the receipt of the request by the requested contact point.
     period = legal_period(
         message_type=header.type,

@@ -312,7 +312,17 @@ def _admit(
             f"to {origin_cp.id}'s current key from /v1/directory/parties/{origin_cp.id}/jwks",
             reason="missing-reader",
         ) from None
-    message = Message(
+    message = new_message(header, raw, state=State.SUBMITTED, supersedes=supersedes)
+    _start_clock(message, header=header, supersedes=supersedes)
+    return Admitted(message, envelope, agreement.reference, original, supersedes)
+
+
+def new_message(
+    header: RoutingHeader, raw: Mapping[str, Any], *, state: State, supersedes: Message | None = None
+) -> Message:
+    """The row of a message as received now: its routing metadata from the verified header, the envelope as
+    sent and its digest. Intake (state ``submitted``) and the hop from another node (``forwarded``) share it."""
+    return Message(
         id=str(header.message_id),
         conversation_id=str(header.conversation_id),
         in_reply_to=str(header.in_reply_to) if header.in_reply_to else None,
@@ -325,7 +335,7 @@ def _admit(
         classification=header.classification,
         handling_codes=list(header.handling_codes),
         priority_level=header.priority.level,
-        state=State.SUBMITTED,
+        state=state,
         envelope=dict(raw),
         digest=message_digest(raw),
         received_at=utcnow(),
@@ -333,8 +343,6 @@ def _admit(
         paused_seconds=0,
         extended_seconds=0,
     )
-    _start_clock(message, header=header, supersedes=supersedes)
-    return Admitted(message, envelope, agreement.reference, original, supersedes)
 
 
 def _store(session: Session, admitted: Admitted, *, actor: Actor, flush: bool) -> list[Base]:
