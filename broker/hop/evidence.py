@@ -50,15 +50,21 @@ def envelope_digest(envelope: Mapping[str, Any]) -> str:
     )
 
 
-def sender_key_statement(*, message_id: str, agency: str, key: PublicKey) -> dict[str, Any]:
-    """What the origin contact point countersigns about the sender's key (``broker.crypto.countersign``)."""
-    return {
+def sender_key_statement(
+    *, message_id: str, agency: str, key: PublicKey, encryption_key: PublicKey | None = None
+) -> dict[str, Any]:
+    """What the origin contact point countersigns about the sender's keys (``broker.crypto.countersign``): the
+    signing key the envelope verifies under and, when known, the encryption key an answer is sealed to."""
+    statement: dict[str, Any] = {
         "message_id": message_id,
         "decision": SENDER_KEY,
         "party": agency,
         "kid": key.kid,
         "jwk": dict(key.jwk),
     }
+    if encryption_key is not None:
+        statement["enc_jwk"] = dict(encryption_key.jwk)
+    return statement
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,7 @@ class Evidence:
     custody: tuple[dict[str, Any], ...]
     origin: DirectoryContactPoint
     destination: DirectoryContactPoint
+    sender_encryption_key: PublicKey | None = None
 
 
 def _refuse(reason: str, detail: str) -> PolicyRefused:
@@ -131,6 +138,9 @@ def verify_evidence(
             key.kid,
         ) or key.use != "sig":
             raise ValueError("the statement is not about this message's sender key")
+        enc = PublicKey.from_jwk(vouched["enc_jwk"]) if "enc_jwk" in vouched else None
+        if enc is not None and enc.use != "enc":
+            raise ValueError("enc_jwk is not an encryption key")
     except (SpocError, ValueError, KeyError, TypeError) as exc:
         raise _refuse("sender-key", f"{origin.id} does not vouch for {header.sender_agency}'s key") from exc
 
@@ -148,7 +158,7 @@ def verify_evidence(
         custody, resolve=resolve, origin=origin, message_id=message_id, fingerprint=fingerprint
     )
     _check_approval(statements, classification=header.classification, origin=origin)
-    return Evidence(header, fingerprint, key, statements, origin, destination)
+    return Evidence(header, fingerprint, key, statements, origin, destination, enc)
 
 
 def _unknown(kid: str) -> PublicKey:

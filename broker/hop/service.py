@@ -110,7 +110,13 @@ def _hop_body(
     if sender_key is None:
         agency_kid = unverified_kid(message.envelope["signature"])
         agency_key = keys.resolve(agency_kid, party_id=message.sender_agency)
-        statement = sender_key_statement(message_id=message.id, agency=message.sender_agency, key=agency_key)
+        try:
+            answer_to: PublicKey | None = keys.public_encryption_key(message.sender_agency)
+        except NotFound:
+            answer_to = None
+        statement = sender_key_statement(
+            message_id=message.id, agency=message.sender_agency, key=agency_key, encryption_key=answer_to
+        )
         sender_key = countersign(statement, key=keys.signing_key(origin_cp))
     return {"envelope": message.envelope, "custody": steps, "sender_key": sender_key}
 
@@ -230,9 +236,12 @@ def receive(
     if not all(isinstance(t, str) for t in custody):
         raise PolicyRefused("custody holds compact JWS strings", reason="malformed-hop")
     header = envelope.get("header")
-    if not isinstance(header, dict) or header.get("type") != "request":
-        # Answers, notifications and the rest cross back only once their reply rules run on the hop (issue 13).
-        raise PolicyRefused("only requests cross between nodes in this version", reason="unsupported-type")
+    if not isinstance(header, dict) or header.get("type") not in CROSSING_TYPES:
+        # Notifications, clarifications and acknowledgements cross once their own rules run on the hop.
+        raise PolicyRefused(
+            f"only {' and '.join(sorted(CROSSING_TYPES))} messages cross between nodes in this version",
+            reason="unsupported-type",
+        )
     evidence = verify_evidence(
         directory=directory,
         sender=sender,
@@ -250,6 +259,8 @@ def receive(
     if session.get(Message, message_id) is not None:
         raise Conflict(f"message {message_id} is already known to this node")
     header = evidence.header
+    if header.type == "response":
+        _check_answer(session, evidence)
     agreement = legal_basis(
         session,
         origin=header.origin_country,
@@ -287,17 +298,49 @@ def receive(
     return receipt
 
 
+CROSSING_TYPES: Final = frozenset({"request", "response"})
+
+
+def _check_answer(session: Session, evidence: Evidence) -> None:
+    """An answer from another node answers a request this node sent there, to the agency that asked, in its
+    conversation: the reply rules of intake, judged on what this node itself sent (``hops``)."""
+    header = evidence.header
+    original = session.get(Message, str(header.in_reply_to)) if header.in_reply_to else None
+    sent = (
+        session.scalar(
+            select(Hop.id).where(
+                Hop.message_id == original.id, Hop.direction == "out", Hop.receipt.is_not(None)
+            )
+        )
+        if original is not None
+        else None
+    )
+    if original is None or sent is None or original.destination_country != header.origin_country:
+        raise PolicyRefused(
+            "in_reply_to names no request this node sent to the answering country", reason="unknown-original"
+        )
+    if header.destination_agency != original.sender_agency:
+        raise PolicyRefused(
+            f"an answer is addressed to the requester, {original.sender_agency}", reason="wrong-addressee"
+        )
+    if str(header.conversation_id) != original.conversation_id:
+        raise PolicyRefused(
+            "an answer keeps the conversation_id of the original", reason="wrong-conversation"
+        )
+
+
 def _learn_sender_key(session: Session, evidence: Evidence) -> None:
     """Register the originator's public key as the origin contact point vouched for it, so that this node's
     agencies (and anyone checking the message here) verify the envelope from this node's registry. Public
     only; a key already known is left as it is (its status here is this node's business)."""
-    key = evidence.sender_key
-    if session.get(PartyKey, key.kid) is None:
-        session.add(
-            PartyKey(
-                kid=key.kid, party_id=evidence.header.sender_agency, use=key.use, public_jwk=dict(key.jwk)
+    for key in (evidence.sender_key, evidence.sender_encryption_key):
+        if key is not None and session.get(PartyKey, key.kid) is None:
+            session.add(
+                PartyKey(
+                    kid=key.kid, party_id=evidence.header.sender_agency, use=key.use, public_jwk=dict(key.jwk)
+                )
             )
-        )
+    session.flush()
 
 
 def _store(

@@ -24,7 +24,8 @@ class Message(Base):
     sender_agency: Mapped[str] = mapped_column(String(32), index=True)
     origin_country: Mapped[str] = mapped_column(String(2), index=True)
     destination_country: Mapped[str] = mapped_column(String(2), index=True)
-    destination_agency: Mapped[str | None] = mapped_column(ForeignKey("agencies.id"), default=None)
+    # No foreign key: the addressed agency may live on another node (DESIGN §8), which checks it on arrival.
+    destination_agency: Mapped[str | None] = mapped_column(String(32), default=None)
     category: Mapped[str] = mapped_column(String(64))
     classification: Mapped[str] = mapped_column(String(16))
     handling_codes: Mapped[list[str]] = mapped_column(JSONType)

@@ -277,7 +277,9 @@ def _admit(
     header = envelope.header
     origin_cp = contact_point_for(session, header.origin_country)
     destination_cp = contact_point_for(session, header.destination_country)
-    if header.destination_agency is not None:
+    # The addressed agency is known and judged where it lives: here on a hub, on its own node otherwise (the
+    # destination node checks it again when the hop arrives, ``broker.hop.service.receive``).
+    if header.destination_agency is not None and keys.holds(destination_cp.id):
         try:
             target = get_agency(session, header.destination_agency)
         except NotFound as exc:

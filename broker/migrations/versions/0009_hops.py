@@ -1,4 +1,5 @@
-"""The hops a node sent to or received from its peers (``broker.hop``).
+"""The hops a node sent to or received from its peers (``broker.hop``); a message's addressed agency may live on
+another node, so it no longer refers to the local agencies table.
 
 Revision ID: 0009
 Revises: 0008
@@ -32,8 +33,14 @@ def upgrade() -> None:
         sa.UniqueConstraint("message_id", "direction"),
     )
     op.create_index(op.f("ix_hops_message_id"), "hops", ["message_id"], unique=False)
+    with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f("fk_messages_destination_agency_agencies"), type_="foreignkey")
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.create_foreign_key(
+            batch_op.f("fk_messages_destination_agency_agencies"), "agencies", ["destination_agency"], ["id"]
+        )
     op.drop_index(op.f("ix_hops_message_id"), table_name="hops")
     op.drop_table("hops")

@@ -169,6 +169,28 @@ def test_a_request_crosses_from_al_s_node_to_xk_s_node_and_is_read_there(
     ]
     report = reader.custody(item)
     assert report.ok, report.problem()
+    reader.ack(opened)
+
+    # The answer goes back the same way: XK-KP answers on its node, XK reviews, the hop carries it to AL's
+    # node (sealed to AL-ASP with the key the request's hop vouched for), AL routes it to the agency that asked.
+    answer = reader.reply(opened, payload=b'{"a": "a rental company in Prizren"}')
+    answer_id = reader.submit(answer)["message_id"]
+    xk.officer("xk-officer").decide(answer_id, "approve")
+    with peers(region_of_two) as network:
+        xk.drain(network)
+    al.officer("al-officer").decide(answer_id, "route", route_to_agency="AL-ASP")
+    with peers(region_of_two) as network:
+        al.drain(network)
+    back = next(i for i in asker.inbox_all() if i["message_id"] == answer_id)
+    answered = asker.open(back)
+    assert answered.plaintext == b'{"a": "a rental company in Prizren"}'
+    assert str(answered.header.in_reply_to) == message_id
+    assert [(s["party"], s["decision"]) for s in answered.custody] == [
+        ("XK-SPOC", "approved"),
+        ("AL-SPOC", "received"),
+        ("AL-SPOC", "routed"),
+    ]
+    assert asker.status(message_id)["state"] == "forwarded"  # on AL's node the request went on to XK
 
     same_digest = select(AuditEntry.details["digest"].as_string())
     sent = al.count(select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "hop:sent"))
@@ -260,12 +282,12 @@ def test_hostile_hops_are_refused_with_their_reason_audited_and_nothing_stored(
     answer = _post(xk, missing, _transport_key(al))
     assert (answer.status_code, answer.json()["reason"]) == (422, "custody")
 
-    # Answers and notifications do not cross yet (their reply rules are not run on the hop): refused.
-    as_answer = {
+    # Notifications and the other types do not cross yet (their own rules are not run on the hop): refused.
+    notice = {
         **body,
-        "envelope": {**body["envelope"], "header": {**body["envelope"]["header"], "type": "response"}},
+        "envelope": {**body["envelope"], "header": {**body["envelope"]["header"], "type": "notification"}},
     }
-    answer = _post(xk, as_answer, _transport_key(al))
+    answer = _post(xk, notice, _transport_key(al))
     assert (answer.status_code, answer.json()["reason"]) == (422, "unsupported-type")
 
     from broker.messages.models import Message
