@@ -36,3 +36,15 @@ def runtime() -> Runtime:
 def http() -> httpx.Client:
     """The pooled client of pushes to agencies (timeouts on every call; see ``broker.delivery.push``)."""
     return make_client(get_settings())
+
+
+@functools.cache
+def peer_http() -> httpx.Client:
+    """The pooled client of hops to peer nodes: their URLs come from the signed regional directory (not from an
+    agency), so no egress filter; timeouts on every call, no proxy from the environment, no redirects."""
+    settings = get_settings()
+    return httpx.Client(
+        timeout=httpx.Timeout(settings.push_timeout_seconds, connect=settings.push_connect_timeout_seconds),
+        trust_env=False,
+        follow_redirects=False,
+    )

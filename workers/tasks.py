@@ -3,8 +3,8 @@
 ``relay`` claims outbox rows and commits *before* it sends the batch tasks, so a task can never run
 ahead of the commit that made its work; if sending fails (Redis down) or a task is lost (Redis flushed,
 worker killed), the rows are claimed again after ``outbox_redispatch_seconds``. ``dispatch`` does the
-same for due pushes, whose lease (``push_lease_seconds``) plays that part. Beat tasks (relay, dispatch,
-purge) never retry: the next tick is their retry.
+same for due pushes and hops to peer nodes, whose lease (``push_lease_seconds``) plays that part. Beat
+tasks (relay, dispatch, purge) never retry: the next tick is their retry.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ from broker.audit.service import sequence_all
 from broker.config import get_settings
 from broker.db import unit_of_work
 from broker.delivery.runner import claim_due, push_batch
+from broker.hop.outbound import claim_due as claim_due_hops
+from broker.hop.outbound import hop_batch
 from broker.keys.service import DatabaseKeyStore, forget_old_nonces
 from broker.messages import idempotency
 from broker.messages.work import process as process_rows
 from broker.outbox import service as outbox
 from workers.celery_app import app
-from workers.runtime import http, runtime
+from workers.runtime import http, peer_http, runtime
 
 log = logging.getLogger("spoc.workers")
 BATCH = 50
@@ -74,16 +76,23 @@ def process(ids: list[int]) -> int:
 
 @app.task(name="spoc.delivery.dispatch", base=BeatTask)
 def dispatch() -> int:
-    """Lease due pushes batch by batch and hand each batch to a ``push`` task."""
+    """Lease due pushes and due hops to peer nodes batch by batch, and hand each batch to its task."""
     settings = get_settings()
     total = 0
-    for _ in range(MAX_DISPATCH_ROUNDS):
-        ids = claim_due(runtime().sessionmaker, settings)
-        if not ids:
-            break
-        push.delay(ids)
-        total += len(ids)
+    for claim, task in ((claim_due, push), (claim_due_hops, hop)):
+        for _ in range(MAX_DISPATCH_ROUNDS):
+            ids = claim(runtime().sessionmaker, settings)
+            if not ids:
+                break
+            task.delay(ids)
+            total += len(ids)
     return total
+
+
+@app.task(name="spoc.hop.send", base=SpocTask)
+def hop(ids: list[int]) -> dict[str, int]:
+    """Send a batch of hops to peer nodes and record the outcomes (idempotent: settled rows are skipped)."""
+    return hop_batch(runtime().sessionmaker, runtime().master_key, ids, get_settings(), peer_http())
 
 
 @app.task(name="spoc.delivery.push", base=SpocTask)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String, Text, UniqueConstraint
+from sqlalchemy import Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from broker.db import Base, UTCDateTime, utcnow
@@ -30,3 +30,9 @@ class Hop(Base):
     sender_key: Mapped[str] = mapped_column(Text)
     receipt: Mapped[str | None] = mapped_column(Text, default=None)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Sending side only: retried with backoff until receipted; after the last attempt it is dead-lettered to
+    # the origin's officers (``broker.hop.outbound``). ``next_attempt_at`` doubles as the lease of a claimed hop.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None, index=True)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

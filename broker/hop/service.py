@@ -24,15 +24,13 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import httpx
-import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker.audit.actions import AuditAction
-from broker.audit.service import SYSTEM, Actor, record
+from broker.audit.service import Actor, record
 from broker.crypto import PublicKey, countersign, unverified_kid
 from broker.crypto.countersign import sign_transport_receipt, verify_transport_receipt
-from broker.crypto.httpsig import NODE_LABEL, sign_request
 from broker.db import utcnow
 from broker.directory.service import contact_point_for, get_agency
 from broker.errors import Conflict, NotFound, PolicyRefused, SpocError, Unavailable, VerificationError
@@ -50,7 +48,18 @@ from broker.region.service import Current, current
 from broker.region.sync import TRANSPORT_PARTY, held_parties
 from schemas.region import DirectoryNode, RegionDirectory
 
-__all__ = ["HOP_PATH", "is_remote", "live_directory", "peer_for_kid", "receive", "send", "this_node"]
+__all__ = [
+    "HOP_PATH",
+    "HopFailed",
+    "check_receipt",
+    "hop_body",
+    "is_remote",
+    "live_directory",
+    "peer_for_kid",
+    "problem_reason",
+    "receive",
+    "this_node",
+]
 
 HOP_PATH: Final = "/v1/hop/messages"
 
@@ -102,7 +111,7 @@ def peer_for_kid(directory: RegionDirectory, kid: str) -> tuple[DirectoryNode, P
 # --- sending ------------------------------------------------------------------------------------------
 
 
-def _hop_body(
+def hop_body(
     session: Session, keys: DatabaseKeyStore, message: Message, *, sender_key: str | None
 ) -> dict[str, Any]:
     origin_cp = contact_point_for(session, message.origin_country).id
@@ -121,58 +130,7 @@ def _hop_body(
     return {"envelope": message.envelope, "custody": steps, "sender_key": sender_key}
 
 
-def send(session: Session, keys: DatabaseKeyStore, message_id: str, *, http: httpx.Client) -> None:
-    """Hand a forwarded message to its destination's node; raise (to be retried) until it is receipted."""
-    message = session.get(Message, message_id)
-    if message is None or message.state != State.FORWARDED:
-        return
-    row = session.scalar(select(Hop).where(Hop.message_id == message.id, Hop.direction == "out"))
-    if row is not None and row.receipt is not None:
-        return  # done before (the task ran twice)
-    directory = live_directory(session).directory
-    me = this_node(session, directory)
-    peer = directory.node_for_country(message.destination_country)
-    if peer is None:
-        raise PolicyRefused(f"no node serves {message.destination_country}", reason="unknown-country")
-    body = _hop_body(session, keys, message, sender_key=row.sender_key if row is not None else None)
-    if row is None:
-        row = Hop(message_id=message.id, direction="out", peer_node=peer.node_id, digest=message.digest,
-                  sender_key=body["sender_key"])  # fmt: skip
-        session.add(row)
-        session.flush()
-    raw = orjson.dumps(body)
-    url = peer.base_url.rstrip("/") + HOP_PATH
-    headers = {"content-type": "application/json"}
-    sign_request("POST", url, headers, raw, key=keys.signing_key(TRANSPORT_PARTY), label=NODE_LABEL)
-    answer = http.post(url, content=raw, headers=headers)
-    if answer.status_code != 200:
-        # Only the status and the problem's reason: nothing else a peer writes is stored (issue 12, item 4).
-        reason = _problem_reason(answer)
-        raise HopFailed(f"{peer.node_id} answered {answer.status_code}" + (f" ({reason})" if reason else ""))
-    token = (
-        answer.json().get("receipt")
-        if answer.headers.get("content-type", "").startswith("application/json")
-        else None
-    )
-    statement = _check_receipt(token, peer=peer, me=me, message=message)
-    row.receipt = token
-    record(
-        session,
-        actor=SYSTEM,
-        action=AuditAction.HOP_SENT,
-        object_type="message",
-        object_id=message.id,
-        countries=[message.origin_country, message.destination_country],
-        details={
-            "to_node": peer.node_id,
-            "digest": message.digest,
-            "received_at": statement.get("received_at"),
-        },
-    )
-    session.flush()
-
-
-def _problem_reason(answer: httpx.Response) -> str | None:
+def problem_reason(answer: httpx.Response) -> str | None:
     try:
         reason = answer.json().get("reason")
     except (ValueError, AttributeError):
@@ -192,7 +150,7 @@ class HopFailed(SpocError):
     title = "The peer node did not take the hop"
 
 
-def _check_receipt(token: Any, *, peer: DirectoryNode, me: DirectoryNode, message: Message) -> dict[str, Any]:
+def check_receipt(token: Any, *, peer: DirectoryNode, me: DirectoryNode, message: Message) -> dict[str, Any]:
     keys = {k.kid: k for k in (PublicKey.from_jwk(j) for j in peer.transport_keys)}
 
     def resolve(kid: str) -> PublicKey:

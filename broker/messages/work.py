@@ -5,7 +5,7 @@ a test that does not start a worker uses. There is one implementation of each st
 
 - ``forward``: the destination contact point receives a forwarded message (``broker.messages.service``);
 - ``deliver``: a routed message's delivery row to its agency, pull or push (``broker.delivery.service``);
-- ``forward`` to a country whose contact point is on another node is the hop (``broker.hop.service``).
+- ``forward`` to a country whose contact point is on another node schedules the hop (``broker.hop.outbound``).
 
 Every handler is idempotent: it looks at the message's state and does nothing if the step was done.
 """
@@ -14,13 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker.delivery.service import deliver
 from broker.directory.models import Agency
-from broker.hop import service as hop
+from broker.hop import outbound
 from broker.hop.service import is_remote
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.models import Message
@@ -29,21 +28,13 @@ from broker.outbox import service as outbox
 from broker.outbox.models import OutboxItem
 
 
-def handlers(keys: DatabaseKeyStore, http: httpx.Client | None = None) -> dict[str, outbox.Handler]:
-    """``http`` carries hops to peer nodes (made on first use, with timeouts, when not given)."""
-    clients: list[httpx.Client] = [http] if http is not None else []
-
-    def peer_http() -> httpx.Client:
-        if not clients:
-            clients.append(httpx.Client(timeout=httpx.Timeout(10.0, connect=3.0), trust_env=False))
-        return clients[0]
-
+def handlers(keys: DatabaseKeyStore) -> dict[str, outbox.Handler]:
     def do_forward(session: Session, row: OutboxItem) -> None:
         if row.message_id is None:
             return
         message = session.get(Message, row.message_id)
         if message is not None and is_remote(session, keys, message.destination_country):
-            hop.send(session, keys, row.message_id, http=peer_http())  # the destination is another node
+            outbound.schedule(session, keys, message)  # the destination is another node: the hop goes out
         else:
             forward(session, keys, row.message_id)
 
@@ -69,16 +60,12 @@ def prefetch(session: Session, rows: Sequence[OutboxItem]) -> None:
     session.info.setdefault("outbox_prefetched", []).extend(loaded)
 
 
-def process(
-    session: Session, keys: DatabaseKeyStore, ids: Sequence[int], *, http: httpx.Client | None = None
-) -> int:
+def process(session: Session, keys: DatabaseKeyStore, ids: Sequence[int]) -> int:
     """Run the outbox rows ``ids`` (a worker's batch task); returns rows done."""
-    return outbox.process(session, ids, handlers(keys, http), prefetch=prefetch)
+    return outbox.process(session, ids, handlers(keys), prefetch=prefetch)
 
 
-def drain(
-    session: Session, keys: DatabaseKeyStore, *, limit: int = 1000, http: httpx.Client | None = None
-) -> int:
+def drain(session: Session, keys: DatabaseKeyStore, *, limit: int = 1000) -> int:
     """Claim and process every due outbox row in this transaction (no Celery); returns rows processed."""
     total = 0
     tried: set[int] = set()
@@ -86,7 +73,7 @@ def drain(
         if tried.issuperset(ids):
             break  # only rows that failed already: leave them to the relay's redispatch
         tried.update(ids)
-        total += process(session, keys, ids, http=http)
+        total += process(session, keys, ids)
         if total >= limit:
             break
     return total

@@ -29,10 +29,15 @@ def upgrade() -> None:
         sa.Column("sender_key", sa.Text(), nullable=False),
         sa.Column("receipt", sa.Text(), nullable=True),
         sa.Column("at", UTCDateTime(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("dead_at", UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("message_id", "direction"),
     )
     op.create_index(op.f("ix_hops_message_id"), "hops", ["message_id"], unique=False)
+    op.create_index(op.f("ix_hops_next_attempt_at"), "hops", ["next_attempt_at"], unique=False)
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f("fk_messages_destination_agency_agencies"), type_="foreignkey")
 
@@ -42,5 +47,6 @@ def downgrade() -> None:
         batch_op.create_foreign_key(
             batch_op.f("fk_messages_destination_agency_agencies"), "agencies", ["destination_agency"], ["id"]
         )
+    op.drop_index(op.f("ix_hops_next_attempt_at"), table_name="hops")
     op.drop_index(op.f("ix_hops_message_id"), table_name="hops")
     op.drop_table("hops")

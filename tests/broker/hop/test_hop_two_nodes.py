@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 
 from broker.audit.models import AuditEntry
 from broker.audit.service import SYSTEM
@@ -32,6 +32,7 @@ from broker.crypto.httpsig import NODE_LABEL, sign_request
 from broker.db import make_engine, make_sessionmaker, unit_of_work, utcnow
 from broker.directory.seed import SeedResult, seed_region
 from broker.hop.models import Hop
+from broker.hop.outbound import hop_all_due
 from broker.hop.service import HOP_PATH
 from broker.keys.models import PartyKey
 from broker.keys.service import DatabaseKeyStore
@@ -62,10 +63,12 @@ class Node:
         password = self.seed.accounts[username].password
         return OfficerClient(URLS[self.country], username, password, transport=self.client._transport)
 
-    def drain(self, peers: httpx.Client) -> int:
+    def drain(self, peers: httpx.Client) -> dict[str, int]:
+        """Run the outbox in-process (what a worker does), then send every due hop over ``peers``."""
         state = self.client.app.state  # type: ignore[attr-defined]
         with unit_of_work(state.sessionmaker) as session:
-            return drain(session, DatabaseKeyStore(session, state.master_key), http=peers)
+            drain(session, DatabaseKeyStore(session, state.master_key))
+        return hop_all_due(state.sessionmaker, state.master_key, self.settings, peers)
 
     def count(self, query: Any) -> int:
         with self.engine.connect() as conn:
@@ -92,6 +95,7 @@ def region_of_two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
             master_key=SecretStr(MasterKey.generate_secret()),
             data_dir=Path(folder / country),
             region_anchor=anchor,
+            push_backoff_base_seconds=60,  # a failed hop is not due again within a test unless made due
         )
         upgrade(settings)
         engine = make_engine(settings)
@@ -149,7 +153,7 @@ def test_a_request_crosses_from_al_s_node_to_xk_s_node_and_is_read_there(
     message_id = asker.submit(envelope)["message_id"]
     al.officer("al-officer").decide(message_id, "approve")
     with peers(region_of_two) as network:
-        assert al.drain(network) >= 1
+        assert al.drain(network)["sent"] == 1
     assert al.count(select(func.count()).select_from(Hop).where(Hop.receipt.is_not(None))) == 1
 
     xk.officer("xk-officer").decide(message_id, "route", route_to_agency="XK-KP")
@@ -210,7 +214,7 @@ def test_a_request_crosses_from_al_s_node_to_xk_s_node_and_is_read_there(
 
 def _forwarded(al: Node) -> tuple[str, dict[str, Any]]:
     """A message approved at AL, and the hop AL's node would send for it (not sent)."""
-    from broker.hop.service import _hop_body
+    from broker.hop.service import hop_body
     from broker.messages.models import Message
 
     asker = al.agency("AL-ASP")
@@ -222,7 +226,7 @@ def _forwarded(al: Node) -> tuple[str, dict[str, Any]]:
     with unit_of_work(state.sessionmaker) as session:
         message = session.get(Message, message_id)
         assert message is not None
-        return message_id, _hop_body(
+        return message_id, hop_body(
             session, DatabaseKeyStore(session, state.master_key), message, sender_key=None
         )
 
@@ -298,3 +302,79 @@ def test_hostile_hops_are_refused_with_their_reason_audited_and_nothing_stored(
         select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "hop:refused")
     )
     assert refused_after == refused_before + 3  # the unlisted key is a denied call, the others hop refusals
+
+
+def _down(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("connection refused", request=request)
+
+
+def _make_due(node: Node, message_id: str) -> None:
+    """Let the backoff pass (the clock is not ours to move): the hop is due again now."""
+    with node.engine.begin() as conn:
+        conn.execute(update(Hop).where(Hop.message_id == message_id).values(next_attempt_at=utcnow()))
+
+
+def test_a_peer_down_gets_the_hop_when_it_is_back_once(region_of_two: dict[str, Node]) -> None:
+    al, xk = region_of_two["AL"], region_of_two["XK"]
+    asker = al.agency("AL-ASP")
+    message_id = asker.submit(
+        asker.build(payload=b"{}", destination_country="XK", category="drug-trafficking")
+    )["message_id"]
+    al.officer("al-officer").decide(message_id, "approve")
+    with httpx.Client(transport=httpx.MockTransport(_down)) as down:
+        tried = al.drain(down)  # (with the hops other tests left approved but never sent)
+    assert tried["sent"] == tried["dead"] == 0
+    assert tried["retry"] >= 1
+    with al.engine.connect() as conn:
+        hop = conn.execute(
+            select(Hop.attempts, Hop.next_attempt_at, Hop.last_error).where(Hop.message_id == message_id)
+        ).one()
+    assert hop.attempts == 1
+    assert hop.next_attempt_at > utcnow()  # backing off
+    assert "ConnectError" in hop.last_error
+    with peers(region_of_two) as network:
+        assert al.drain(network)["sent"] == 0  # not due yet: nothing is sent before the backoff ends
+        _make_due(al, message_id)
+        assert al.drain(network)["sent"] == 1
+        assert al.drain(network)["sent"] == 0  # receipted: never sent again
+    from broker.messages.models import Message
+
+    stored = select(func.count()).select_from(Message).where(Message.id == message_id)
+    received = (
+        select(func.count())
+        .select_from(AuditEntry)
+        .where(AuditEntry.action == "hop:received", AuditEntry.object_id == message_id)
+    )
+    assert (xk.count(stored), xk.count(received)) == (1, 1)
+
+
+def test_a_hop_that_never_gets_through_is_dead_lettered_to_the_origin_s_officers(
+    region_of_two: dict[str, Node],
+) -> None:
+    al = region_of_two["AL"]
+    asker = al.agency("AL-ASP")
+    message_id = asker.submit(
+        asker.build(payload=b"{}", destination_country="XK", category="drug-trafficking")
+    )["message_id"]
+    al.officer("al-officer").decide(message_id, "approve")
+    state = al.client.app.state  # type: ignore[attr-defined]
+    with unit_of_work(state.sessionmaker) as session:
+        drain(session, DatabaseKeyStore(session, state.master_key))
+    patient = al.settings.model_copy(update={"push_max_attempts": 2})
+    with httpx.Client(transport=httpx.MockTransport(_down)) as down:
+        assert hop_all_due(state.sessionmaker, state.master_key, patient, down)["retry"] == 1
+        _make_due(al, message_id)
+        assert hop_all_due(state.sessionmaker, state.master_key, patient, down)["dead"] == 1
+    dead = (
+        select(func.count())
+        .select_from(AuditEntry)
+        .where(AuditEntry.action == "hop:dead-lettered", AuditEntry.object_id == message_id)
+    )
+    assert al.count(dead) == 1
+    login = al.client.post(
+        "/v1/auth/login", json={"username": "al-officer", "password": al.seed.accounts["al-officer"].password}
+    )
+    notes = al.client.get(
+        "/v1/cp/notifications", headers={"Authorization": f"Bearer {login.json()['token']}"}
+    )
+    assert any(n["kind"] == "hop-dead-letter" and n["message_id"] == message_id for n in notes.json())

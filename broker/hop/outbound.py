@@ -1,0 +1,309 @@
+"""Sending hops: scheduled in the approval's transaction, sent with no transaction open, settled after.
+
+The same shape as push delivery (``broker.delivery.push``), for the same reasons: a peer that is down or slow
+must hold no lock and stall no other work. Each step is its own unit of work:
+
+1. ``schedule`` (the outbox's forward step, in the worker's transaction): a ``hops`` row for the message, with
+   the origin contact point's statement vouching for the sender's keys, due now.
+2. ``claim`` (committed before anything is sent): due rows leased by moving ``next_attempt_at`` forward, so a
+   worker killed mid-send gives the row back when the lease runs out.
+3. ``prepare`` (read): the signed requests. ``send`` (no transaction): the POSTs.
+4. ``settle`` (write): a receipt that verifies against the peer's directory keys is kept, with ``hop:sent`` in
+   the log; anything else is retried with exponential backoff and jitter (``SPOC_PUSH_BACKOFF_*``), and after
+   ``SPOC_PUSH_MAX_ATTEMPTS`` (or at once for a refusal that cannot change, a 4xx other than 408/429) the hop is
+   dead-lettered: the origin's officers are notified, with the peer's status and reason.
+
+At-least-once on the wire; the receiving node de-duplicates by message id and answers a repeat with its first
+receipt, so the message is stored there once.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import httpx
+import orjson
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from broker.audit.actions import AuditAction
+from broker.audit.service import SYSTEM, record
+from broker.config import Settings
+from broker.crypto import MasterKey
+from broker.crypto.httpsig import NODE_LABEL, sign_request
+from broker.db import unit_of_work, utcnow
+from broker.delivery.push import backoff
+from broker.directory.service import contact_point_for
+from broker.errors import SpocError
+from broker.hop.models import Hop
+from broker.hop.service import (
+    HOP_PATH,
+    HopFailed,
+    check_receipt,
+    hop_body,
+    live_directory,
+    problem_reason,
+    this_node,
+)
+from broker.keys.service import DatabaseKeyStore
+from broker.messages.models import Message
+from broker.messages.notifications import notify
+from broker.region.sync import TRANSPORT_PARTY
+
+__all__ = [
+    "HopJob",
+    "HopOutcome",
+    "claim",
+    "hop_all_due",
+    "hop_batch",
+    "prepare",
+    "schedule",
+    "send",
+    "settle",
+]
+
+
+def schedule(session: Session, keys: DatabaseKeyStore, message: Message) -> None:
+    """Queue the hop of a message approved for another node (idempotent: one row per message)."""
+    if session.scalar(select(Hop.id).where(Hop.message_id == message.id, Hop.direction == "out")) is not None:
+        return
+    directory = live_directory(session).directory
+    peer = directory.node_for_country(message.destination_country)
+    if peer is None:
+        raise HopFailed(f"no node of the regional directory serves {message.destination_country}")
+    body = hop_body(session, keys, message, sender_key=None)
+    session.add(
+        Hop(
+            message_id=message.id,
+            direction="out",
+            peer_node=peer.node_id,
+            digest=message.digest,
+            sender_key=body["sender_key"],
+            attempts=0,
+            next_attempt_at=utcnow(),
+        )
+    )
+    session.flush()
+
+
+def claim(session: Session, *, limit: int, lease_seconds: float, now: datetime | None = None) -> list[int]:
+    """Lease due, unreceipted outgoing hops (oldest due first); the caller commits, then sends."""
+    now = now or utcnow()
+    query = (
+        select(Hop)
+        .where(
+            Hop.direction == "out", Hop.receipt.is_(None), Hop.dead_at.is_(None), Hop.next_attempt_at <= now
+        )
+        .order_by(Hop.next_attempt_at, Hop.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    rows = list(session.scalars(query).all())
+    for row in rows:
+        row.next_attempt_at = now + timedelta(seconds=lease_seconds)
+    session.flush()
+    return [r.id for r in rows]
+
+
+@dataclass(frozen=True)
+class HopJob:
+    hop_id: int
+    url: str
+    body: bytes
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class HopOutcome:
+    hop_id: int
+    receipt: str | None = None
+    error: str | None = None
+    permanent: bool = False
+
+
+def prepare(
+    session: Session, keys: DatabaseKeyStore, ids: Sequence[int]
+) -> tuple[list[HopJob], list[HopOutcome]]:
+    """The signed requests of the still-open hops among ``ids``, and outcomes already known."""
+    rows = session.execute(
+        select(Hop, Message)
+        .join(Message, Message.id == Hop.message_id)
+        .where(Hop.id.in_(ids), Hop.receipt.is_(None), Hop.dead_at.is_(None))
+        .order_by(Hop.id)
+    ).all()
+    jobs: list[HopJob] = []
+    known: list[HopOutcome] = []
+    if not rows:
+        return jobs, known
+    try:
+        directory = live_directory(session).directory
+    except SpocError as exc:  # no valid directory: nobody can be reached now; retried later
+        return jobs, [HopOutcome(hop.id, error=exc.detail) for hop, _ in rows]
+    signer = keys.signing_key(TRANSPORT_PARTY)
+    for hop, message in rows:
+        peer = directory.node(hop.peer_node)
+        if peer is None:
+            known.append(HopOutcome(hop.id, error=f"node {hop.peer_node} left the regional directory"))
+            continue
+        body = orjson.dumps(hop_body(session, keys, message, sender_key=hop.sender_key))
+        url = peer.base_url.rstrip("/") + HOP_PATH
+        headers = {"content-type": "application/json"}
+        sign_request("POST", url, headers, body, key=signer, label=NODE_LABEL)
+        jobs.append(HopJob(hop.id, url, body, headers))
+    return jobs, known
+
+
+def send(jobs: Sequence[HopJob], *, client: httpx.Client) -> list[HopOutcome]:
+    """POST each hop (no transaction open); what came back, never the peer's text beyond its problem reason."""
+    outcomes = []
+    for job in jobs:
+        try:
+            answer = client.post(job.url, content=job.body, headers=job.headers)
+        except httpx.HTTPError as exc:
+            outcomes.append(HopOutcome(job.hop_id, error=f"{type(exc).__name__} reaching the peer node"))
+            continue
+        if answer.status_code == 200 and answer.headers.get("content-type", "").startswith(
+            "application/json"
+        ):
+            document = answer.json()
+            token = document.get("receipt") if isinstance(document, dict) else None
+            if isinstance(token, str):
+                outcomes.append(HopOutcome(job.hop_id, receipt=token))
+            else:
+                outcomes.append(HopOutcome(job.hop_id, error="no receipt in the peer node's answer"))
+            continue
+        reason = problem_reason(answer)
+        permanent = 400 <= answer.status_code < 500 and answer.status_code not in (408, 425, 429)
+        error = f"the peer node answered {answer.status_code}" + (f" ({reason})" if reason else "")
+        outcomes.append(HopOutcome(job.hop_id, error=error, permanent=permanent))
+    return outcomes
+
+
+def settle(
+    session: Session,
+    outcomes: Sequence[HopOutcome],
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    rng: random.Random | None = None,
+) -> dict[str, int]:
+    """Record what each hop achieved; counts by result (sent, retry, dead, skipped)."""
+    now = now or utcnow()
+    counts = {"sent": 0, "retry": 0, "dead": 0, "skipped": 0}
+    by_id = {o.hop_id: o for o in outcomes}
+    if not by_id:
+        return counts
+    query = select(Hop, Message).join(Message, Message.id == Hop.message_id).where(Hop.id.in_(by_id))
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(of=Hop)
+    directory = None
+    for hop, message in session.execute(query.order_by(Hop.id)).all():
+        outcome = by_id[hop.id]
+        if hop.receipt is not None or hop.dead_at is not None:
+            counts["skipped"] += 1
+            continue
+        hop.attempts += 1
+        error = outcome.error
+        if outcome.receipt is not None:
+            try:
+                directory = directory or live_directory(session).directory
+                peer = directory.node(hop.peer_node)
+                if peer is None:
+                    raise HopFailed(f"node {hop.peer_node} left the regional directory")
+                statement = check_receipt(
+                    outcome.receipt, peer=peer, me=this_node(session, directory), message=message
+                )
+            except SpocError as exc:
+                error = exc.detail
+            else:
+                hop.receipt, hop.next_attempt_at, hop.last_error = outcome.receipt, None, None
+                record(
+                    session,
+                    actor=SYSTEM,
+                    action=AuditAction.HOP_SENT,
+                    object_type="message",
+                    object_id=message.id,
+                    countries=[message.origin_country, message.destination_country],
+                    details={
+                        "to_node": hop.peer_node,
+                        "digest": message.digest,
+                        "received_at": statement.get("received_at"),
+                        "attempts": hop.attempts,
+                    },
+                )
+                counts["sent"] += 1
+                continue
+        hop.last_error = (error or "unknown error")[:500]
+        if outcome.permanent or hop.attempts >= settings.push_max_attempts:
+            _dead_letter(session, hop, message, now=now)
+            counts["dead"] += 1
+            continue
+        delay = backoff(
+            hop.attempts,
+            base=settings.push_backoff_base_seconds,
+            cap=settings.push_backoff_cap_seconds,
+            rng=rng,
+        )
+        hop.next_attempt_at = now + timedelta(seconds=delay)
+        counts["retry"] += 1
+    session.flush()
+    return counts
+
+
+def _dead_letter(session: Session, hop: Hop, message: Message, *, now: datetime) -> None:
+    """Give up: the origin's officers learn that the message did not reach the other node, and why."""
+    hop.dead_at, hop.next_attempt_at = now, None
+    record(
+        session,
+        actor=SYSTEM,
+        action=AuditAction.HOP_DEAD_LETTERED,
+        object_type="message",
+        object_id=message.id,
+        countries=[message.origin_country, message.destination_country],
+        outcome="dead-lettered",
+        details={"to_node": hop.peer_node, "attempts": hop.attempts, "error": hop.last_error},
+    )
+    cp = contact_point_for(session, message.origin_country)
+    notify(
+        session,
+        contact_point_id=cp.id,
+        kind="hop-dead-letter",
+        message_id=message.id,
+        text=f"{message.type} {message.id} did not reach {message.destination_country}'s node after "
+        f"{hop.attempts} attempts: {hop.last_error}",
+    )
+
+
+def hop_batch(
+    factory: sessionmaker[Session],
+    master: MasterKey,
+    ids: list[int],
+    settings: Settings,
+    client: httpx.Client,
+) -> dict[str, int]:
+    """Prepare (read), send (no transaction), settle (write) the hops ``ids``; counts by result."""
+    with unit_of_work(factory) as session:
+        jobs, known = prepare(session, DatabaseKeyStore(session, master), ids)
+    outcomes = known + send(jobs, client=client)
+    with unit_of_work(factory) as session:
+        return settle(session, outcomes, settings)
+
+
+def claim_due(factory: sessionmaker[Session], settings: Settings) -> list[int]:
+    with unit_of_work(factory) as session:
+        return claim(session, limit=settings.push_batch_size, lease_seconds=settings.push_lease_seconds)
+
+
+def hop_all_due(
+    factory: sessionmaker[Session], master: MasterKey, settings: Settings, client: httpx.Client
+) -> dict[str, int]:
+    """Every due hop, batch after batch, in this process (tests, the CLI); counts by result."""
+    totals = {"sent": 0, "retry": 0, "dead": 0, "skipped": 0}
+    while ids := claim_due(factory, settings):
+        for name, count in hop_batch(factory, master, ids, settings, client).items():
+            totals[name] += count
+    return totals
