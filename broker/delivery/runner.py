@@ -5,6 +5,8 @@ The worker's tasks (``workers.tasks``) and the in-process tests call these; ther
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -36,12 +38,24 @@ def push_batch(
         return push.settle(session, DatabaseKeyStore(session, master), outcomes, settings)
 
 
+def all_due(
+    claim: Callable[[], list[int]], batch: Callable[[list[int]], dict[str, int]], results: Iterable[str]
+) -> dict[str, int]:
+    """Claim and run batches until nothing is due (tests, the CLI; workers run one batch per task); counts by
+    result. Shared by pushes to agencies and hops to peer nodes, which have the same lease-send-settle shape."""
+    totals = dict.fromkeys(results, 0)
+    while ids := claim():
+        for name, count in batch(ids).items():
+            totals[name] += count
+    return totals
+
+
 def push_all_due(
     factory: sessionmaker[Session], master: MasterKey, settings: Settings, client: httpx.Client
 ) -> dict[str, int]:
-    """Every due push, batch after batch, in this process (tests, the CLI); counts by result."""
-    totals = {"delivered": 0, "retry": 0, "dead": 0, "skipped": 0}
-    while ids := claim_due(factory, settings):
-        for name, count in push_batch(factory, master, ids, settings, client).items():
-            totals[name] += count
-    return totals
+    """Every due push, batch after batch, in this process; counts by result."""
+    return all_due(
+        lambda: claim_due(factory, settings),
+        lambda ids: push_batch(factory, master, ids, settings, client),
+        ("delivered", "retry", "dead", "skipped"),
+    )

@@ -36,6 +36,7 @@ from broker.crypto import MasterKey
 from broker.crypto.httpsig import NODE_LABEL, sign_request
 from broker.db import unit_of_work, utcnow
 from broker.delivery.push import backoff
+from broker.delivery.runner import all_due
 from broker.directory.service import contact_point_for
 from broker.errors import SpocError
 from broker.hop.models import Hop
@@ -302,8 +303,8 @@ def hop_all_due(
     factory: sessionmaker[Session], master: MasterKey, settings: Settings, client: httpx.Client
 ) -> dict[str, int]:
     """Every due hop, batch after batch, in this process (tests, the CLI); counts by result."""
-    totals = {"sent": 0, "retry": 0, "dead": 0, "skipped": 0}
-    while ids := claim_due(factory, settings):
-        for name, count in hop_batch(factory, master, ids, settings, client).items():
-            totals[name] += count
-    return totals
+    return all_due(
+        lambda: claim_due(factory, settings),
+        lambda ids: hop_batch(factory, master, ids, settings, client),
+        ("sent", "retry", "dead", "skipped"),
+    )
