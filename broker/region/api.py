@@ -48,7 +48,14 @@ def install_region_directory(
     """Install a newer signed directory. A refusal names its reason and is audited; nothing is installed."""
     actor = admin.actor(request)
     try:
-        installed, changed = install(session, body, anchor=anchor_of(settings), now=utcnow(), actor=actor)
+        installed, changed = install(
+            session,
+            body,
+            anchor=anchor_of(settings),
+            now=utcnow(),
+            actor=actor,
+            require_https=settings.environment == "production",
+        )
     except SpocError as exc:
         session.rollback()
         record_refusal(session, actor, body, exc)

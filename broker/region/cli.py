@@ -148,7 +148,12 @@ def install_command(signed: Path) -> None:
         try:
             with unit_of_work(sessions) as session:
                 installed, changed = install(
-                    session, raw, anchor=anchor_of(settings), now=utcnow(), actor=OPERATOR
+                    session,
+                    raw,
+                    anchor=anchor_of(settings),
+                    now=utcnow(),
+                    actor=OPERATOR,
+                    require_https=settings.environment == "production",
                 )
         except SpocError as exc:
             with unit_of_work(sessions) as session:

@@ -160,13 +160,22 @@ def install(
     anchor: Sequence[PublicKey],
     now: datetime,
     actor: Actor,
+    require_https: bool = False,
 ) -> tuple[Current, bool]:
     """Install a signed directory if it is valid and newer; ``(current, changed)``.
 
     ``raw`` is the signed directory as received (a JSON object); its signature is checked over the canonical
-    form of the received document, never a re-serialisation."""
+    form of the received document, never a re-serialisation. With ``require_https`` (production) a node whose
+    ``base_url`` is plain http is refused: the routing header and every signature would cross a border in the
+    clear (the payload stays encrypted either way)."""
     signed, kid = verify_signed(raw, anchor=anchor, now=now)
     document = signed.directory
+    plain = sorted(n.node_id for n in document.nodes if not n.base_url.startswith("https://"))
+    if require_https and plain:
+        raise PolicyRefused(
+            f"nodes {', '.join(plain)} are reached over plain http; a production node hops over https only",
+            reason="directory-insecure-url",
+        )
     fingerprint = digest(raw["directory"])
     newest = _newest(session)
     if newest is not None:

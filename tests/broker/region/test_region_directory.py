@@ -330,3 +330,21 @@ def test_the_version_never_goes_back_and_one_version_is_one_document(node: Node,
     assert node.client.post("/v1/region/directory", json=v3, headers=admin).json()["installed"]
     assert _installed(node.engine) == [2, 3]
     assert node.client.get("/v1/region/directory").json()["directory"]["version"] == 3
+
+
+def test_a_production_node_refuses_peers_reached_over_plain_http(
+    node: Node, al_settings: Settings, governance: KeyPair
+) -> None:
+    """The payload is sealed either way, but the routing header and every signature would cross in the clear."""
+    from contact_points.app import create_app
+
+    production = al_settings.model_copy(update={"environment": "production"})
+    with TestClient(create_app(production)) as client:
+        admin = {"Authorization": node.login("admin")["Authorization"]}
+        plain = signed(draft(node.members("XK")), governance)
+        refused = client.post("/v1/region/directory", json=plain, headers=admin)
+        assert (refused.status_code, refused.json()["reason"]) == (422, "directory-insecure-url")
+        secure = draft([{**node.entry, "base_url": "https://spoc.al.example"}, *nodes("XK")])
+        secure["nodes"][1]["base_url"] = "https://spoc.xk.example"
+        installed = client.post("/v1/region/directory", json=signed(secure, governance), headers=admin)
+        assert installed.status_code == 200, installed.text
