@@ -76,8 +76,10 @@ def deliveries(
     return [(item, message) for item, message in rows]
 
 
-def _dead_letter(session: Session, user: User, message_id: str) -> tuple[ContactPoint, InboxItem, Message]:
-    cp = officer_contact_point(session, user)
+def delivery_in_scope(
+    session: Session, cp: ContactPoint, message_id: str
+) -> tuple[InboxItem, Message] | None:
+    """The current delivery of a message routed by ``cp`` (its country is the destination), or None."""
     row = session.execute(
         select(InboxItem, Message)
         .join(Message, Message.id == InboxItem.message_id)
@@ -87,9 +89,15 @@ def _dead_letter(session: Session, user: User, message_id: str) -> tuple[Contact
             InboxItem.status != DeliveryStatus.SUPERSEDED,
         )
     ).first()
-    if row is None:
+    return (row[0], row[1]) if row is not None else None
+
+
+def _dead_letter(session: Session, user: User, message_id: str) -> tuple[ContactPoint, InboxItem, Message]:
+    cp = officer_contact_point(session, user)
+    found = delivery_in_scope(session, cp, message_id)
+    if found is None:
         raise NotFound(f"no delivery of message {message_id}")
-    item, message = row
+    item, message = found
     if item.status != DeliveryStatus.DEAD or message.state != State.ROUTED:
         raise Conflict(f"the delivery of message {message_id} is {item.status}, not a dead letter")
     if not cleared(user.clearance, message.classification):

@@ -18,11 +18,10 @@ from sqlalchemy.orm import Session
 
 from broker.accounts.models import User
 from broker.delivery import deadletters
-from broker.delivery.models import Channel, DeliveryStatus, InboxItem
+from broker.delivery.models import Channel
 from broker.deps import DbSession, Keys
 from broker.directory.models import Agency
 from broker.errors import InvalidInput, SpocError
-from broker.messages.models import Message
 from broker.policy.service import cleared
 from contact_points.ui.common import check_csrf, login_url, page, principal_or_none
 
@@ -58,19 +57,12 @@ def _confirmation(session: Session, user: User, message_id: str | None, done: st
     """What the officer's retry or re-route did, read from the delivery now (nothing for a crafted link)."""
     if done not in ("retry", "reroute") or not message_id:
         return None
-    cp = deadletters.officer_contact_point(session, user)
-    row = session.execute(
-        select(InboxItem, Message)
-        .join(Message, Message.id == InboxItem.message_id)
-        .where(
-            InboxItem.message_id == message_id,
-            Message.destination_country == cp.country,
-            InboxItem.status != DeliveryStatus.SUPERSEDED,
-        )
-    ).first()
-    if row is None:
+    found = deadletters.delivery_in_scope(
+        session, deadletters.officer_contact_point(session, user), message_id
+    )
+    if found is None:
         return None
-    item, _ = row
+    item, _ = found
     how = "by push, from attempt 1" if item.channel == Channel.PUSH else "to its pull inbox"
     if done == "retry":
         return f"Delivery to {item.agency_id} started again {how}."

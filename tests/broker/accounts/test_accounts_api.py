@@ -2,35 +2,25 @@
 
 from __future__ import annotations
 
-import uuid
-
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from broker.accounts.models import User
-from broker.accounts.service import MAX_FAILED_LOGINS, create_user
+from broker.accounts.service import MAX_FAILED_LOGINS
 from broker.audit.actions import AuditAction
-from broker.audit.service import SYSTEM
-from tests.broker.messages.spoc_builders import audit_entries, committed
+from tests.broker.messages.spoc_builders import (
+    ACCOUNT_PASSWORD,
+    audit_entries,
+    committed,
+    new_officer_account,
+)
 
-PASSWORD = "correct horse battery staple"
+PASSWORD = ACCOUNT_PASSWORD
 
 
 def _new_account(client: TestClient) -> str:
-    username = f"api-{uuid.uuid4().hex[:12]}"
-    with committed(client) as session:
-        create_user(
-            session,
-            username=username,
-            password=PASSWORD,
-            role="officer",
-            contact_point_id="ME-SPOC",
-            country="ME",
-            clearance="RESTRICTED",
-            actor=SYSTEM,
-        )
-    return username
+    return new_officer_account(client, "api")
 
 
 def _login(client: TestClient, username: str, password: str) -> int:

@@ -217,3 +217,26 @@ def officer_headers(client: TestClient, region: Region, username: str) -> dict[s
     )
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+ACCOUNT_PASSWORD = "correct horse battery staple"
+
+
+def new_officer_account(client: TestClient, prefix: str) -> str:
+    """A fresh ME officer (RESTRICTED) with :data:`ACCOUNT_PASSWORD`, committed; its username."""
+    from broker.accounts.service import create_user
+    from broker.audit.service import SYSTEM
+
+    username = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    with committed(client) as session:
+        create_user(
+            session,
+            username=username,
+            password=ACCOUNT_PASSWORD,
+            role="officer",
+            contact_point_id="ME-SPOC",
+            country="ME",
+            clearance="RESTRICTED",
+            actor=SYSTEM,
+        )
+    return username
