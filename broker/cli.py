@@ -152,7 +152,8 @@ def keys_rotate(
 def keys_revoke(
     kid: str, reason: Annotated[str, typer.Option(help="Why (kept in the registry and the audit log).")]
 ) -> None:
-    """Revoke key KID: anything signed with it from now on is refused."""
+    """Revoke key KID: anything signed with it from now on is refused. (A KID that begins with "-" goes after
+    "--": spoc keys revoke --reason TEXT -- KID.)"""
     from broker.audit.service import Actor
     from broker.db import make_engine, make_sessionmaker, unit_of_work
     from broker.keys.service import revoke

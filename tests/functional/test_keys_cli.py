@@ -76,9 +76,10 @@ def test_rotate_an_agency_writes_its_new_private_keys(
 
 def test_revoke_needs_a_reason_and_records_it(cli_env: dict[str, str], region: Region) -> None:
     kid = KeyPair.from_private_jwk(region.seed.agencies["ME-CUS"].signing_key).kid
-    code, out = _run(cli_env, "keys", "revoke", kid)
+    # "--" before the kid: a base64url thumbprint may begin with "-" (1 in 64), which a parser reads as an option.
+    code, out = _run(cli_env, "keys", "revoke", "--", kid)
     assert code == 2  # usage: --reason is required
-    code, out = _run(cli_env, "keys", "revoke", kid, "--reason", "compromised token")
+    code, out = _run(cli_env, "keys", "revoke", "--reason", "compromised token", "--", kid)
     assert code == 0, out
     _, listing = _run(cli_env, "keys", "list", "ME-CUS")
     assert any(
