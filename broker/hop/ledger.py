@@ -58,6 +58,7 @@ __all__ = [
     "Keyring",
     "build_ledger",
     "compare",
+    "parse_time",
     "stamp",
     "verified_directory",
 ]
@@ -223,7 +224,7 @@ class _Side:
     rows: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
 
 
-def _parse_time(value: Any, what: str) -> datetime:
+def parse_time(value: Any, what: str) -> datetime:
     if not isinstance(value, str):
         raise InvalidInput(f"{what} is not a time")
     try:
@@ -250,13 +251,13 @@ def _side(ledger: Mapping[str, Any]) -> _Side:
             raise InvalidInput(f"a row of {node}'s ledger lacks one of {', '.join(_ROW_FIELDS)}")
         if row["direction"] not in ("in", "out"):
             raise InvalidInput(f"a row of {node}'s ledger has direction {row['direction']!r}")
-        _parse_time(row["at"], f"a row's time in {node}'s ledger")
+        parse_time(row["at"], f"a row's time in {node}'s ledger")
         side.rows[(row["kind"], row["id"], row["direction"])] = dict(row)
     return side
 
 
 def _in(row: Mapping[str, Any], since: datetime, until: datetime) -> bool:
-    return since <= _parse_time(row["at"], "a row's time") < until
+    return since <= parse_time(row["at"], "a row's time") < until
 
 
 def _brief(row: Mapping[str, Any], *, sender: str, receiver: str) -> dict[str, Any]:

@@ -54,6 +54,7 @@ __all__ = [
     "PeerUnreachable",
     "Prepared",
     "conclude",
+    "export_ledger",
     "fetch",
     "installed_keyring",
     "period",
@@ -298,6 +299,16 @@ def ledger_for_peer(
     return ledger
 
 
+def export_ledger(
+    session: Session, keys: DatabaseKeyStore, *, peer_id: str, since: datetime, until: datetime, actor: Actor
+) -> dict[str, Any]:
+    """This node's ledger with ``peer_id`` for an auditor, read with ``MARGIN`` either side of the period
+    (as an online run reads both), so that two nodes' exports of one period reconcile offline; audited."""
+    ledger, me, peer = _ledger(session, keys, peer_id, since, until)
+    _exported(session, ledger, actor=actor, me=me, peer=peer)
+    return ledger
+
+
 @router.get(LEDGER_PATH + "/{peer_node}", operation_id="hop_ledger", responses={403: {}, 404: {}, 503: {}})
 def ledger_for_auditor(
     request: Request,
@@ -308,15 +319,13 @@ def ledger_for_auditor(
     since: Since = None,
     until: Until = None,
 ) -> dict[str, Any]:
-    """This node's ledger of hops with ``peer_node`` for one of its auditors (to reconcile offline)."""
+    """This node's ledger of hops with ``peer_node`` for one of its auditors, to reconcile offline (the period
+    plus an hour either side)."""
     start, end = period(since, until, now=utcnow())
-    signed, me, peer = _pair(session, peer_node)
-    _auditor_may_see(auditor, me)
-    ledger = build_ledger(
-        session, keys, signed_directory=signed, me=me, peer=peer, since=start, until=end, now=utcnow()
+    _auditor_may_see(auditor, _pair(session, peer_node)[1])
+    return export_ledger(
+        session, keys, peer_id=peer_node, since=start, until=end, actor=auditor.actor(request)
     )
-    _exported(session, ledger, actor=auditor.actor(request), me=me, peer=peer)
-    return ledger
 
 
 class ReconcileRequest(BaseModel):
