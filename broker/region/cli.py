@@ -392,3 +392,32 @@ def ledger_command(
         engine.dispose()
     out.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     typer.echo(f"ledger of {document['node']} with {peer}: {len(document['rows'])} hops into {out}")
+
+
+@region_app.command("refresh")
+def refresh_command() -> None:
+    """Look for a newer signed directory at every peer of the installed one (and SPOC_REGION_DIRECTORY_URL),
+    once; install it if it passes every install rule. What the beat does every SPOC_REGION_REFRESH_SECONDS.
+
+    One line per source: installed, same, older (ignored), refused [reason] (a fork or a wrong signature is
+    also alerted to this node's auditors), unreachable. Exit 2 when something was refused, 1 on an error."""
+    from broker.db import make_engine, make_sessionmaker
+    from broker.hop.reconcile import peer_client
+    from broker.region.refresh import refresh
+
+    settings = get_settings()
+    engine = make_engine(settings)
+    try:
+        with peer_client(settings) as client:
+            outcomes = refresh(make_sessionmaker(engine), settings, client)
+    except SpocError as exc:
+        _fail(_errors(exc))
+        return
+    finally:
+        engine.dispose()
+    if not outcomes:
+        typer.echo("no source to refresh from: install a directory first, or set SPOC_REGION_DIRECTORY_URL")
+    for outcome in outcomes:
+        typer.echo(outcome.line())
+    if any(o.status == "refused" for o in outcomes):
+        raise typer.Exit(2)
