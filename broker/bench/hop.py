@@ -399,3 +399,63 @@ def measure_hop(region: Region, messages: int, say: Say, *, timeout: float = 600
         },
         "nodes": [origin.node_id, destination.node_id],
     }
+
+
+def run_hop(messages: int, say: Say) -> dict[str, Any]:
+    """Two nodes with their workers in a temporary folder, ``messages`` hopped, everything removed after."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="spoc-bench-hop-") as folder:
+        say("hop: starting two nodes (AL, XK): own PostgreSQL databases, API and worker processes each")
+        with region_of_two(Path(folder), workers=True) as region:
+            return measure_hop(region, messages, say)
+
+
+def latest_single_node(out_dir: Path) -> tuple[str, dict[str, Any]] | None:
+    """The newest single-node run in ``out_dir`` (by its ``date``), to print the hop's figures beside."""
+    found = []
+    for path in out_dir.glob("*.json"):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("date"), str) and data.get("submit"):
+            found.append((data["date"], path.name, data))
+    if not found:
+        return None
+    date, _, data = max(found, key=lambda item: item[0])
+    return date, data
+
+
+def hop_rows(hop: dict[str, Any], single: tuple[str, dict[str, Any]] | None) -> list[tuple[str, str]]:
+    """The hop's figures as (measure, figure) rows, then the single-node ones they compare with."""
+    latency = hop["hop_added_latency_ms"]
+    rows = [
+        (
+            f"hop {hop['nodes'][0]} -> {hop['nodes'][1]}: node-to-node msg/s (approval to receipt)",
+            f"{hop['hop_msgs_per_s']} ({hop['received']} of {hop['messages']} received, "
+            f"{hop['lost']} lost, {hop['duplicated']} duplicated)",
+        ),
+        (
+            "hop added latency (origin approval -> destination receipt)",
+            f"p50 {latency['p50']} ms, p99 {latency['p99']} ms, max {latency['max']} ms",
+        ),
+    ]
+    if single is not None:
+        date, data = single
+        first = data["submit"][0]
+        rows.append(
+            (
+                f"single node ({date}): accepted msg/s at concurrency {first['concurrency']}",
+                f"{first['accepted_per_s']:.0f} (p99 {first['p99_ms']:.1f} ms)",
+            )
+        )
+        e2e = data.get("end_to_end") or {}
+        if e2e.get("delivered_per_s") is not None:
+            rows.append(
+                (
+                    f"single node ({date}): delivered msg/s end to end",
+                    f"{e2e['delivered_per_s']:.0f} (p99 submit to delivery {e2e['p99_submit_to_delivery_s']:.2f} s)",
+                )
+            )
+    return rows
