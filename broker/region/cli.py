@@ -5,13 +5,19 @@
     spoc region verify region.json --anchor anchor.jwks.json                (anyone, no database)
     spoc region install region.json                                         (a node's operator)
     spoc region show                                                        (a node's operator)
+    spoc region refresh                                                     (a node's operator; the beat too)
+    spoc region reconcile --peer xk                                         (a node's operator)
+    spoc region ledger --peer xk --out al.json                              (a node's operator, for auditors)
+    spoc region reconcile --ledger al.json --ledger xk.json --anchor A      (a regional auditor, no database)
 
 The governance key signs; it never sits on a node. ``keygen`` writes its private JWK with mode 0600 and
 the public anchor (a JWKS) that every node is configured with (``SPOC_REGION_ANCHOR``). ``sign`` takes a
 draft directory (``schemas.region.RegionDirectory`` as JSON; ``issued_at``/``valid_until`` may be left out
 and are then set to now and now + ``--valid-days``), checks it against the schema, and writes the signed
 form. ``install`` applies the node's rules (anchor, validity, version never goes back, no fork) and audits
-the outcome either way. Errors print one line and exit 1.
+the outcome either way. ``refresh`` asks the peers (and ``SPOC_REGION_DIRECTORY_URL``) for a newer directory
+under the same rules. ``reconcile`` compares two nodes' ledgers of hops (docs/reconcile.md) and exits 2 when
+they do not reconcile. Errors print one line and exit 1.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from broker.config import get_settings
 from broker.errors import InvalidInput, SpocError
 
 region_app = typer.Typer(
-    no_args_is_help=True, help="The regional directory: keygen, sign, verify, install, show."
+    no_args_is_help=True,
+    help="The regional directory (keygen, sign, verify, install, show, refresh) and reconciling hops.",
 )
 OPERATOR = Actor("cli-operator", "admin")
 
