@@ -338,35 +338,18 @@ def measure_hop(region: Region, messages: int, say: Say, *, timeout: float = 600
         officer.decide_many([(m, {"action": "approve"}) for m in ids[start : start + 100]])
     approving = time.perf_counter() - begun
     deadline = time.monotonic() + timeout
-    with destination.connect() as conn:
-        while True:
-            got = conn.execute(
-                "SELECT count(DISTINCT message_id), count(*) FROM hops WHERE direction = 'in' "
-                "AND message_id = ANY(%s)",
-                (ids,),
-            ).fetchone()
-            assert got is not None  # noqa: S101 - an aggregate always answers
-            if got[0] >= messages or time.monotonic() > deadline:
-                break
-            time.sleep(0.25)
-        received = dict(
-            conn.execute(
-                "SELECT message_id, min(at) FROM hops WHERE direction = 'in' AND message_id = ANY(%s) "
-                "GROUP BY message_id",
-                (ids,),
-            ).fetchall()
-        )
     engine = make_engine(origin.settings)
     try:
         factory = make_sessionmaker(engine)
-        while time.monotonic() < deadline:  # the origin settles each hop once its receipt is back
+        unsettled = ~(Hop.receipt.is_not(None) | Hop.dead_at.is_not(None))
+        while time.monotonic() < deadline:  # until each hop is receipted, or dead-lettered to the officers
             with unit_of_work(factory) as session:
-                open_hops = session.scalar(
-                    select(func.count())
-                    .select_from(Hop)
-                    .where(Hop.message_id.in_(ids), Hop.receipt.is_(None))
-                )
-            if not open_hops:
+                scheduled, open_hops = session.execute(
+                    select(func.count(), func.count().filter(unsettled)).where(
+                        Hop.message_id.in_(ids), Hop.direction == "out"
+                    )
+                ).one()
+            if scheduled >= messages and not open_hops:
                 break
             time.sleep(0.25)
         with unit_of_work(factory) as session:
@@ -377,11 +360,26 @@ def measure_hop(region: Region, messages: int, say: Say, *, timeout: float = 600
                     )
                 ).all()
             )
-            receipted = session.scalar(
-                select(func.count()).select_from(Hop).where(Hop.message_id.in_(ids), Hop.receipt.is_not(None))
-            )
+            receipted, dead = session.execute(
+                select(func.count(Hop.receipt), func.count(Hop.dead_at)).where(Hop.message_id.in_(ids))
+            ).one()
+            dead_rows = select(Hop.last_error).where(Hop.message_id.in_(ids), Hop.dead_at.is_not(None))
+            errors = sorted({e or "" for e in session.scalars(dead_rows)})
     finally:
         engine.dispose()
+    with destination.connect() as conn:
+        got = conn.execute(
+            "SELECT count(DISTINCT message_id), count(*) FROM hops WHERE direction = 'in' AND message_id = ANY(%s)",
+            (ids,),
+        ).fetchone()
+        assert got is not None  # noqa: S101 - an aggregate always answers
+        received = dict(
+            conn.execute(
+                "SELECT message_id, min(at) FROM hops WHERE direction = 'in' AND message_id = ANY(%s) "
+                "GROUP BY message_id",
+                (ids,),
+            ).fetchall()
+        )
     latencies = [(received[m] - approved[m]).total_seconds() for m in ids if m in received and m in approved]
     span = (max(received.values()) - min(approved.values())).total_seconds() if received and approved else 0.0
     return {
@@ -390,6 +388,8 @@ def measure_hop(region: Region, messages: int, say: Say, *, timeout: float = 600
         "duplicated": got[1] - got[0],
         "lost": messages - len(received),
         "receipted_at_origin": receipted,
+        "dead_lettered_at_origin": dead,
+        "dead_letter_errors": [e for e in errors if e],
         "approve_seconds": round(approving, 2),
         "hop_msgs_per_s": round(len(received) / span, 1) if span > 0 else None,
         "hop_added_latency_ms": {
@@ -434,7 +434,8 @@ def hop_rows(hop: dict[str, Any], single: tuple[str, dict[str, Any]] | None) -> 
         (
             f"hop {hop['nodes'][0]} -> {hop['nodes'][1]}: node-to-node msg/s (approval to receipt)",
             f"{hop['hop_msgs_per_s']} ({hop['received']} of {hop['messages']} received, "
-            f"{hop['lost']} lost, {hop['duplicated']} duplicated)",
+            f"{hop['lost']} not received, {hop['duplicated']} duplicated, "
+            f"{hop['dead_lettered_at_origin']} dead-lettered at the origin)",
         ),
         (
             "hop added latency (origin approval -> destination receipt)",
