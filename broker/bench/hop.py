@@ -442,6 +442,8 @@ def hop_rows(hop: dict[str, Any], single: tuple[str, dict[str, Any]] | None) -> 
             f"p50 {latency['p50']} ms, p99 {latency['p99']} ms, max {latency['max']} ms",
         ),
     ]
+    if hop.get("dead_letter_errors"):
+        rows.append(("hop dead letters at the origin, why", "; ".join(hop["dead_letter_errors"])))
     if single is not None:
         date, data = single
         first = data["submit"][0]
