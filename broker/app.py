@@ -553,6 +553,7 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
     from broker.delivery.api import router as inbox_router
     from broker.directory.api import router as directory_router
     from broker.hop.api import router as hop_router
+    from broker.hop.reconcile import router as reconcile_router
     from broker.keys.api import router as keys_router
     from broker.messages.api import router as messages_router
     from broker.region.api import router as region_router
@@ -567,6 +568,7 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
         audit_router,
         region_router,
         hop_router,
+        reconcile_router,
         *routers,
     ):
         app.include_router(router)

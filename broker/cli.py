@@ -179,12 +179,27 @@ def bench(
     profile: Annotated[
         int, typer.Option(help="Instead: profile N in-process submissions (pyinstrument) and print the tree.")
     ] = 0,
+    hop_messages: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=100_000,
+            help="Also hop N messages between two nodes (own databases, API and worker processes each).",
+        ),
+    ] = 0,
+    hop_only: Annotated[
+        bool,
+        typer.Option(help="Only the hop (--hop-messages), beside the latest single-node figures in --out."),
+    ] = False,
 ) -> None:
     """Measure the exchange on the real stack (PostgreSQL, Redis, API, workers) next to this machine's limits.
 
     Needs PostgreSQL and Redis on 127.0.0.1 (RabbitMQ optional, for the bare-queue baseline). Bounded:
     about 4 x MESSAGES messages one per request, and 2 x max(2000, 2 x MESSAGES) in batches of BATCH.
-    Writes bench/results/<date>.json and a PNG chart.
+    Writes bench/results/<date>.json and a PNG chart. With ``--hop-messages N`` it also starts two nodes (AL,
+    XK: each its own PostgreSQL database, Redis database, uvicorn and Celery worker) and measures the hop between
+    them: messages/s node to node and the latency the hop adds (origin approval to destination receipt);
+    ``--hop-only`` measures just that, printed beside the latest single-node run in ``--out``.
     """
     from rich.console import Console
 
@@ -204,6 +219,21 @@ def bench(
             f"{found.statements_per_request:.1f} SQL statements each"
         )
         return
+    if hop_only:
+        from broker.bench.hop import hop_rows, latest_single_node, run_hop
+
+        if hop_messages < 1:
+            fail("--hop-only needs --hop-messages N (e.g. 500)")
+        with console.status("hop benchmark") as status:
+
+            def tell(line: str) -> None:
+                status.update(line)
+                console.log(line)
+
+            hop = run_hop(hop_messages, tell)
+        for measure, figure in hop_rows(hop, latest_single_node(out)):
+            typer.echo(f"{measure}: {figure}")
+        return
     try:
         parsed = tuple(int(x) for x in levels.split(",") if x.strip())
     except ValueError:
@@ -217,8 +247,17 @@ def bench(
             console.log(line)
 
         results = run_bench(messages=messages, levels=parsed, out_dir=out, say=say, batch=batch)
+        if hop_messages:
+            from broker.bench.hop import run_hop
+
+            results["hop"] = run_hop(hop_messages, say)
     path, chart = write(results, out)
     console.print(table(results))
+    if hop_messages:
+        from broker.bench.hop import hop_rows
+
+        for measure, figure in hop_rows(results["hop"], None):
+            typer.echo(f"{measure}: {figure}")
     typer.echo(f"results: {path}" + (f"  chart: {chart}" if chart else ""))
 
 

@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     # The region (DESIGN §8): the governance public keys (a JWKS file) this node trusts to sign the regional
     # directory. Configured out of band, like X-Road's configuration anchor; without it no directory installs.
     region_anchor: Path | None = None
+    # Where else a node looks for a newer signed directory besides its peers (a governance mirror, https), and
+    # how often it looks (broker.region.refresh; the directory is signed, so any source will do).
+    region_directory_url: str | None = None
+    region_refresh_seconds: float = Field(default=600.0, gt=0)
     # Denied calls (401, 403, 404 out of scope, four eyes) are audit entries; at most this many a minute per
     # caller (per source address for anonymous calls) are written, the rest counted (broker.audit.denials).
     audit_denials_per_minute: int = Field(default=30, ge=1)

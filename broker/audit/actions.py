@@ -68,5 +68,6 @@ class AuditAction(StrEnum):
     HOP_RECEIVED = "hop:received"
     HOP_REFUSED = "hop:refused"
     HOP_DEAD_LETTERED = "hop:dead-lettered"
+    HOP_RECONCILED = "hop:reconciled"
     # --- the edge: a call refused because of who made it (401, 403, 404 out of scope, four eyes) ---
     ACCESS_DENIED = "access:denied"

@@ -189,7 +189,14 @@ def send(jobs: Sequence[HopJob], *, client: httpx.Client) -> list[HopOutcome]:
                 outcomes.append(HopOutcome(job.hop_id, error="no receipt in the peer node's answer"))
             continue
         reason = problem_reason(answer)
-        permanent = 400 <= answer.status_code < 500 and answer.status_code not in (408, 425, 429)
+        # A 4xx is final (the peer will refuse the same bytes again), except a timeout, too-early or rate limit,
+        # and a 409 with no reason: a unique key that lost a race with a concurrent request, nothing kept, so
+        # the same hop succeeds on a retry (the peer's own conflicts name a reason, e.g. hop-replayed).
+        permanent = (
+            400 <= answer.status_code < 500
+            and answer.status_code not in (408, 425, 429)
+            and not (answer.status_code == 409 and reason is None)
+        )
         error = f"the peer node answered {answer.status_code}" + (f" ({reason})" if reason else "")
         outcomes.append(HopOutcome(job.hop_id, error=error, permanent=permanent))
     return outcomes

@@ -26,6 +26,8 @@ from typing import Any, Final
 
 import httpx
 from sqlalchemy import or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from broker.audit.actions import AuditAction
@@ -220,10 +222,12 @@ def receive(
     )
     if seen is not None:
         if seen.digest != evidence.digest or seen.peer_node != sender.node_id or seen.receipt is None:
-            raise Conflict(f"message {message_id} was received before with other content")
+            raise Conflict(
+                f"message {message_id} was received before with other content", reason="hop-replayed"
+            )
         return seen.receipt
     if session.get(Message, message_id) is not None:
-        raise Conflict(f"message {message_id} is already known to this node")
+        raise Conflict(f"message {message_id} is already known to this node", reason="hop-replayed")
     header = evidence.header
     original = _check_reply(session, evidence, sender=sender)
     agreement = legal_basis(
@@ -407,13 +411,20 @@ def advance(
 def _learn_sender_key(session: Session, evidence: Evidence) -> None:
     """Register the originator's public key as the origin contact point vouched for it, so that this node's
     agencies (and anyone checking the message here) verify the envelope from this node's registry. Public
-    only; a key already known is left as it is (its status here is this node's business)."""
+    only; a key already known is left as it is (its status here is this node's business).
+
+    ``INSERT … ON CONFLICT DO NOTHING``: the first hops of one agency arrive together, and a read-then-add
+    would make all but one of them fail on the primary key (a 409 the sender took as final)."""
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
     for key in (evidence.sender_key, evidence.sender_encryption_key):
-        if key is not None and session.get(PartyKey, key.kid) is None:
-            session.add(
-                PartyKey(
+        if key is not None:
+            session.execute(
+                insert(PartyKey)
+                .values(
                     kid=key.kid, party_id=evidence.header.sender_agency, use=key.use, public_jwk=dict(key.jwk)
                 )
+                .on_conflict_do_nothing(index_elements=["kid"])
             )
     session.flush()
 

@@ -75,6 +75,11 @@ MATRIX: list[tuple[str, str, Expect, Expect, Expect, Expect, Expect, Expect, Exp
     # --- the hop between nodes: only a node signing with a transport key (label spoc-node) of the directory -------
     ("POST", "/v1/hop/messages",                                        401, 401, 401,     401, 401,  401,  401),
     ("POST", "/v1/hop/events",                                          401, 401, 401,     401, 401,  401,  401),
+    # --- reconciliation: a peer node reads its ledger (node signature only); this node's auditors read any peer's
+    # ledger and reconcile (no directory is installed here: 503, retry once one is) ------------------------------
+    ("GET",  "/v1/hop/ledger",                                          401, 401, 401,     401, 401,  401,  401),
+    ("GET",  "/v1/hop/ledger/{peer_node}",                              401, 401, 403,     403, 503,  503,  503),
+    ("POST", "/v1/hop/reconcile",                                       401, 401, 403,     403, 503,  503,  503),
     ("POST", "/v1/auth/login",                                          200, 200, 200,     200, 200,  200,  200),
     ("POST", "/v1/auth/logout",                                         401, 401, 204,     204, 204,  204,  204),
     ("GET",  "/ui",                                                     303, 303, 303,     303, 303,  303,  303),
@@ -250,6 +255,7 @@ class Call:
             "entry_id": str(w.entries["UNCLASSIFIED"]),
             "checkpoint_id": str(w.checkpoint_id),
             "witness": "HR-SPOC",
+            "peer_node": "xk",
             "kid": w.throwaway_kid,
             "username": w.throwaway_user,
             "operation": "unlock",
@@ -371,6 +377,7 @@ BODIES: dict[tuple[str, str], Callable[[Call], dict[str, Any]]] = {
     ("GET", "/v1/audit/export"): lambda call: {"params": {"message": call.world.outbound["UNCLASSIFIED"]}},
     ("POST", "/v1/admin/keys/{kid}/revoke"): lambda call: {"json": {"reason": "access matrix"}},
     ("POST", "/v1/region/directory"): lambda call: {"json": {}},
+    ("POST", "/v1/hop/reconcile"): lambda call: {"json": {"peer": "xk"}},
     ("POST", "/ui/admin/users"): lambda call: {
         "data": {
             "username": f"matrix-{uuid.uuid4().hex[:10]}",
