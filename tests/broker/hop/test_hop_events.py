@@ -17,12 +17,15 @@ import orjson
 from sqlalchemy import func, select
 
 from broker.audit.models import AuditEntry
+from broker.audit.service import SYSTEM
 from broker.client.agency import AgencyClient, OpenedMessage
-from broker.crypto import KeyPair
+from broker.crypto import KeyPair, PublicKey
 from broker.crypto.countersign import sign_event, verify_event
-from broker.db import unit_of_work
+from broker.db import unit_of_work, utcnow
 from broker.hop.events import EVENTS_PATH
+from broker.hop.ledger import Keyring, compare, verified_directory
 from broker.hop.models import Hop
+from broker.hop.reconcile import export_ledger
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.models import CustodyStep, DisseminationRequest, Message
 from tests.broker.hop.nodes import URLS, Node, peers
@@ -124,6 +127,32 @@ def test_a_refusal_and_its_ground_reach_the_requester_s_node_its_officers_and_ag
     assert len(sent) == len(received) == 1
     assert sent[0]["digest"] == received[0]["digest"]
     assert received[0]["kind"] == "refused"
+    # Reconciliation pairs event hops by event id: both ledgers list the refusal, and nothing is missing.
+    reports = {}
+    for node, peer_id in ((al, "xk"), (xk, "al")):
+        state = node.client.app.state  # type: ignore[attr-defined]
+        with unit_of_work(state.sessionmaker) as session:
+            now = utcnow()
+            reports[node.country] = export_ledger(
+                session,
+                DatabaseKeyStore(session, state.master_key),
+                peer_id=peer_id,
+                since=now - timedelta(hours=1),
+                until=now + timedelta(minutes=1),
+                actor=SYSTEM,
+            )
+    at_al, at_xk = reports["AL"], reports["XK"]
+    events = [r for r in at_al["rows"] if r["kind"] == "event" and r["message_id"] == message_id]
+    assert len(events) == 2  # XK-SPOC's acceptance, then its refusal
+    refusal = next(r for r in events if r["id"] == statement["event_id"])
+    assert refusal["direction"] == "in"
+    assert refusal["log_index"] is not None
+    assert al.settings.region_anchor is not None
+    anchor = [PublicKey.from_jwk(k) for k in orjson.loads(al.settings.region_anchor.read_bytes())["keys"]]
+    keys = Keyring.of([verified_directory(at_al, anchor=anchor)])
+    now = utcnow()
+    report = compare(at_xk, at_al, since=now - timedelta(hours=1), until=now, keys=keys)
+    assert report["ok"], report
 
 
 def test_a_clarification_asked_across_nodes_is_answered_by_an_amendment(
