@@ -21,7 +21,7 @@ from typing import Final
 
 from pydantic import BaseModel, JsonValue
 
-from schemas import api, envelope, hop, region
+from schemas import api, content, envelope, hop, region
 from schemas.codelists import NAMES
 
 __all__ = ["JSON_SCHEMA_DIALECT", "MODELS", "export", "main", "schema_documents"]
@@ -44,6 +44,7 @@ MODELS: Final[dict[str, type[BaseModel]]] = {
     "login-result": api.LoginResult,
     "region-directory": region.SignedDirectory,
     "hop-request": hop.HopRequest,
+    "content": content.Content,
 }
 """File stem → model. Nested models are also inlined under ``$defs`` so that each file stands alone."""
 
