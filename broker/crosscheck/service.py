@@ -243,7 +243,7 @@ def _record_links(session: Session, links: dict[tuple[str, str, str], set[str]],
             )
         ).all()
     }
-    countries = {cp: country for cp, country in session.execute(select(ContactPoint.id, ContactPoint.country))}
+    countries = dict(session.execute(select(ContactPoint.id, ContactPoint.country)))
     notes = []
     for (cp, this, other), kinds in links.items():
         basis = _basis(kinds)

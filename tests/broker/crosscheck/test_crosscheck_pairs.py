@@ -146,7 +146,9 @@ def test_same_linked_different_not(
     # Nothing links across pairs: each pair's messages link only to each other.
     ours = [m for a, b, *_ in pairs for m in (a, b)]
     links = db.scalars(
-        select(CrosscheckLink).where(CrosscheckLink.message_id.in_(ours), CrosscheckLink.contact_point_id == "AL-SPOC")
+        select(CrosscheckLink).where(
+            CrosscheckLink.message_id.in_(ours), CrosscheckLink.contact_point_id == "AL-SPOC"
+        )
     ).all()
     partner = {m: p for a, b, *_ in pairs for m, p in ((a, b), (b, a))}
     assert all(partner[link.message_id] == link.linked_message_id for link in links)
@@ -176,16 +178,20 @@ def test_a_link_is_audited_and_notified_without_values(
             ReviewNotification.message_id == first.id, ReviewNotification.kind == "crosscheck-link"
         )
     )
-    assert note is not None and note.contact_point_id == "AL-SPOC"
+    assert note is not None
+    assert note.contact_point_id == "AL-SPOC"
     assert "same name" in note.text
     for text in (str(entry.details), note.text):
-        assert "uric" not in text.lower() and "Ђурић" not in text
+        assert "uric" not in text.lower()
+        assert "Ђурић" not in text
 
 
 def test_text_and_each_message_are_scanned_once(
     db: Session, keys: DatabaseKeyStore, region: Region, settings: Settings
 ) -> None:
-    message = submit_as(db, keys, region, "AL-ASP", destination_country="ME", payload=b"free text about a van")
+    message = submit_as(
+        db, keys, region, "AL-ASP", destination_country="ME", payload=b"free text about a van"
+    )
     _crosscheck_all(db, keys, settings)
     scans = db.scalars(select(CrosscheckScan).where(CrosscheckScan.message_id == message.id)).all()
     assert [(s.contact_point_id, s.outcome, s.selectors) for s in scans] == [("AL-SPOC", "text", 0)]
@@ -202,7 +208,12 @@ def test_pairs_inside_one_batch_and_across_batches_link_once(
         pass
     ids = [
         submit_as(
-            db, keys, region, agency, destination_country="ME", payload=_payload(person(f"Tomislav Babić {limit}"))
+            db,
+            keys,
+            region,
+            agency,
+            destination_country="ME",
+            payload=_payload(person(f"Tomislav Babić {limit}")),
         ).id
         for agency in ("AL-ASP", "AL-BMP", "AL-CUS")
     ]
