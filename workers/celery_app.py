@@ -17,7 +17,13 @@ def create_celery(settings: Settings) -> Celery:
     app = Celery(
         "spoc",
         broker=settings.broker_url,
-        include=["workers.tasks", "workers.bench_tasks", "workers.audit_tasks", "workers.review_tasks"],
+        include=[
+            "workers.tasks",
+            "workers.bench_tasks",
+            "workers.audit_tasks",
+            "workers.review_tasks",
+            "workers.crosscheck_tasks",
+        ],
     )
     app.conf.update(
         task_serializer="json",
@@ -57,6 +63,12 @@ def create_celery(settings: Settings) -> Celery:
             "audit-witness": {"task": "spoc.audit.witness", "schedule": settings.beat_interval_seconds * 30},
             # The deadline monitor: warn at 75 %, escalate on breach (workers.review_tasks).
             "review-deadlines": {"task": "spoc.review.deadlines", "schedule": 60.0},
+            # The case file: cross-check new messages against what each contact point holds.
+            "crosscheck-batch": {
+                "task": "spoc.crosscheck.batch",
+                "schedule": settings.beat_interval_seconds * 5,
+                "options": {"expires": tick_expiry * 5},
+            },
         },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
     )
