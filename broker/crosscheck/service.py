@@ -243,7 +243,7 @@ def _record_links(session: Session, links: dict[tuple[str, str, str], set[str]],
             )
         ).all()
     }
-    countries = dict(session.execute(select(ContactPoint.id, ContactPoint.country)))
+    countries: dict[str, str] = dict(session.execute(select(ContactPoint.id, ContactPoint.country)).all())
     notes = []
     for (cp, this, other), kinds in links.items():
         basis = _basis(kinds)
