@@ -196,7 +196,7 @@ class AgencyClient:
         ``payload`` is structured content (``schemas.content.Content``: persons, vehicles, phones...,
         which the contact points cross-check and show as labelled fields) or bytes sent as they are (text
         or any JSON, shown to officers as text). Structured content is checked here by pydantic already;
-        the sender's node checks it again and refuses what does not fit (400, ``reason: content-schema``).
+        the sender's node checks it again and refuses what does not fit (422, ``reason: content-schema``).
         """
         if isinstance(payload, Content):
             payload = payload.to_payload()

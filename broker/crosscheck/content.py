@@ -13,12 +13,18 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from broker.errors import InvalidInput
+from broker.errors import PolicyRefused
 from schemas.content import Content, claims_structure
 
-__all__ = ["ParsedPayload", "check_payload", "parse_payload"]
+__all__ = ["ContentRefused", "ParsedPayload", "check_payload", "parse_payload"]
 
 MAX_ERRORS = 50
+
+
+class ContentRefused(PolicyRefused):
+    """Content that claims the structured format and does not fit it: 422 ``policy-refused`` with ``reason:
+    content-schema`` and ``errors`` (each ``loc`` from ``content``). A refusal of a *verified* envelope, so
+    it is audited at intake like the other policy refusals (the envelope's own schema errors are 400)."""
 
 
 @dataclass(frozen=True)
@@ -29,13 +35,13 @@ class ParsedPayload:
     text: str
 
 
-def _content_error(exc: ValidationError) -> InvalidInput:
+def _content_error(exc: ValidationError) -> ContentRefused:
     errors = [
         {"loc": ["content", *(str(p) for p in e["loc"])], "msg": e["msg"], "type": e["type"]}
         for e in exc.errors(include_url=False, include_input=False)[:MAX_ERRORS]
     ]
     first = ".".join(errors[0]["loc"][1:]) if errors else "content"
-    return InvalidInput(
+    return ContentRefused(
         f"the payload claims the structured format but {first} does not fit it: {errors[0]['msg']}"
         if errors
         else "the payload claims the structured format but does not fit it",
@@ -47,7 +53,7 @@ def _content_error(exc: ValidationError) -> InvalidInput:
 def parse_payload(plaintext: bytes) -> ParsedPayload:
     """The payload read as structured content if it claims the format, else as text.
 
-    :raises InvalidInput: (``reason: content-schema``, ``errors[].loc`` naming each field from
+    :raises ContentRefused: (422, ``reason: content-schema``, ``errors[].loc`` naming each field from
         ``content``) when it claims the format and does not fit.
     """
     text = plaintext.decode("utf-8", "replace")

@@ -32,14 +32,14 @@ from sqlalchemy.orm import Session, aliased
 
 from broker.audit.actions import AuditAction
 from broker.audit.service import Actor, record
-from broker.crosscheck.content import parse_payload
+from broker.crosscheck.content import ContentRefused, parse_payload
 from broker.crosscheck.keys import SelectorHasher, hasher_for
 from broker.crosscheck.models import CrosscheckLink, CrosscheckScan, SelectorHash
 from broker.crosscheck.normalise import KIND_LABELS, Selector, selectors
 from broker.crypto import AtRestCipher, open_with_any
 from broker.db import utcnow
 from broker.directory.models import ContactPoint
-from broker.errors import InvalidInput, VerificationError
+from broker.errors import VerificationError
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.models import CustodyStep, Message, ReviewNotification
 
@@ -114,7 +114,7 @@ def _read(
         return "unreadable", []
     try:
         parsed = parse_payload(plaintext)
-    except InvalidInput:  # e.g. arrived by a hop from a node that did not check it: nothing to extract
+    except ContentRefused:  # e.g. arrived by a hop from a node that did not check it: nothing to extract
         return "invalid", []
     if parsed.content is None:
         return "text", []

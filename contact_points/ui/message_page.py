@@ -18,11 +18,11 @@ from sqlalchemy.orm import Session
 
 from broker.accounts.models import User
 from broker.audit.service import Actor
-from broker.crosscheck.content import ParsedPayload, parse_payload
+from broker.crosscheck.content import ContentRefused, ParsedPayload, parse_payload
 from broker.crosscheck.service import basis_text, links_for
 from broker.deps import Principal
 from broker.directory.models import Agency
-from broker.errors import InvalidInput, NotFound
+from broker.errors import NotFound
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.clock import deadline_events
 from broker.messages.dissemination import requests_for
@@ -94,7 +94,7 @@ def _shown(content: Content) -> dict[str, Any]:
         return {"structured": None, "text": None, "content_problem": None}
     try:
         parsed = parse_payload(content.plaintext)
-    except InvalidInput as exc:
+    except ContentRefused as exc:
         return {"structured": None, "text": readable_text(content.plaintext), "content_problem": exc.detail}
     if parsed.content is not None:
         return {"structured": parsed.content, "text": None, "content_problem": None}
@@ -119,7 +119,7 @@ def _links(
         if content.readable and content.plaintext is not None:
             try:
                 parsed = parse_payload(content.plaintext)
-            except InvalidInput:
+            except ContentRefused:
                 parsed = ParsedPayload(None, content.plaintext.decode("utf-8", "replace"))
         shown.append(
             {
