@@ -20,9 +20,9 @@ the values here live in memory for the length of one batch.
    «Марко Јовановић» all become ``jovanovic marko``.
 
 That is the ``person-name`` selector. For spellings that differ, ``person-name~`` is a *skeleton* of the
-same tokens that folds the usual ASCII renderings of č/ć/š/ž/đ/х (ch, tch, sh, zh, dj, kh, ts) and doubled
-letters (so «Jovanovich», «Djordjevic»/«Dordevic» meet), and, for names of 8 letters or more, the skeleton
-with each single letter deleted: two names one typing slip apart (a letter changed, added, dropped, or two
+same tokens that folds the usual ASCII renderings of č/ć/š/ž/đ/х (ch, tch, sh, zh, dj, kh, ts), so
+«Jovanovich» and «Djordjevic»/«Dordevic» meet (a doubled letter is one slip, below), and, for names
+of 8 letters or more, the skeleton with each single letter deleted: two names one typing slip apart (a letter changed, added, dropped, or two
 swapped) always share one of those deletion variants. A keyed hash matches only equal inputs, so this
 neighbourhood is the only way to let a slip link without storing the name. The last letter of a word is
 never deleted: in the region's languages the feminine form of a name or surname differs there by one
@@ -101,7 +101,6 @@ _SKELETON: Final = [
     (re.compile(r"zh"), "z"),
     (re.compile(r"dj|dz"), "d"),
     (re.compile(r"kh"), "h"),
-    (re.compile(r"(.)\1+"), r"\1"),
 ]
 _LEGAL_FORMS: Final = frozenset(
     {"doo", "d", "o", "ad", "dd", "llc", "ltd", "gmbh", "shpk", "sh", "p", "k", "sa", "srl", "dooel", "jsc"}
