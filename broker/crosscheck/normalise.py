@@ -21,13 +21,13 @@ the values here live in memory for the length of one batch.
 
 That is the ``person-name`` selector. For spellings that differ, ``person-name~`` is a *skeleton* of the
 same tokens that folds the usual ASCII renderings of č/ć/š/ž/đ/х (ch, tch, sh, zh, dj, kh, ts), so
-«Jovanovich» and «Djordjevic»/«Dordevic» meet (a doubled letter is one slip, below), and, for names
-of 8 letters or more, the skeleton with each single letter deleted: two names one typing slip apart (a letter changed, added, dropped, or two
-swapped) always share one of those deletion variants. A keyed hash matches only equal inputs, so this
-neighbourhood is the only way to let a slip link without storing the name. The last letter of a word is
-never deleted: in the region's languages the feminine form of a name or surname differs there by one
-letter (Dragan/Dragana, Jovanovski/Jovanovska), and those are two people, not a slip. What remains
-ambiguous is named in the tests and measured by ``spoc bench crosscheck``: two people one letter apart
+«Jovanovich» and «Djordjevic»/«Dordevic» meet, and, for names of 8 letters or more, the skeleton with
+each single letter deleted: two names one typing slip apart (a letter changed, added, dropped or doubled,
+or two swapped) always share one of those deletion variants. A keyed hash matches only equal inputs, so
+this neighbourhood is the only way to let a slip link without storing the name. The last letter of a
+word is never deleted: in the region's languages the feminine form of a name or surname differs there by
+one letter (Dragan/Dragana, Jovanovski/Jovanovska), and those are two people, not a slip. What remains
+ambiguous is named in the tests and measured by ``spoc bench --crosscheck``: two people one letter apart
 elsewhere in the name, with the same other names and year (Petrović/Petković), link as "similar name".
 
 **Year of birth.** Name selectors carry the year of birth when the person has one; a person with a year
