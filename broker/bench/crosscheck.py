@@ -118,9 +118,9 @@ def _slip(rng: random.Random, word: str) -> str:
 
 
 def _feminine(given: str, family: str) -> tuple[str, str]:
-    if family.endswith("ski"):
-        return given + "a", family[:-1] + "a"
-    return given + "a", family
+    """The feminine form: Dragan → Dragana, Jovanovski → Jovanovska (Luka has none: kept as it is)."""
+    given = given if given.endswith("a") else given + "a"
+    return given, family[:-1] + "a" if family.endswith("ski") else family
 
 
 VARIANTS: dict[str, Callable[[random.Random, str, str], dict[str, Any]]] = {
