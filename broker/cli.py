@@ -191,6 +191,13 @@ def bench(
         bool,
         typer.Option(help="Only the hop (--hop-messages), beside the latest single-node figures in --out."),
     ] = False,
+    crosscheck: Annotated[
+        int,
+        typer.Option(
+            help="Instead: cross-check a generated corpus of N people (known links, similar names) and print "
+            "true links found, false links and the cost per message."
+        ),
+    ] = 0,
 ) -> None:
     """Measure the exchange on the real stack (PostgreSQL, Redis, API, workers) next to this machine's limits.
 
@@ -208,6 +215,12 @@ def bench(
     from broker.bench.runner import write
 
     console = Console()
+    if crosscheck:
+        from broker.bench.crosscheck import run as run_crosscheck
+
+        for line in run_crosscheck(crosscheck, say=console.log).lines():
+            typer.echo(line)
+        return
     if profile:
         from broker.bench.profile import profile_intake
 

@@ -23,15 +23,41 @@ from broker.client.agency import AgencyClient, ClientError
 from broker.client.credentials import AgencyCredentials
 from broker.client.officer import OfficerClient
 from broker.config import Settings
+from schemas.content import Content
 
 REQUESTER = "XK-KP"
 TARGETS = [("AL", "AL-ASP"), ("MK", "MK-MOI"), ("BA", "BA-SIPA")]
-CASE = {
-    "operation": "demo: smuggling network on the Western Balkans route",
-    "question": "Criminal records, border crossings and vehicle registrations of the persons below.",
-    "persons": [{"alias": "subject-1", "born": "1987"}, {"alias": "subject-2", "born": "1992"}],
-    "vehicles": ["demo plate 01-XYZ-23"],
-}
+
+
+def case_content() -> Content:
+    """What XK-KP asks about, as structured content (``schemas.content``): the network's members and vehicle,
+    so that the receiving contact points see labelled fields and cross-check them."""
+    return Content.model_validate(
+        {
+            "format": "spoc-content/1",
+            "text": "Demo: smuggling network on the Western Balkans route. Criminal records, border crossings "
+            "and vehicle registrations of the persons below.",
+            "persons": [
+                {
+                    "given_name": "Arben",
+                    "family_name": "Demo-Krasniqi",
+                    "year_of_birth": 1987,
+                    "role": "suspect",
+                },
+                {
+                    "given_name": "Марко",
+                    "family_name": "Демо-Петровић",
+                    "year_of_birth": 1992,
+                    "role": "suspect",
+                },
+            ],
+            "vehicles": [
+                {"registration_number": "01-XYZ-23", "registration_country": "XK", "make": "Mercedes"}
+            ],
+            "phone_numbers": [{"number": "+383 44 000 123"}],
+            "case_references": [{"reference": "XK-KP/DEMO/2026/001", "issued_by": "XK-KP"}],
+        }
+    )
 
 
 @dataclass
@@ -84,7 +110,7 @@ def _scenario(
     sent: dict[str, tuple[str, str]] = {}
     for country, target in TARGETS:
         envelope = requester.build(
-            payload=json.dumps(CASE).encode(),
+            payload=case_content(),
             destination_country=country,
             category="migrant-smuggling",
             classification="RESTRICTED",

@@ -13,6 +13,7 @@ from broker.audit.models import (
     AuditPending,
     AuditWitnessState,
 )
+from broker.crosscheck.models import CrosscheckLink, CrosscheckScan, CrosscheckSecret, SelectorHash
 from broker.db import Base
 from broker.delivery.models import InboxItem
 from broker.directory.models import Agency, Agreement, ContactPoint, Country
@@ -51,6 +52,9 @@ __all__ = [
     "ConditionsAcknowledgement",
     "ContactPoint",
     "Country",
+    "CrosscheckLink",
+    "CrosscheckScan",
+    "CrosscheckSecret",
     "CustodyStep",
     "DeadlineEvent",
     "DisseminationRequest",
@@ -63,6 +67,7 @@ __all__ = [
     "PartyKey",
     "ReviewNotification",
     "SeenNonce",
+    "SelectorHash",
     "User",
     "UserSession",
 ]

@@ -6,6 +6,7 @@ spoc) share one definition of what may travel. Modules:
 * :mod:`schemas.codelists` — code lists as data (``codelists/*.json``) and the pydantic types checking them;
 * :mod:`schemas.primitives` — ids, base64url, JWS and timestamp types with one spelling each;
 * :mod:`schemas.envelope` — routing header, JWE payload, envelope, and the :func:`signing_view` it signs;
+* :mod:`schemas.content` — structured content of a payload (persons, vehicles, phones, ...), after UMF;
 * :mod:`schemas.api` — request and response bodies of the HTTP API;
 * :mod:`schemas.export` — ``python -m schemas export DIR`` for integrators.
 """
@@ -41,6 +42,7 @@ from schemas.codelists import (
     entries,
     label,
 )
+from schemas.content import CONTENT_FORMAT, Content
 from schemas.envelope import (
     FORMAT_VERSION,
     MAX_CIPHERTEXT_CHARS,
@@ -56,6 +58,7 @@ from schemas.envelope import (
 from schemas.primitives import AgencyId, Base64Url, CompactJWS, DetachedJWS, Timestamp, WireUUID
 
 __all__ = [
+    "CONTENT_FORMAT",
     "FORMAT_VERSION",
     "MAX_CIPHERTEXT_CHARS",
     "MAX_RECIPIENTS",
@@ -68,6 +71,7 @@ __all__ = [
     "Classification",
     "CodeListName",
     "CompactJWS",
+    "Content",
     "CountryCode",
     "CustodyStep",
     "DeadlineExtensionReason",

@@ -21,7 +21,7 @@ from typing import Final
 
 from pydantic import BaseModel, JsonValue
 
-from schemas import api, envelope, hop, region
+from schemas import api, content, envelope, hop, region
 from schemas.codelists import NAMES
 
 __all__ = ["JSON_SCHEMA_DIALECT", "MODELS", "export", "main", "schema_documents"]
@@ -46,6 +46,7 @@ MODELS: Final[dict[str, type[BaseModel]]] = {
     "hop-request": hop.HopRequest,
     "hop-event": hop.HopEventRequest,
     "hop-event-statement": hop.EventStatement,
+    "content": content.Content,
 }
 """File stem → model. Nested models are also inlined under ``$defs`` so that each file stands alone."""
 

@@ -23,6 +23,7 @@ def create_celery(settings: Settings) -> Celery:
             "workers.audit_tasks",
             "workers.review_tasks",
             "workers.region_tasks",
+            "workers.crosscheck_tasks",
         ],
     )
     app.conf.update(
@@ -68,6 +69,12 @@ def create_celery(settings: Settings) -> Celery:
                 "task": "spoc.region.refresh",
                 "schedule": settings.region_refresh_seconds,
                 "options": {"expires": settings.region_refresh_seconds},
+            },
+            # The case file: cross-check new messages against what each contact point holds.
+            "crosscheck-batch": {
+                "task": "spoc.crosscheck.batch",
+                "schedule": settings.beat_interval_seconds * 5,
+                "options": {"expires": tick_expiry * 5},
             },
         },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),

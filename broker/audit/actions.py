@@ -69,5 +69,7 @@ class AuditAction(StrEnum):
     HOP_REFUSED = "hop:refused"
     HOP_DEAD_LETTERED = "hop:dead-lettered"
     HOP_RECONCILED = "hop:reconciled"
+    # --- the case file: a cross-check linked two messages of one contact point (kinds matched, no values) ---
+    CROSSCHECK_LINKED = "crosscheck:linked"
     # --- the edge: a call refused because of who made it (401, 403, 404 out of scope, four eyes) ---
     ACCESS_DENIED = "access:denied"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 import uuid
 from collections.abc import Generator, Iterator
@@ -27,6 +28,7 @@ from broker.crypto import (
 )
 from broker.crypto.httpsig import sign_request
 from broker.errors import VerificationError
+from schemas.content import Content, claims_structure
 from schemas.envelope import RoutingHeader
 
 
@@ -71,6 +73,17 @@ class OpenedMessage:
     plaintext: bytes
     custody: list[dict[str, Any]]
     digest: str
+
+    @property
+    def content(self) -> Content | None:
+        """The payload as structured content (``schemas.content``) if it claims that format, else None
+        (read ``plaintext`` as text). Raises pydantic's ValidationError if it claims it and does not fit:
+        the sender's node checks this at intake, so that means a sender on a node without the check."""
+        try:
+            document = json.loads(self.plaintext)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return Content.model_validate(document) if claims_structure(document) else None
 
 
 class AgencyClient:
@@ -165,7 +178,7 @@ class AgencyClient:
     def build(
         self,
         *,
-        payload: bytes,
+        payload: bytes | Content,
         destination_country: str,
         category: str,
         classification: str = "RESTRICTED",
@@ -178,7 +191,15 @@ class AgencyClient:
         priority: dict[str, Any] | None = None,
         evaluation: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """A signed envelope whose payload is encrypted to every reader on the route."""
+        """A signed envelope whose payload is encrypted to every reader on the route.
+
+        ``payload`` is structured content (``schemas.content.Content``: persons, vehicles, phones...,
+        which the contact points cross-check and show as labelled fields) or bytes sent as they are (text
+        or any JSON, shown to officers as text). Structured content is checked here by pydantic already;
+        the sender's node checks it again and refuses what does not fit (422, ``reason: content-schema``).
+        """
+        if isinstance(payload, Content):
+            payload = payload.to_payload()
         header = RoutingHeader.model_validate(
             {
                 "message_id": str(uuid.uuid4()),
@@ -358,7 +379,7 @@ class AgencyClient:
         return statements
 
     def reply(
-        self, original: OpenedMessage, *, payload: bytes, message_type: str = "response"
+        self, original: OpenedMessage, *, payload: bytes | Content, message_type: str = "response"
     ) -> dict[str, Any]:
         h = original.header
         return self.build(

@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from broker.audit.actions import AuditAction
 from broker.audit.service import SYSTEM, Actor, record
-from broker.crypto import countersign, digest, opening_key, verify_envelope
+from broker.crosscheck.content import check_payload
+from broker.crypto import countersign, digest, open_with_any, verify_envelope
 from broker.db import Base, utcnow
 from broker.delivery.models import InboxItem
 from broker.directory.models import Agency, ContactPoint
@@ -312,13 +313,14 @@ def _admit(
     # must be able to read it. Its keys are held here (intake runs on the origin's node); a recipient entry
     # with a corrupted wrapped key would otherwise carry content past review to the destination unread.
     try:
-        opening_key(raw["payload"], keys=keys.encryption_keys(origin_cp.id))
+        _, plaintext = open_with_any(raw["payload"], keys=keys.encryption_keys(origin_cp.id))
     except VerificationError:
         raise PolicyRefused(
             f"the payload cannot be opened with the key of {origin_cp.id} it names; encrypt the content key "
             f"to {origin_cp.id}'s current key from /v1/directory/parties/{origin_cp.id}/jwks",
             reason="missing-reader",
         ) from None
+    check_payload(plaintext)  # content claiming the structured format must fit it (broker.crosscheck.content)
     message = new_message(header, raw, state=State.SUBMITTED, supersedes=supersedes)
     _start_clock(message, header=header, supersedes=supersedes)
     return Admitted(message, envelope, agreement.reference, original, supersedes)

@@ -1,6 +1,11 @@
 """What the message page shows: header, urgency, deadline and its history, the chain of custody with each
-signature checked, the conversation, the payload if the officer is cleared (and acknowledged H3), and the
-decisions open to this officer — only those."""
+signature checked, the conversation, the payload if the officer is cleared (and acknowledged H3) — as
+labelled fields when it is structured content (``schemas.content``), as text otherwise — the messages the
+cross-check linked it to, and the decisions open to this officer — only those.
+
+A linked message is shown by its metadata always (it is in the officer's own contact point's case file,
+which is what a link is made in); its content only by the same rule as opening it (``read_content``:
+clearance, H3 acknowledgement, scope), and that read is audited like any other."""
 
 from __future__ import annotations
 
@@ -12,13 +17,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker.accounts.models import User
+from broker.audit.service import Actor
+from broker.crosscheck.content import ContentRefused, ParsedPayload, parse_payload
+from broker.crosscheck.service import basis_text, links_for
 from broker.deps import Principal
 from broker.directory.models import Agency
+from broker.errors import NotFound
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.clock import deadline_events
 from broker.messages.dissemination import requests_for
 from broker.messages.models import Message
 from broker.policy.service import CONDITIONS, NO_ONWARD_DISSEMINATION, cleared, dissemination_granted
+from contact_points.review.content import Content
 from contact_points.review.present import summary, usernames
 from contact_points.review.scope import OFFICER_ROLES
 from contact_points.review.service import (
@@ -55,7 +65,8 @@ def message_context(
         "deadline_events": deadline_events(session, message.id),
         "conversation": conversation(session, message, cp),
         "content": content,
-        "text": readable_text(content.plaintext) if content.plaintext else None,
+        **_shown(content),
+        "links": _links(session, keys, user, cp.id, message.id, actor=principal.actor(request)),
         "actions": actions,
         "approvals": approvals_of(session, message),
         "h2_source": source,
@@ -74,6 +85,55 @@ def message_context(
         "officers": _officers(session, cp.id, message) if "assign" in actions else [],
         "refusal_grounds": codes("refusal_grounds"),
     }
+
+
+def _shown(content: Content) -> dict[str, Any]:
+    """``structured`` (labelled fields) or ``text`` for a readable payload, and ``content_problem`` when it
+    claims the structured format and does not fit (it came from a node that did not check): shown as text."""
+    if not content.readable or content.plaintext is None:
+        return {"structured": None, "text": None, "content_problem": None}
+    try:
+        parsed = parse_payload(content.plaintext)
+    except ContentRefused as exc:
+        return {"structured": None, "text": readable_text(content.plaintext), "content_problem": exc.detail}
+    if parsed.content is not None:
+        return {"structured": parsed.content, "text": None, "content_problem": None}
+    return {"structured": None, "text": readable_text(content.plaintext), "content_problem": None}
+
+
+def _links(
+    session: Session, keys: DatabaseKeyStore, user: User, cp_id: str, message_id: str, *, actor: Actor
+) -> list[dict[str, Any]]:
+    """The cross-check's links of the message: each other message's metadata, why they are linked, and its
+    content if and only if the officer may read it (``read_content`` decides, and audits the read)."""
+    shown = []
+    for link in links_for(session, cp_id, message_id):
+        other = session.get(Message, link.other_id)
+        if other is None:
+            continue
+        try:
+            content = read_content(session, keys, user, other.id, actor=actor)
+        except NotFound:  # no longer in this officer's queues: not even its existence is shown
+            continue
+        parsed: ParsedPayload | None = None
+        if content.readable and content.plaintext is not None:
+            try:
+                parsed = parse_payload(content.plaintext)
+            except ContentRefused:
+                parsed = ParsedPayload(None, content.plaintext.decode("utf-8", "replace"))
+        shown.append(
+            {
+                "m": summary(other),
+                "basis": basis_text(link.basis),
+                "earlier": link.earlier,
+                "linked_at": link.created_at,
+                "readable": parsed is not None,
+                "notice": content.notice,
+                "structured": parsed.content if parsed else None,
+                "text": parsed.text if parsed and parsed.content is None else None,
+            }
+        )
+    return shown
 
 
 def _agencies(session: Session, country: str, classification: str) -> list[Agency]:
