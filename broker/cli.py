@@ -524,7 +524,11 @@ def _running_region(urls: list[str], root: Path) -> tuple[dict[str, str], dict[s
 
     from schemas.region import SignedDirectory
 
-    answer = httpx.get(f"{urls[0].rstrip('/')}/v1/region/directory", timeout=10)
+    try:
+        answer = httpx.get(f"{urls[0].rstrip('/')}/v1/region/directory", timeout=10)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach {urls[0]} ({type(exc).__name__}); is the region running (make run)?")
+        raise
     if answer.status_code != 200:
         fail(f"{urls[0]} serves no regional directory ({answer.status_code}); for one deployment use --hub")
     directory = SignedDirectory.model_validate(answer.json()).directory

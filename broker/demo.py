@@ -482,12 +482,10 @@ def _regional(
         made[f"inbound_{sender}_{country}"] = message_id
         inbound[message_id] = country
     agency("AL-CUS").set_push_endpoint("https://push.al-customs.invalid/spoc")  # a name that will not resolve
+    # Addressed to AL's contact point, not to AL-CUS: MK's node knows AL's contact point from the regional
+    # directory, not AL's agencies; AL's officer routes it to its customs.
     made["dead_letter"] = send(
-        "MK-MOI",
-        "AL",
-        "Customs declarations of the lorry below.",
-        category="vehicle-crime",
-        destination_agency="AL-CUS",
+        "MK-MOI", "AL", "Customs declarations of the lorry below.", category="vehicle-crime"
     )
     officer("mk-officer").decide(made["dead_letter"], "approve")
     inbound[made["dead_letter"]] = "AL"

@@ -119,21 +119,28 @@ class System:
     log_dir: Path | None = None
 
     def stop(self, timeout: float = 10.0) -> None:
-        for proc in self.processes:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)  # the leader shuts its own children down (warm shutdown)
-        deadline = time.monotonic() + timeout
-        for proc in self.processes:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_all([self], timeout=timeout)
 
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.processes)
+
+
+def stop_all(systems: Sequence[System], *, timeout: float = 10.0) -> None:
+    """Stop every process of ``systems`` at once: SIGTERM to all (each leader shuts its own children down,
+    Celery with a warm shutdown), then one shared deadline, then SIGKILL to the process group of any left."""
+    processes = [p for system in systems for p in system.processes]
+    for proc in processes:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in processes:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def _spawn(command: list[str], env: dict[str, str], log: Path | None) -> subprocess.Popen[bytes]:
@@ -199,8 +206,7 @@ def wait_ready(systems: Sequence[System], *, timeout: float = 90.0) -> None:
     while waiting and time.monotonic() < deadline:
         for system in list(waiting):
             if not system.alive():
-                for other in systems:
-                    other.stop()
+                stop_all(systems)
                 where = (
                     f" ({system.log_dir}/api.log, worker.log)" if system.log_dir else " (its output is above)"
                 )
@@ -211,8 +217,7 @@ def wait_ready(systems: Sequence[System], *, timeout: float = 90.0) -> None:
         if waiting:
             time.sleep(0.2)
     if waiting:
-        for other in systems:
-            other.stop()
+        stop_all(systems)
         raise StartupFailed(f"the API did not answer at {waiting[0].url}/health within {timeout:.0f} s")
 
 

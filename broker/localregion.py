@@ -38,7 +38,7 @@ from broker.directory.seed import SeedResult, demo_agreements
 from broker.errors import InvalidInput
 from broker.files import private_dir, write_private
 from broker.keys.service import DatabaseKeyStore
-from broker.launcher import System, check_port, prepare, spawn, wait_ready
+from broker.launcher import System, check_port, prepare, spawn, stop_all, wait_ready
 from broker.region.service import current, install, load_anchor
 from broker.region.sync import node_entry
 from schemas.codelists import codes
@@ -131,8 +131,7 @@ class LocalRegion:
         return all(s.alive() for s in self.systems)
 
     def stop(self) -> None:
-        for system in self.systems:
-            system.stop()
+        stop_all(self.systems)
 
 
 def plan(
@@ -280,7 +279,6 @@ def start_region(
             )
         wait_ready(systems)
     except BaseException:
-        for system in systems:
-            system.stop()
+        stop_all(systems)
         raise
     return LocalRegion(root, nodes, seeded, version, changed, systems)
