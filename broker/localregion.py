@@ -48,6 +48,7 @@ __all__ = [
     "REGION_COUNTRIES",
     "LocalNode",
     "LocalRegion",
+    "agreements",
     "plan",
     "prepare_region",
     "start_region",
@@ -166,7 +167,7 @@ def governance_key(folder: Path) -> KeyPair:
     return key
 
 
-def _agreements(countries: Sequence[str]) -> list[dict[str, Any]]:
+def agreements(countries: Sequence[str]) -> list[dict[str, Any]]:
     categories = sorted(codes("categories"))
     return [
         {
@@ -216,7 +217,7 @@ def prepare_region(root: Path, nodes: Sequence[LocalNode]) -> tuple[dict[str, Se
         shutil.copyfile(root / "governance" / "anchor.jwks.json", node.anchor)  # public: each node its copy
         os.chmod(node.anchor, 0o600)
     entries = [_with_node(n, lambda s, _settings, n=n: _entry(s, _settings, n)) for n in nodes]
-    body = {"region": REGION, "nodes": entries, "agreements": _agreements([n.country for n in nodes])}
+    body = {"region": REGION, "nodes": entries, "agreements": agreements([n.country for n in nodes])}
     installed = [_with_node(n, lambda s, _settings: current(s)) for n in nodes]
     now = utcnow()
     same = all(
