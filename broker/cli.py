@@ -368,10 +368,13 @@ def _directory_status(settings: Settings) -> str:
 
 def _run_region(host: str, port: int, pending: bool) -> None:
     """``spoc run`` without --country/--hub: the local region of separate nodes (``broker.localregion``)."""
-    from broker.localregion import check_embedded, start_region
+    from broker.launcher import check_port
+    from broker.localregion import check_embedded, plan, start_region
 
     check_embedded()
     root = get_settings().data_dir / "region"
+    for node in plan(root, host=host, port=port):
+        check_port(host, node.port)  # every node's, before anything is created, started or printed
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
     typer.echo(f"starting the region's nodes in {root.resolve()} …")
@@ -478,7 +481,7 @@ def _demo_in(tmp: Path, *, hub: bool, say: Callable[[str], None]) -> tuple[list[
     """The demo on a throw-away region (or hub) in ``tmp``, on free ports; everything stopped after."""
     from broker.demo import hub as hub_maps
     from broker.demo import run_scenario
-    from broker.launcher import free_port, prepare, running
+    from broker.launcher import free_port, free_ports, prepare, running
     from broker.localregion import start_region
 
     if hub:
@@ -489,7 +492,7 @@ def _demo_in(tmp: Path, *, hub: bool, say: Callable[[str], None]) -> tuple[list[
             settings, host="127.0.0.1", port=free_port(), env={"SPOC_DATA_DIR": str(tmp)}, log_dir=tmp
         ) as system:
             return run_scenario(*hub_maps(system.url, tmp), say)
-    port = _free_ports(4)
+    port = free_ports(4)
     typer.echo(f"starting a temporary region of 4 nodes in {tmp} (ports {port}–{port + 3}) …")
     region = start_region(tmp / "region", port=port)
     try:
@@ -497,24 +500,6 @@ def _demo_in(tmp: Path, *, hub: bool, say: Callable[[str], None]) -> tuple[list[
         return run_scenario(region.urls(), region.folders(), say)
     finally:
         region.stop()
-
-
-def _free_ports(count: int) -> int:
-    """The first of ``count`` consecutive free ports on 127.0.0.1 (a region's nodes take PORT, PORT+1, …)."""
-    import socket
-
-    from broker.launcher import free_port
-
-    for _ in range(50):
-        first = free_port()
-        try:
-            for port in range(first, first + count):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return first
-    raise SpocError(f"no {count} consecutive free ports on 127.0.0.1")
 
 
 def _running_region(urls: list[str], root: Path) -> tuple[dict[str, str], dict[str, Path]]:

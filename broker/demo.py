@@ -215,7 +215,7 @@ def verify_nodes(
     else:
         failed = [c for c, r in zip(by_url.values(), reports, strict=True) if not r["ok"]]
         summary = f"audit log verification FAILED on {', '.join(failed)}"
-    return {"ok": ok, "summary": summary, "nodes": reports}
+    return {**(reports[0] if len(reports) == 1 else {}), "ok": ok, "summary": summary, "nodes": reports}
 
 
 def _directory(url: str) -> RegionDirectory | None:

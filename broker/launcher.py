@@ -79,6 +79,20 @@ def free_port() -> int:
         return port
 
 
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports on 127.0.0.1 (a local region's nodes take PORT, PORT+1, …)."""
+    for _ in range(50):
+        first = free_port()
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise StartupFailed(f"no {count} consecutive free ports on 127.0.0.1")
+
+
 def prepare(settings: Settings, *, countries: Collection[str] | None = None) -> SeedResult | None:
     """Migrate the database and seed the demo region (or, with ``countries``, one node's part of it) if it is
     empty. Returns the seed, or None if it existed."""

@@ -75,11 +75,12 @@ class Running:
 
 @pytest.fixture(scope="module")
 def fresh_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    """``spoc run`` on a fresh data folder, under umask 022, until it prints its accounts."""
+    """``spoc run --hub`` (every contact point on one node) on a fresh data folder, under umask 022, until it
+    prints its accounts. (The region of separate nodes, what plain ``spoc run`` starts: test_deploy_region.)"""
     data_dir = tmp_path_factory.mktemp("run") / "data"
     port = free_port()
     proc = subprocess.Popen(
-        [str(SPOC), "run", "--port", str(port)],
+        [str(SPOC), "run", "--hub", "--port", str(port)],
         env=_env(data_dir),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
