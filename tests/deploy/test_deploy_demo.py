@@ -5,6 +5,7 @@ every node's audit log, and leaves nothing behind."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,9 @@ def test_demo_runs_end_to_end_and_verifies_the_audit_log(tmp_path: Path) -> None
     )  # back on XK's node
     assert any(line.startswith("MK ") and "MK-MOI: MK-MOI answer" in line for line in lines)
     verified = [
-        line.strip().split(":")[0] for line in lines if "audit log verified:" in line and "node" in line
+        line.split(":")[0].strip()
+        for line in lines
+        if re.match(r"\s+[A-Z]{2} node: audit log verified:", line)
     ]
     assert verified == ["XK node", "AL node", "MK node", "BA node"]
     assert "every node (XK, AL, MK, BA)" in lines[-1]
