@@ -2,8 +2,9 @@
 
 Each command is one unit of work at the edge; errors print one line with a remedy and exit non-zero.
 
-    spoc run            start API, UI, worker and beat on embedded defaults (Ctrl-C stops all)
-    spoc demo           run the regional demo scenario end to end (own temporary system, or --url)
+    spoc run            a region of separate nodes (XK, AL, MK, BA) on embedded defaults (Ctrl-C stops all);
+                        --country CC one node alone; --hub every contact point on one node
+    spoc demo           the regional scenario across separate nodes (own temporary region, or --url)
     spoc db upgrade     apply the Alembic migrations
     spoc seed           seed the demo region into an empty database
     spoc audit verify [BUNDLE]   verify the whole audit log, or an exported bundle offline
