@@ -237,7 +237,7 @@ def _print_accounts(data_dir: Path, country: str = "al", *, brief: bool = False)
     names += ["regional-auditor", "admin"]
     if not brief:
         typer.echo("Demo accounts (passwords are random per installation):")
-    for name in (n for n in names if n in accounts):
+    for name in (n for n in dict.fromkeys(names) if n in accounts):
         a = accounts[name]
         typer.echo(f"  {name:<18} {a['password']:<20} {a['role']:<10} cleared {a['clearance']}")
     if not brief:
