@@ -120,19 +120,6 @@ class Node:
         self.proc.kill()
         self.proc.wait()
 
-    def terminate(self) -> None:
-        """Ask `spoc run` to stop (it stops its API and worker, as on Ctrl-C); ``stop`` waits for it."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
     def password(self, username: str) -> str:
         return str(json.loads((self.folder / "demo-accounts.json").read_text())[username]["password"])
 
@@ -251,12 +238,11 @@ def region(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Region]:
             assert installed["version"] == 2
         yield made
     finally:
-        for node in nodes.values():
+        for node in nodes.values():  # (a clean stop is test_deploy_run's; here only the time would be spent)
             for client in node.clients:
                 client.close()
-            node.terminate()
-        for node in nodes.values():
-            node.stop()
+            if node.proc is not None and node.proc.poll() is None:
+                node.kill()
             node.engine.dispose()
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             for name in names.values():
