@@ -1,8 +1,8 @@
 """``spoc run`` (what ``make run`` starts), through the installed command as a newcomer meets it: a region of
-separate nodes (XK, AL, MK, BA) on free ports, each its own API and worker, SQLite database and folder; every
+separate nodes (XK, AL, MK, BA) on free ports, each its own API and worker, SQLite database and folder. Every
 printed URL answers, every node serves the signed directory listing them all, demo work waits in the queues
-across nodes, a SIGTERM (a service manager) stops every process of every node, and a second start reuses the
-folders (same accounts, same directory)."""
+across nodes, ``spoc demo --url`` runs the scenario on the running region, a SIGTERM (a service manager)
+stops every process of every node, and a second start reuses the folders (same accounts, same directory)."""
 
 from __future__ import annotations
 
@@ -117,6 +117,19 @@ def test_make_run_starts_a_region_of_separate_nodes_and_sigterm_stops_them_all(t
         assert any(m["state"] == "returned" for m in outbound)
         assert any(m["priority_level"] == "urgent" for m in outbound if m["state"] == "origin_review")
         assert [d["agency"] for d in dead] == ["AL-CUS"]
+        # `spoc demo --url` on the running region: the other nodes found in the first one's directory.
+        demo = subprocess.run(
+            [str(SPOC), "demo", "--url", urls[0], "--data-dir", str(data_dir / "region")],
+            env={k: v for k, v in os.environ.items() if not k.startswith("SPOC_")},
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
+        assert (
+            demo.stdout.strip().splitlines()[-1].startswith("audit log verified: every node (XK, AL, MK, BA)")
+        )
         first = _passwords(output)
         assert len(first) == len(COUNTRIES)
 

@@ -107,8 +107,10 @@ class Node:
 
     def children(self) -> list[int]:
         assert self.proc is not None
-        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        return [int(p) for p in path.read_text().split()] if path.exists() else []
+        found = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
+        )
+        return [int(pid) for pid in found.stdout.split()]
 
     def kill(self) -> None:
         """SIGKILL: the API and the worker (each its own process group, with the worker's pool), then the
