@@ -13,6 +13,7 @@ stops a chunked body once it passes the limit; both become 413 problem+json.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import threading
@@ -33,6 +34,7 @@ __all__ = [
     "RateLimiter",
     "RedisBuckets",
     "make_limiter",
+    "source_key",
 ]
 
 log = logging.getLogger("spoc.limits")
@@ -50,18 +52,66 @@ class RateLimiter(Protocol):
     def take(self, key: str, cost: int = 1) -> Decision: ...
 
 
-class MemoryBuckets:
-    """Token buckets in this process (the embedded default: one API process)."""
+def source_key(address: str) -> str:
+    """The bucket key of a client address: an IPv6 address stands for its /64, an IPv4-mapped one for the
+    IPv4 address.
 
-    def __init__(self, *, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+    Why: one IPv6 subscriber is routinely given a whole /64 (SLAAC, privacy addresses), so keyed by the full
+    address a single machine could walk 2**64 fresh buckets and never be throttled. Anything that does not
+    parse (a proxy's name, "unknown") is its own key.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+class MemoryBuckets:
+    """Token buckets in this process (the embedded default: one API process).
+
+    Bounded: past ``max_keys`` buckets, the full ones (idle long enough to have refilled, so forgetting them
+    changes nothing) are dropped; if every bucket is still draining, the least recently used go. A flood of
+    new keys therefore costs memory up to the bound, never more.
+    """
+
+    def __init__(
+        self,
+        *,
+        rate: float,
+        burst: int,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 100_000,
+    ) -> None:
         self._rate, self._burst, self._clock = rate, burst, clock
+        self._max_keys = max_keys
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _evict(self, now: float) -> None:
+        """Drop the buckets that are full again; then, if still at the bound, the least recently used."""
+        self._buckets = {
+            k: v for k, v in self._buckets.items() if v[0] + (now - v[1]) * self._rate < self._burst
+        }
+        if len(self._buckets) >= self._max_keys:
+            # dicts keep insertion order and take() re-inserts on use: the first keys are the least recently used
+            for key in list(self._buckets)[: len(self._buckets) - self._max_keys // 2]:
+                del self._buckets[key]
 
     def take(self, key: str, cost: int = 1) -> Decision:
         now = self._clock()
         with self._lock:
-            tokens, at = self._buckets.get(key, (float(self._burst), now))
+            if key not in self._buckets and len(self._buckets) >= self._max_keys:
+                self._evict(now)
+            # popped and put back, so the dict's order is least recently used first (for _evict)
+            tokens, at = self._buckets.pop(key, (float(self._burst), now))
             tokens = min(float(self._burst), tokens + (now - at) * self._rate)
             if tokens >= cost:
                 self._buckets[key] = (tokens - cost, now)

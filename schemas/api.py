@@ -169,6 +169,9 @@ class MessageStatus(BaseModel):
     """The returned message this one amends (resubmission); the history of both is kept."""
     superseded_by: WireUUID | None = None
     """The amended message that replaced this one."""
+    refusal_ground: RefusalGround | None = None
+    """When the requested contact point refused the request (``refused``): its ground, from the closed list of
+    Directive (EU) 2023/977 Art. 6."""
 
 
 class CustodyStep(BaseModel):

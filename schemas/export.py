@@ -44,6 +44,8 @@ MODELS: Final[dict[str, type[BaseModel]]] = {
     "login-result": api.LoginResult,
     "region-directory": region.SignedDirectory,
     "hop-request": hop.HopRequest,
+    "hop-event": hop.HopEventRequest,
+    "hop-event-statement": hop.EventStatement,
 }
 """File stem → model. Nested models are also inlined under ``$defs`` so that each file stands alone."""
 

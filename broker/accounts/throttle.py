@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from broker.config import Settings
-from broker.limits import Decision, RateLimiter, make_limiter
+from broker.limits import Decision, RateLimiter, make_limiter, source_key
 
 __all__ = ["LoginPolicy", "LoginThrottle"]
 
@@ -72,7 +72,9 @@ class LoginThrottle:
     @staticmethod
     def _keys(source: str, username: str) -> tuple[str, str]:
         # Prefixed so they never meet an agency's bucket (agency ids do not contain ':').
-        return f"login:{source}", f"login:{source}:{username}"
+        # An IPv6 client counts by its /64 (``source_key``): one subscriber holds the whole /64.
+        key = source_key(source)
+        return f"login:{key}", f"login:{key}:{username}"
 
     def reserve(self, source: str, username: str) -> int | None:
         """Take one failure's token from both buckets; None if taken, else the whole seconds to wait."""

@@ -14,9 +14,9 @@ own: the request's was rolled back with whatever it was refused. One entry per d
   the problem's ``reason`` when it names one (which check of a signed request failed: nonce, unlisted-node, …).
 
 Flooding: a storm of denials must not become a storm of writes. :class:`DenialThrottle` keeps a token
-bucket per caller (per source address for anonymous calls): ``per_minute`` entries a minute, a burst of as
-many; beyond it a denial is not written but counted, and the next entry written for that caller carries
-``details.suppressed``, the number left out since the previous one (per API process).
+bucket per caller (per source address for anonymous calls, an IPv6 address by its /64): ``per_minute``
+entries a minute, a burst of as many; beyond it a denial is not written but counted, and the next entry
+written for that caller carries ``details.suppressed``, the number left out since the previous one (per API process).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from broker.audit.actions import AuditAction
 from broker.audit.models import AuditEntry
 from broker.audit.service import Actor, record
-from broker.limits import RateLimiter
+from broker.limits import RateLimiter, source_key
 
 __all__ = ["ANONYMOUS", "Denial", "DenialThrottle", "record_denial"]
 
@@ -59,7 +59,7 @@ class Denial:
     @property
     def throttle_key(self) -> str:
         if self.actor.role == ANONYMOUS:
-            return f"denied:{ANONYMOUS}:{self.source}"
+            return f"denied:{ANONYMOUS}:{source_key(self.source)}"
         return f"denied:{self.actor.role}:{self.actor.name}"
 
 

@@ -20,16 +20,20 @@ from broker.crypto import _jws
 from broker.crypto.canonical import canonical
 from broker.crypto.keys import KeyPair, PublicKey
 from broker.errors import InvalidInput, VerificationError
+from schemas.hop import EVENT_TYP
 
 __all__ = [
     "CUSTODY_TYP",
+    "EVENT_TYP",
     "RECEIPT_TYP",
     "TRANSPORT_RECEIPT_TYP",
     "countersign",
+    "sign_event",
     "sign_receipt",
     "sign_transport_receipt",
     "statement_of",
     "verify_countersignature",
+    "verify_event",
     "verify_receipt",
     "verify_transport_receipt",
 ]
@@ -41,6 +45,10 @@ RECEIPT_TYP: Final = "spoc-receipt+jws"
 # A node's signed statement that it received and stored a message a peer node sent it (the hop, DESIGN §8):
 # signed with the node's transport key, its own ``typ`` so it cannot pass for an agency's receipt.
 TRANSPORT_RECEIPT_TYP: Final = "spoc-transport-receipt+jws"
+# A contact point's signed statement of an event about a message that another node must learn (a refusal and
+# its ground, a grant, a deadline extension: ``broker.hop.events``). Signed with the acting contact point's key
+# like a custody step, its own ``typ`` so that neither can be replayed as the other: a custody step proves a
+# decision inside one node's chain, an event tells a peer node about it. (``schemas.hop.EVENT_TYP``.)
 
 
 def countersign(statement: Mapping[str, Any], *, key: KeyPair) -> str:
@@ -56,6 +64,16 @@ def sign_receipt(statement: Mapping[str, Any], *, key: KeyPair) -> str:
 def sign_transport_receipt(statement: Mapping[str, Any], *, key: KeyPair) -> str:
     """A node's transport receipt for a message a peer sent it (id, digest, the two nodes, the time)."""
     return _jws.sign_compact(canonical(statement), key=key, typ=TRANSPORT_RECEIPT_TYP, detached=False)
+
+
+def sign_event(statement: Mapping[str, Any], *, key: KeyPair) -> str:
+    """A contact point's event statement for a peer node (``broker.hop.events``); compact JWS, attached."""
+    return _jws.sign_compact(canonical(statement), key=key, typ=EVENT_TYP, detached=False)
+
+
+def verify_event(token: str, *, resolve: Callable[[str], PublicKey]) -> dict[str, Any]:
+    """Verify an event token and return its statement; VerificationError on any failure."""
+    return _verify_statement(token, typ=EVENT_TYP, resolve=resolve)
 
 
 def verify_transport_receipt(token: str, *, resolve: Callable[[str], PublicKey]) -> dict[str, Any]:

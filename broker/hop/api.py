@@ -1,4 +1,5 @@
-"""``POST /v1/hop/messages``: where a peer node hands over a message (DESIGN §8, ``broker.hop.service``).
+"""``POST /v1/hop/messages`` and ``POST /v1/hop/events``: where a peer node hands over a message
+(DESIGN §8, ``broker.hop.service``) or an event about one (``broker.hop.event_intake``).
 
 The caller is a node, not an agency or a person: it is authenticated by its RFC 9421 transport signature
 (label ``spoc-node``) under a key the current regional directory lists for it, and nothing else. The nonce is
@@ -22,9 +23,11 @@ from broker.crypto import PublicKey
 from broker.crypto.httpsig import NODE_LABEL, request_failure, verify_request
 from broker.deps import DbSession, Keys, RawBody, json_body, request_id, request_target
 from broker.errors import InvalidInput, NotFound, SpocError
+from broker.hop.event_intake import claimed_of, receive_event
+from broker.hop.events import EVENTS_PATH
 from broker.hop.service import HOP_PATH, live_directory, peer_for_kid, receive
 from broker.keys.service import remember_nonce
-from schemas.hop import HopReceipt, HopRequest
+from schemas.hop import HopEventRequest, HopReceipt, HopRequest
 from schemas.region import DirectoryNode, RegionDirectory
 
 router = APIRouter(tags=["hop"])
@@ -90,12 +93,7 @@ def receive_hop(
 ) -> HopReceipt:
     """Take a message a peer node forwards (envelope, origin custody, the origin's statement on the sender's
     key); answer with this node's signed transport receipt. The same hop again gets the same receipt."""
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise InvalidInput("the hop is not JSON") from None
-    if not isinstance(parsed, dict):
-        raise InvalidInput("the hop is a JSON object")
+    parsed = _parsed(body)
     try:
         receipt = receive(
             session,
@@ -109,20 +107,70 @@ def receive_hop(
         if exc.status >= 500:
             raise
         session.rollback()
-        _audit_refusal(session, peer, parsed, exc, request_id(request))
+        _audit_refusal(session, peer, _claimed_message(parsed), exc, request_id(request))
         session.commit()
         exc.audited = True  # as hop:refused; not again as access:denied
         raise
     return HopReceipt(receipt=receipt)
 
 
-def _audit_refusal(
-    session: Session, peer: Peer, body: dict[str, Any], exc: SpocError, rid: str | None
-) -> None:
+@router.post(
+    EVENTS_PATH,
+    operation_id="receive_hop_event",
+    response_model=HopReceipt,
+    responses={400: {}, 401: {}, 409: {}, 422: {}, 503: {}},
+    openapi_extra=json_body(
+        HopEventRequest.model_json_schema(),
+        "An event a peer node's contact point made about a message that crossed (docs/hop-events.md).",
+    ),
+)
+def receive_hop_event(
+    request: Request, session: DbSession, keys: Keys, body: RawBody, peer: CurrentPeer
+) -> HopReceipt:
+    """Take an event a peer node sends (a refusal, a grant, a deadline extension…, signed by its contact
+    point) and apply it to this node's copy of the message; answer with this node's signed transport
+    receipt. The same event again gets the same receipt; other content under its id is a conflict."""
+    parsed = _parsed(body)
+    try:
+        receipt = receive_event(
+            session,
+            keys,
+            directory=peer.directory,
+            sender=peer.node,
+            body=parsed,
+            request_id=request_id(request),
+        )
+    except SpocError as exc:
+        if exc.status >= 500:
+            raise
+        session.rollback()
+        _audit_refusal(session, peer, claimed_of(parsed), exc, request_id(request))
+        session.commit()
+        exc.audited = True  # as hop:refused; not again as access:denied
+        raise
+    return HopReceipt(receipt=receipt)
+
+
+def _parsed(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidInput("the hop is not JSON") from None
+    if not isinstance(parsed, dict):
+        raise InvalidInput("the hop is a JSON object")
+    return parsed
+
+
+def _claimed_message(body: dict[str, Any]) -> dict[str, Any]:
     envelope = body.get("envelope")
     header = envelope.get("header") if isinstance(envelope, dict) else None
-    claimed = {k: str(header.get(k))[:64] for k in ("message_id", "origin_country", "destination_country")
-               if isinstance(header, dict) and header.get(k) is not None}  # fmt: skip
+    return {k: str(header.get(k))[:64] for k in ("message_id", "origin_country", "destination_country")
+            if isinstance(header, dict) and header.get(k) is not None}  # fmt: skip
+
+
+def _audit_refusal(
+    session: Session, peer: Peer, claimed: dict[str, Any], exc: SpocError, rid: str | None
+) -> None:
     record(
         session,
         actor=Actor(peer.node.node_id, "node", rid),

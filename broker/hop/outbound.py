@@ -1,5 +1,8 @@
 """Sending hops: scheduled in the approval's transaction, sent with no transaction open, settled after.
 
+A hop is a message (scheduled here) or an event about one (scheduled by ``broker.hop.events.announce`` in the
+decision's transaction, signed then): both are ``hops`` rows and go through the same steps below.
+
 The same shape as push delivery (``broker.delivery.push``), for the same reasons: a peer that is down or slow
 must hold no lock and stall no other work. Each step is its own unit of work:
 
@@ -39,6 +42,7 @@ from broker.delivery.push import backoff
 from broker.delivery.runner import all_due
 from broker.directory.service import contact_point_for
 from broker.errors import SpocError
+from broker.hop.events import EVENTS_PATH, acting_country
 from broker.hop.models import Hop
 from broker.hop.service import (
     HOP_PATH,
@@ -53,6 +57,7 @@ from broker.keys.service import DatabaseKeyStore
 from broker.messages.models import Message
 from broker.messages.notifications import notify
 from broker.region.sync import TRANSPORT_PARTY
+from schemas.hop import EventKind
 
 __all__ = [
     "HopJob",
@@ -69,7 +74,10 @@ __all__ = [
 
 def schedule(session: Session, keys: DatabaseKeyStore, message: Message) -> None:
     """Queue the hop of a message approved for another node (idempotent: one row per message)."""
-    if session.scalar(select(Hop.id).where(Hop.message_id == message.id, Hop.direction == "out")) is not None:
+    queued = select(Hop.id).where(
+        Hop.message_id == message.id, Hop.direction == "out", Hop.event_id.is_(None)
+    )
+    if session.scalar(queued) is not None:
         return
     directory = live_directory(session).directory
     peer = directory.node_for_country(message.destination_country)
@@ -150,8 +158,11 @@ def prepare(
         if peer is None:
             known.append(HopOutcome(hop.id, error=f"node {hop.peer_node} left the regional directory"))
             continue
-        body = orjson.dumps(hop_body(session, keys, message, sender_key=hop.sender_key))
-        url = peer.base_url.rstrip("/") + HOP_PATH
+        if hop.event_id is not None:  # an event: the token signed when it was made, the same bytes every time
+            body, path = orjson.dumps({"event": hop.event}), EVENTS_PATH
+        else:
+            body, path = orjson.dumps(hop_body(session, keys, message, sender_key=hop.sender_key)), HOP_PATH
+        url = peer.base_url.rstrip("/") + path
         headers = {"content-type": "application/json"}
         sign_request("POST", url, headers, body, key=signer, label=NODE_LABEL)
         jobs.append(HopJob(hop.id, url, body, headers))
@@ -216,7 +227,12 @@ def settle(
                 if peer is None:
                     raise HopFailed(f"node {hop.peer_node} left the regional directory")
                 statement = check_receipt(
-                    outcome.receipt, peer=peer, me=this_node(session, directory), message=message
+                    outcome.receipt,
+                    peer=peer,
+                    me=this_node(session, directory),
+                    message=message,
+                    event_id=hop.event_id,
+                    digest=hop.digest,
                 )
             except SpocError as exc:
                 error = exc.detail
@@ -231,9 +247,10 @@ def settle(
                     countries=[message.origin_country, message.destination_country],
                     details={
                         "to_node": hop.peer_node,
-                        "digest": message.digest,
+                        "digest": hop.digest,
                         "received_at": statement.get("received_at"),
                         "attempts": hop.attempts,
+                        **_event_details(hop, message),
                     },
                 )
                 counts["sent"] += 1
@@ -266,17 +283,35 @@ def _dead_letter(session: Session, hop: Hop, message: Message, *, now: datetime)
         object_id=message.id,
         countries=[message.origin_country, message.destination_country],
         outcome="dead-lettered",
-        details={"to_node": hop.peer_node, "attempts": hop.attempts, "error": hop.last_error},
+        details={
+            "to_node": hop.peer_node,
+            "attempts": hop.attempts,
+            "error": hop.last_error,
+            **_event_details(hop, message),
+        },
     )
-    cp = contact_point_for(session, message.origin_country)
+    if hop.event_id is None:
+        cp, what = contact_point_for(session, message.origin_country), f"{message.type} {message.id}"
+    else:  # the contact point whose decision the peer did not learn
+        kind = EventKind(str(hop.event_kind))
+        cp, what = (
+            contact_point_for(session, acting_country(message, kind)),
+            f"the '{kind}' event of {message.id}",
+        )
     notify(
         session,
         contact_point_id=cp.id,
         kind="hop-dead-letter",
         message_id=message.id,
-        text=f"{message.type} {message.id} did not reach {message.destination_country}'s node after "
-        f"{hop.attempts} attempts: {hop.last_error}",
+        text=f"{what} did not reach node {hop.peer_node} after {hop.attempts} attempts: {hop.last_error}",
     )
+
+
+def _event_details(hop: Hop, message: Message) -> dict[str, str]:
+    """An event hop's audit details beside a message hop's: which event, and the message's own digest."""
+    if hop.event_id is None:
+        return {}
+    return {"event_id": hop.event_id, "kind": str(hop.event_kind), "message_digest": message.digest}
 
 
 def hop_batch(

@@ -20,11 +20,12 @@ Functions flush, never commit; the API route and the worker's unit of work commi
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from typing import Any, Final
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from broker.audit.actions import AuditAction
@@ -41,8 +42,8 @@ from broker.keys.service import DatabaseKeyStore
 from broker.messages.clock import deadline_row, set_clock
 from broker.messages.deadlines import Clock, legal_period
 from broker.messages.models import CustodyStep, Message
-from broker.messages.service import custody_of, forward, new_message
-from broker.messages.states import State
+from broker.messages.service import ANSWER_TYPES, custody_of, forward, new_message, transition
+from broker.messages.states import ALLOWED, State
 from broker.policy.service import check_accreditation, legal_basis
 from broker.region.service import Current, current
 from broker.region.sync import TRANSPORT_PARTY, held_parties
@@ -51,6 +52,7 @@ from schemas.region import DirectoryNode, RegionDirectory
 __all__ = [
     "HOP_PATH",
     "HopFailed",
+    "advance",
     "check_receipt",
     "hop_body",
     "is_remote",
@@ -150,7 +152,17 @@ class HopFailed(SpocError):
     title = "The peer node did not take the hop"
 
 
-def check_receipt(token: Any, *, peer: DirectoryNode, me: DirectoryNode, message: Message) -> dict[str, Any]:
+def check_receipt(
+    token: Any,
+    *,
+    peer: DirectoryNode,
+    me: DirectoryNode,
+    message: Message,
+    event_id: str | None = None,
+    digest: str | None = None,
+) -> dict[str, Any]:
+    """The peer's transport receipt for this hop, verified under its directory keys; HopFailed otherwise. For
+    an event hop the receipt names the event (``event_id``) and the event's ``digest``, not the message's."""
     keys = {k.kid: k for k in (PublicKey.from_jwk(j) for j in peer.transport_keys)}
 
     def resolve(kid: str) -> PublicKey:
@@ -166,9 +178,10 @@ def check_receipt(token: Any, *, peer: DirectoryNode, me: DirectoryNode, message
         raise HopFailed(f"{peer.node_id}'s transport receipt does not verify") from exc
     expected = {
         "message_id": message.id,
-        "digest": message.digest,
+        "digest": digest or message.digest,
         "from_node": me.node_id,
         "to_node": peer.node_id,
+        "event_id": event_id,  # absent (None) on a message's receipt
     }
     if any(statement.get(k) != v for k, v in expected.items()):
         raise HopFailed(f"{peer.node_id}'s transport receipt is not for this hop")
@@ -193,13 +206,6 @@ def receive(
         raise PolicyRefused("a hop is {envelope, custody: [...], sender_key}", reason="malformed-hop")
     if not all(isinstance(t, str) for t in custody):
         raise PolicyRefused("custody holds compact JWS strings", reason="malformed-hop")
-    header = envelope.get("header")
-    if not isinstance(header, dict) or header.get("type") not in CROSSING_TYPES:
-        # Notifications, clarifications and acknowledgements cross once their own rules run on the hop.
-        raise PolicyRefused(
-            f"only {' and '.join(sorted(CROSSING_TYPES))} messages cross between nodes in this version",
-            reason="unsupported-type",
-        )
     evidence = verify_evidence(
         directory=directory,
         sender=sender,
@@ -209,7 +215,9 @@ def receive(
         sender_key_token=sender_key,
     )
     message_id = str(evidence.header.message_id)
-    seen = session.scalar(select(Hop).where(Hop.message_id == message_id, Hop.direction == "in"))
+    seen = session.scalar(
+        select(Hop).where(Hop.message_id == message_id, Hop.direction == "in", Hop.event_id.is_(None))
+    )
     if seen is not None:
         if seen.digest != evidence.digest or seen.peer_node != sender.node_id or seen.receipt is None:
             raise Conflict(f"message {message_id} was received before with other content")
@@ -217,8 +225,7 @@ def receive(
     if session.get(Message, message_id) is not None:
         raise Conflict(f"message {message_id} is already known to this node")
     header = evidence.header
-    if header.type == "response":
-        _check_answer(session, evidence)
+    original = _check_reply(session, evidence, sender=sender)
     agreement = legal_basis(
         session,
         origin=header.origin_country,
@@ -252,31 +259,85 @@ def receive(
     session.add(Hop(message_id=message_id, direction="in", peer_node=sender.node_id, digest=evidence.digest,
                     sender_key=sender_key, receipt=receipt, at=now))  # fmt: skip
     forward(session, keys, message.id)  # into inbound review, with this contact point's "received" step
+    if original is not None and header.type in ANSWER_TYPES and header.type != "clarification":
+        # As intake does on one node: an answer (not a question back) makes the original answered here.
+        advance(session, original, State.ANSWERED, actor=actor, details={"answer": message.id})
     session.flush()
     return receipt
 
 
-CROSSING_TYPES: Final = frozenset({"request", "response"})
+#: The states of this node's copy of a message sent to another node in which the other node may still answer
+#: it: what the single node's "delivered to the answering agency" becomes when delivery happened over there
+#: (the copy learns of it only from events). A copy refused, returned or superseded over there is not answered.
+ANSWERABLE: Final = frozenset(
+    {State.FORWARDED, State.DESTINATION_REVIEW, State.ROUTED, State.DELIVERED, State.ANSWERED}
+)
 
 
-def _check_answer(session: Session, evidence: Evidence) -> None:
-    """An answer from another node answers a request this node sent there, to the agency that asked, in its
-    conversation: the reply rules of intake, judged on what this node itself sent (``hops``)."""
+def _check_reply(session: Session, evidence: Evidence, *, sender: DirectoryNode) -> Message | None:
+    """The reply rules of intake (``broker.messages.service._check_reply``), judged on what this node itself
+    sent and received (``hops``), since the other node's word is all the rest would be.
+
+    An answer (response, clarification, acknowledgement) answers a message this node sent to the answering
+    node, in a state in which it can still be answered, from the agency it reached (when this node knows
+    it), to the agency that asked, in its conversation. A notification may refer to a message that crossed
+    between the two nodes, which its sender sent or received. The original, or None."""
     header = evidence.header
-    original = session.get(Message, str(header.in_reply_to)) if header.in_reply_to else None
+    if header.in_reply_to is None:
+        return None
+    original = session.get(Message, str(header.in_reply_to))
+    if header.type not in ANSWER_TYPES:
+        crossed = (
+            session.scalar(
+                select(Hop.id).where(
+                    Hop.message_id == original.id,
+                    Hop.event_id.is_(None),
+                    Hop.peer_node == sender.node_id,
+                    or_(Hop.direction == "in", Hop.receipt.is_not(None)),
+                )
+            )
+            if original is not None
+            else None
+        )
+        if (
+            original is None
+            or crossed is None
+            or header.sender_agency
+            not in (
+                original.sender_agency,
+                original.destination_agency,
+            )
+        ):
+            raise PolicyRefused(
+                "in_reply_to names no message this sender sent or received", reason="unknown-original"
+            )
+        return None
     sent = (
         session.scalar(
             select(Hop.id).where(
-                Hop.message_id == original.id, Hop.direction == "out", Hop.receipt.is_not(None)
+                Hop.message_id == original.id,
+                Hop.direction == "out",
+                Hop.event_id.is_(None),
+                Hop.peer_node == sender.node_id,
+                Hop.receipt.is_not(None),
             )
         )
         if original is not None
         else None
     )
-    if original is None or sent is None or original.destination_country != header.origin_country:
+    if (
+        original is None
+        or sent is None
+        or original.destination_country != header.origin_country
+        or original.state not in ANSWERABLE
+        or original.destination_agency not in (None, header.sender_agency)
+    ):
         raise PolicyRefused(
-            "in_reply_to names no request this node sent to the answering country", reason="unknown-original"
+            "in_reply_to names no message this node sent to the answering agency's country",
+            reason="unknown-original",
         )
+    if header.destination_country != original.origin_country:
+        raise PolicyRefused(f"an answer goes back to {original.origin_country}", reason="wrong-destination")
     if header.destination_agency != original.sender_agency:
         raise PolicyRefused(
             f"an answer is addressed to the requester, {original.sender_agency}", reason="wrong-addressee"
@@ -285,6 +346,62 @@ def _check_answer(session: Session, evidence: Evidence) -> None:
         raise PolicyRefused(
             "an answer keeps the conversation_id of the original", reason="wrong-conversation"
         )
+    return original
+
+
+_ACTION_INTO: Final[dict[State, AuditAction]] = {
+    State.DESTINATION_REVIEW: AuditAction.MESSAGE_RECEIVED,
+    State.ROUTED: AuditAction.MESSAGE_ROUTED,
+    State.DELIVERED: AuditAction.MESSAGE_DELIVERED,
+    State.ANSWERED: AuditAction.MESSAGE_ANSWERED,
+    State.REFUSED: AuditAction.MESSAGE_REFUSED,
+    State.CLARIFICATION_REQUESTED: AuditAction.MESSAGE_CLARIFICATION_REQUESTED,
+    State.SUPERSEDED: AuditAction.MESSAGE_SUPERSEDED,
+}
+
+
+def _path(start: State, goal: State) -> list[State] | None:
+    """The states from ``start`` (excluded) to ``goal`` along the state machine, or None if none leads there."""
+    came: dict[State, State | None] = {start: None}
+    todo = deque([start])
+    while todo:
+        here = todo.popleft()
+        if here == goal:
+            steps: list[State] = []
+            back: State | None = here
+            while back is not None and back != start:
+                steps.append(back)
+                back = came[back]
+            return steps[::-1]
+        for nxt in sorted(ALLOWED[here]):
+            if nxt not in came:
+                came[nxt] = here
+                todo.append(nxt)
+    return None
+
+
+def advance(
+    session: Session, message: Message, goal: State, *, actor: Actor, details: dict[str, Any] | None = None
+) -> None:
+    """Bring this node's copy of a message that crossed to ``goal``, through the states in between.
+
+    The copy learns of the other node's decisions only from its events (``broker.hop.event_intake``) and
+    answers: ``routed`` implies the message was received there, an answer that it was delivered. An event
+    that arrives after a later one (a retry overtaken) changes nothing; one that contradicts the state here
+    is a conflict (``event-state``): a message refused over there is not then routed."""
+    current = State(message.state)
+    if current == goal or _path(goal, current):
+        return
+    steps = _path(current, goal)
+    if steps is None:
+        raise Conflict(
+            f"message {message.id} is {current} here; it cannot become {goal}", reason="event-state"
+        )
+    for state in steps:
+        transition(
+            session, message, state, actor=actor, action=_ACTION_INTO[state],
+            details=details if state == goal else {"implied_by": str(goal)},
+        )  # fmt: skip
 
 
 def _learn_sender_key(session: Session, evidence: Evidence) -> None:

@@ -118,6 +118,7 @@ def _status(session: Session, message: Message, receipts: Sequence[InboxItem] = 
         ),
         deadline_paused=message.paused_at is not None,
         clarification_request=_clarification_request(session, message),
+        refusal_ground=_refusal_ground(session, message),
         supersedes=message.supersedes,
         superseded_by=superseded_by,
     )
@@ -134,6 +135,19 @@ def _receipt_of(agency_id: str, acked_at: datetime, token: str) -> Receipt:
         )
     except ValidationError:
         return Receipt.model_validate(fields)
+
+
+def _refusal_ground(session: Session, message: Message) -> str | None:
+    """The Art. 6 ground the requested contact point refused the message on, if it refused it (on this node or,
+    told by its signed event, on the other)."""
+    if message.state != State.REFUSED:
+        return None
+    return session.scalar(
+        select(CustodyStep.refusal_ground)
+        .where(CustodyStep.message_id == message.id, CustodyStep.decision == "refused")
+        .order_by(CustodyStep.seq.desc())
+        .limit(1)
+    )
 
 
 def _clarification_request(session: Session, message: Message) -> str | None:
@@ -402,6 +416,7 @@ def post_dissemination_request(
     body: DisseminationRequestBody,
     request: Request,
     session: DbSession,
+    keys: Keys,
     agency: CurrentAgency,
 ) -> DisseminationRequest:
     """Ask the provider of an H2 message delivered to this agency for permission to pass it on. Until it is
@@ -409,6 +424,7 @@ def post_dissemination_request(
     _require_delivered(session, agency, message_id)
     row = request_dissemination(
         session,
+        keys=keys,
         agency_id=agency.id,
         message_id=message_id,
         body=body,

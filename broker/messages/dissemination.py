@@ -9,6 +9,7 @@ any message that passes the information on.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 
 from sqlalchemy import select
@@ -20,11 +21,14 @@ from broker.db import utcnow
 from broker.directory.models import ContactPoint
 from broker.directory.service import contact_point_for
 from broker.errors import Conflict, InvalidInput, NotFound
+from broker.hop.events import announce
+from broker.keys.service import DatabaseKeyStore
 from broker.messages.models import DisseminationRequest, Message
 from broker.messages.notifications import notify
 from broker.policy.service import NO_ONWARD_DISSEMINATION
 from schemas.api import DisseminationRequest as DisseminationRequestOut
 from schemas.api import DisseminationRequestBody
+from schemas.hop import EventKind
 
 
 def _countries(message: Message, *more: str) -> list[str]:
@@ -32,9 +36,19 @@ def _countries(message: Message, *more: str) -> list[str]:
 
 
 def request_dissemination(
-    session: Session, *, agency_id: str, message_id: str, body: DisseminationRequestBody, actor: Actor
+    session: Session,
+    *,
+    agency_id: str,
+    message_id: str,
+    body: DisseminationRequestBody,
+    actor: Actor,
+    keys: DatabaseKeyStore | None = None,
 ) -> DisseminationRequest:
-    """An agency that was delivered an H2 message asks its provider for permission to pass it on."""
+    """An agency that was delivered an H2 message asks its provider for permission to pass it on.
+
+    When the provider's contact point is on another node (``keys`` does not hold it), the request goes there
+    as a ``dissemination-requested`` event signed by this node's contact point, whose id the request keeps:
+    the provider's grant or denial comes back naming it (``broker.hop.events``)."""
     message = session.get(Message, message_id)
     if message is None or message.destination_agency != agency_id:
         raise NotFound(f"no message {message_id} delivered to {agency_id}")
@@ -67,6 +81,23 @@ def request_dissemination(
         },
     )
     provider = contact_point_for(session, message.origin_country)
+    if keys is not None and not keys.holds(provider.id):
+        row.event_id = str(uuid.uuid4())
+        announce(
+            session,
+            keys,
+            message,
+            EventKind.DISSEMINATION_REQUESTED,
+            actor=agency_id,
+            fields={
+                "requested_by": agency_id,
+                "recipient_country": body.recipient_country,
+                "recipient_agency": body.recipient_agency,
+                "purpose": body.purpose,
+            },
+            event_id=row.event_id,
+        )
+        return row
     notify(
         session,
         contact_point_id=provider.id,

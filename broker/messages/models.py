@@ -137,6 +137,10 @@ class DisseminationRequest(Base):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     decided_by: Mapped[str | None] = mapped_column(String(64), default=None)
     decision_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # A request that crossed between nodes (requester's agency on one, the provider on the other): the id of the
+    # signed event that carried it, the same on both nodes, so the provider's answer finds it
+    # (``broker.hop.events``). Null for a request made and answered on one node.
+    event_id: Mapped[str | None] = mapped_column(String(36), default=None, unique=True)
 
 
 class ConditionsAcknowledgement(Base):

@@ -31,6 +31,7 @@ from broker.errors import (
     SpocError,
     VerificationError,
 )
+from broker.hop.events import announce
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.clock import clock_of, deadline_event, deadline_row, iso, pause_clock, set_clock
 from broker.messages.deadlines import Clock, legal_period
@@ -40,6 +41,7 @@ from broker.messages.timing import DEFAULT_WINDOW, CreatedWindow
 from broker.outbox.service import enqueue
 from broker.policy.service import check_accreditation, legal_basis
 from schemas.envelope import Envelope, RoutingHeader
+from schemas.hop import EventKind
 
 ANSWER_TYPES = frozenset({"response", "clarification", "acknowledgement"})
 
@@ -233,7 +235,10 @@ def resubmit(
     for name, (new, old) in same.items():
         if new != old:
             raise InvalidInput(f"an amended message keeps the {name} of the original ({old}), not {new}")
-    return submit(session, keys, agency=agency, raw=raw, actor=actor, supersedes=original, window=window)
+    amended = submit(session, keys, agency=agency, raw=raw, actor=actor, supersedes=original, window=window)
+    # Returned by the destination's contact point on another node: that node learns the original is replaced.
+    announce(session, keys, original, EventKind.SUPERSEDED, actor=agency.id, fields={"by": amended.id})
+    return amended
 
 
 def _accept(

@@ -31,6 +31,7 @@ from broker.errors import (
     PolicyRefused,
     VerificationError,
 )
+from broker.hop.events import announce
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.clock import extend_deadline
 from broker.messages.dissemination import decide_dissemination, requests_for
@@ -57,6 +58,7 @@ from contact_points.review.scope import (
 )
 from schemas.api import Decision
 from schemas.codelists import classification_rank, label
+from schemas.hop import EventKind
 
 __all__ = [
     "FOUR_EYES_FROM",
@@ -253,6 +255,10 @@ def decide(
             refusal_ground=decision.refusal_ground,
         )
 
+    def tell(kind: EventKind, **fields: object) -> None:
+        """The requester's node learns of this inbound decision (nothing when it is this node)."""
+        announce(session, keys, message, kind, actor=user.username, fields=fields)
+
     if decision.action == "approve":
         _approve(session, message, user, actor=actor, custody=custody)
     elif decision.action == "reject":
@@ -266,13 +272,16 @@ def decide(
         )
         custody("rejected")
     elif decision.action == "return":
-        _return(session, message, direction, decision, actor=actor)
+        _return(session, keys, message, direction, decision, actor=actor)
         custody("returned" if direction == "outbound" else "clarification-requested")
+        if direction == "inbound":
+            tell(EventKind.CLARIFICATION_REQUESTED, reason=decision.reason)
     elif decision.action == "accept":
         if _accepted(session, message):
             raise Conflict(f"message {message.id} is already accepted; route, refuse or return it")
         custody("accepted")
         _audit(session, message, AuditAction.MESSAGE_ACCEPTED, actor)
+        tell(EventKind.ACCEPTED)
     elif decision.action == "route":
         _route(session, keys, message, cp, decision)
         transition(
@@ -285,6 +294,7 @@ def decide(
         )
         custody("routed")
         schedule_delivery(session, message)
+        tell(EventKind.ROUTED, agency=message.destination_agency)
     elif decision.action == "refuse":
         if message.type != "request":
             raise Conflict(f"only a request is refused on an Art. 6 ground; this is a {message.type}")
@@ -297,12 +307,19 @@ def decide(
             details={"ground": decision.refusal_ground},
         )
         custody("refused")
+        tell(EventKind.REFUSED, refusal_ground=decision.refusal_ground, reason=decision.reason)
     elif decision.action == "assign":
         assignee = _assign(session, message, cp, user, decision, actor=actor)
         custody("assigned", reason=f"to {assignee.username}")
     else:  # extend
-        code = _extend(session, message, cp, decision, actor=actor)
+        code = _extend(session, keys, message, cp, decision, actor=actor)
         custody("deadline-extended", reason=code + (f": {decision.reason}" if decision.reason else ""))
+        tell(
+            EventKind.DEADLINE_EXTENDED,
+            extension_reason=code,
+            seconds=(decision.extend_hours or 0) * 3600,
+            reason=decision.reason,
+        )
     return message
 
 
@@ -343,7 +360,13 @@ def _approve(session: Session, message: Message, user: User, *, actor: Actor, cu
 
 
 def _return(
-    session: Session, message: Message, direction: Direction, decision: Decision, *, actor: Actor
+    session: Session,
+    keys: DatabaseKeyStore,
+    message: Message,
+    direction: Direction,
+    decision: Decision,
+    *,
+    actor: Actor,
 ) -> None:
     """Back to the sender for clarification; the deadline clock stops until the amendment arrives."""
     if direction == "outbound":
@@ -365,6 +388,8 @@ def _return(
         details={"reason": decision.reason},
     )
     origin = contact_point_for(session, message.origin_country)
+    if not keys.holds(origin.id):
+        return  # the requester's node is told by the event, and notifies its officers there
     notify(
         session,
         contact_point_id=origin.id,
@@ -375,7 +400,15 @@ def _return(
     )
 
 
-def _extend(session: Session, message: Message, cp: ContactPoint, decision: Decision, *, actor: Actor) -> str:
+def _extend(
+    session: Session,
+    keys: DatabaseKeyStore,
+    message: Message,
+    cp: ContactPoint,
+    decision: Decision,
+    *,
+    actor: Actor,
+) -> str:
     """Extend the deadline on a coded Art. 5(2) ground and tell the requesting contact point (Art. 5(2): the
     requesting side is informed of the delay and its reasons). Returns the code."""
     hours = decision.extend_hours or 0  # required with 'extend' by the schema, as is the code
@@ -384,6 +417,8 @@ def _extend(session: Session, message: Message, cp: ContactPoint, decision: Deci
         session, message, by=timedelta(hours=hours), reason_code=code, reason=decision.reason, actor=actor
     )
     origin = contact_point_for(session, message.origin_country)
+    if not keys.holds(origin.id):
+        return code  # the requester's node is told by the event, and notifies its officers there
     detail = f" ({decision.reason})" if decision.reason else ""
     notify(
         session,
@@ -457,6 +492,15 @@ def _grant_or_deny(
         reason=f"request {row.id} of {row.requested_by} to {row.recipient_agency or row.recipient_country}"
         + (f": {decision.reason}" if decision.reason else ""),
     )
+    if row.event_id is not None:  # the request came from the requester's node: its answer goes back there
+        announce(
+            session,
+            keys,
+            message,
+            EventKind.DISSEMINATION_GRANTED if grant else EventKind.DISSEMINATION_DENIED,
+            actor=user.username,
+            fields={"request": row.event_id, "reason": decision.reason},
+        )
     return message
 
 

@@ -30,3 +30,33 @@ def test_the_default_cost_is_one(buckets: RateLimiter) -> None:
         assert buckets.take("agency").allowed
     assert not buckets.take("agency").allowed
     assert buckets.take("another").allowed
+
+
+def test_source_keys_group_an_ipv6_64_and_unmap_ipv4() -> None:
+    from broker.limits import source_key
+
+    assert (
+        source_key("2001:db8:1:2::1") == source_key("2001:db8:1:2:ffff:ffff:ffff:ffff") == "2001:db8:1:2::/64"
+    )
+    assert source_key("2001:db8:1:3::1") != source_key("2001:db8:1:2::1")
+    assert source_key("::ffff:192.0.2.7") == "192.0.2.7" == source_key("192.0.2.7")
+    assert source_key("unknown") == "unknown"
+
+
+def test_memory_buckets_stay_bounded_and_keep_a_draining_bucket_under_a_flood_of_new_keys() -> None:
+    now = [0.0]
+    buckets = MemoryBuckets(rate=1.0, burst=2, clock=lambda: now[0], max_keys=100)
+    assert buckets.take("attacker", 2).allowed
+    assert not buckets.take("attacker").allowed  # empty: one token a second
+    for i in range(1000):
+        buckets.take(f"flood-{i}")
+        assert len(buckets) <= 100
+    # Ten seconds on, every bucket has refilled: the next new key past the bound forgets them all (they
+    # held nothing a new bucket would not), instead of dropping half by age.
+    now[0] = 10.0
+    for i in range(100):
+        buckets.take(f"later-{i}")
+    assert len(buckets) <= 100
+    # later-0, the oldest of them and still draining (one token left), survived: the refilled flood went first
+    assert buckets.take("later-0").allowed
+    assert not buckets.take("later-0").allowed

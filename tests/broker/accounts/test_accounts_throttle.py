@@ -132,3 +132,24 @@ def test_failed_login_and_logout_are_seen_by_the_national_auditor(
     # An unknown username: an entry all the same, with no country (the regional auditor sees it).
     assert seen_by("al-auditor", nobody) == []
     assert seen_by("regional-auditor", nobody) == [(AuditAction.SESSION_LOGIN_FAILED, "denied", [])]
+
+
+def test_an_ipv6_client_walking_its_own_64_is_throttled_as_one_address(
+    app: FastAPI, client: TestClient
+) -> None:
+    """Each guess from a fresh address of one /64 (what one IPv6 subscriber holds) still draws on one bucket."""
+    username = _new_account(client)
+    prefix = f"2001:db8:{uuid.uuid4().int % 0xFFFF:x}:1"
+    statuses = [
+        _login(TestClient(app, client=(f"{prefix}::{i + 1:x}", 50000)), username, f"guess {i}")
+        for i in range(3 * MAX_FAILED_LOGINS)
+    ]
+    assert statuses[-1] == 429, statuses
+    assert statuses.count(401) < MAX_FAILED_LOGINS // 2 + 1, statuses
+    with committed(client) as session:
+        user = session.scalar(select(User).where(User.username == username))
+        assert user is not None
+        assert user.locked_until is None  # refused before it could lock the account
+    # Another /64 is another subscriber: not refused for the first one's guesses.
+    other = TestClient(app, client=(f"2001:db8:{(uuid.uuid4().int % 0xFFFF) ^ 1:x}:2::1", 50000))
+    assert _login(other, username, PASSWORD) == 200

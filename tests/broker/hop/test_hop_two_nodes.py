@@ -7,139 +7,24 @@ and audited; neither database holds the other country's private keys."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
-import psycopg
-import pytest
-from fastapi.testclient import TestClient
-from pydantic import SecretStr
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import func, select, update
 
 from broker.audit.models import AuditEntry
-from broker.audit.service import SYSTEM
-from broker.client.agency import AgencyClient
-from broker.client.officer import OfficerClient
-from broker.config import Settings
-from broker.crypto import KeyPair, MasterKey, countersign
+from broker.crypto import KeyPair, countersign
 from broker.crypto.countersign import statement_of
 from broker.crypto.httpsig import NODE_LABEL, sign_request
-from broker.db import make_engine, make_sessionmaker, unit_of_work, utcnow
-from broker.directory.seed import SeedResult, seed_region
+from broker.db import unit_of_work, utcnow
 from broker.hop.models import Hop
 from broker.hop.outbound import hop_all_due
 from broker.hop.service import HOP_PATH
 from broker.keys.models import PartyKey
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.work import drain
-from broker.migrate import upgrade
-from broker.region.service import install
-from broker.region.sync import node_entry
-from tests.broker.region.region_builders import draft, signed
-from tests.conftest import PG_ADMIN
-
-URLS = {"AL": "http://al.node.test", "XK": "http://xk.node.test"}
-
-
-@dataclass
-class Node:
-    country: str
-    settings: Settings
-    seed: SeedResult
-    client: TestClient
-    engine: Engine
-
-    def agency(self, agency_id: str) -> AgencyClient:
-        return AgencyClient(
-            URLS[self.country], self.seed.agencies[agency_id], transport=self.client._transport
-        )
-
-    def officer(self, username: str) -> OfficerClient:
-        password = self.seed.accounts[username].password
-        return OfficerClient(URLS[self.country], username, password, transport=self.client._transport)
-
-    def drain(self, peers: httpx.Client) -> dict[str, int]:
-        """Run the outbox in-process (what a worker does), then send every due hop over ``peers``."""
-        state = self.client.app.state  # type: ignore[attr-defined]
-        with unit_of_work(state.sessionmaker) as session:
-            drain(session, DatabaseKeyStore(session, state.master_key))
-        return hop_all_due(state.sessionmaker, state.master_key, self.settings, peers)
-
-    def count(self, query: Any) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.scalar(query) or 0)
-
-
-@pytest.fixture(scope="module")
-def region_of_two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
-    from contact_points.app import create_app
-
-    governance = KeyPair.generate("sig")
-    folder = tmp_path_factory.mktemp("two-nodes")
-    anchor = folder / "anchor.jwks.json"
-    anchor.write_text(orjson.dumps({"keys": [governance.public.jwk]}).decode())
-    names = {c: f"spoc_node_{c.lower()}_{uuid.uuid4().hex[:8]}" for c in URLS}
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        for name in names.values():
-            conn.execute(f'CREATE DATABASE "{name}"')
-    made: dict[str, tuple[Settings, SeedResult, dict[str, Any]]] = {}
-    for country, name in names.items():
-        settings = Settings(
-            environment="test",
-            database_url=f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
-            master_key=SecretStr(MasterKey.generate_secret()),
-            data_dir=Path(folder / country),
-            region_anchor=anchor,
-            push_backoff_base_seconds=60,  # a failed hop is not due again within a test unless made due
-        )
-        upgrade(settings)
-        engine = make_engine(settings)
-        master = MasterKey.from_secret(settings.master_key_secret())
-        with unit_of_work(make_sessionmaker(engine)) as session:
-            seed = seed_region(session, master, data_dir=None, countries={country})
-            entry = node_entry(
-                session,
-                DatabaseKeyStore(session, master),
-                master,
-                node_id=country.lower(),
-                base_url=URLS[country],
-            )
-        engine.dispose()
-        made[country] = (settings, seed, entry)
-    agreement = {
-        "reference": "AL-XK police cooperation 2024",
-        "countries": ["AL", "XK"],
-        "categories": ["drug-trafficking", "migrant-smuggling"],
-        "max_classification": "CONFIDENTIAL",
-        "valid_from": "2024-01-01T00:00:00Z",
-    }
-    directory = signed(draft([made["AL"][2], made["XK"][2]], agreements=[agreement]), governance)
-    nodes: dict[str, Node] = {}
-    clients = []
-    for country, (settings, seed, _) in made.items():
-        app = create_app(settings)
-        with unit_of_work(app.state.sessionmaker) as session:
-            install(session, directory, anchor=[governance.public], now=utcnow(), actor=SYSTEM)
-        client = TestClient(app, base_url=URLS[country])
-        client.__enter__()
-        clients.append(client)
-        nodes[country] = Node(country, settings, seed, client, app.state.engine)
-    yield nodes
-    for client in clients:
-        client.__exit__(None, None, None)
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        for name in names.values():
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def peers(nodes: dict[str, Node]) -> httpx.Client:
-    """The network between the nodes: each node's base URL reaches that node's app, and nothing else."""
-    return httpx.Client(mounts={URLS[c]: n.client._transport for c, n in nodes.items()})
+from tests.broker.hop.nodes import URLS, Node, peers
 
 
 def test_a_request_crosses_from_al_s_node_to_xk_s_node_and_is_read_there(
@@ -194,13 +79,14 @@ def test_a_request_crosses_from_al_s_node_to_xk_s_node_and_is_read_there(
         ("AL-SPOC", "received"),
         ("AL-SPOC", "routed"),
     ]
-    assert asker.status(message_id)["state"] == "forwarded"  # on AL's node the request went on to XK
+    # On AL's node the request follows XK's decisions (its signed events) and the answer: as on one node.
+    assert asker.status(message_id)["state"] == "answered"
 
-    same_digest = select(AuditEntry.details["digest"].as_string())
-    sent = al.count(select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "hop:sent"))
-    received = xk.count(
-        select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "hop:received")
-    )
+    # (AL's routing of the answer crossed back too, as AL-SPOC's signed event about it: another hop.)
+    same_digest = select(AuditEntry.details["digest"].as_string()).where(AuditEntry.object_id == message_id)
+    of_request = select(func.count()).select_from(AuditEntry).where(AuditEntry.object_id == message_id)
+    sent = al.count(of_request.where(AuditEntry.action == "hop:sent"))
+    received = xk.count(of_request.where(AuditEntry.action == "hop:received"))
     assert (sent, received) == (1, 1)
     with al.engine.connect() as a, xk.engine.connect() as x:
         assert a.scalar(same_digest.where(AuditEntry.action == "hop:sent")) == x.scalar(
@@ -286,13 +172,13 @@ def test_hostile_hops_are_refused_with_their_reason_audited_and_nothing_stored(
     answer = _post(xk, missing, _transport_key(al))
     assert (answer.status_code, answer.json()["reason"]) == (422, "custody")
 
-    # Notifications and the other types do not cross yet (their own rules are not run on the hop): refused.
+    # A header changed on the way (here the type) no longer verifies under the originator's key.
     notice = {
         **body,
         "envelope": {**body["envelope"], "header": {**body["envelope"]["header"], "type": "notification"}},
     }
     answer = _post(xk, notice, _transport_key(al))
-    assert (answer.status_code, answer.json()["reason"]) == (422, "unsupported-type")
+    assert (answer.status_code, answer.json()["reason"]) == (422, "originator-signature")
 
     from broker.messages.models import Message
 
