@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-## Start API, UI, worker and beat on embedded defaults (SQLite, no queue server). Ctrl-C stops all.
-## `make run PORT=8080` for another port; `make run PENDING=0` for empty queues on a fresh data folder.
+## Start a region of separate nodes on embedded defaults (SQLite, no queue server): XK, AL, MK and BA, each
+## its own API, worker, database and folder under var/region/, on ports PORT, PORT+1, PORT+2, PORT+3; the
+## governance key (standing for the offline key) in var/region/governance/ signs the directory installed on
+## every node. Prints each node's URL and accounts; Ctrl-C stops all; a second run reuses the folders.
+## `make run PORT=8080` for other ports; `make run PENDING=0` for empty queues on fresh folders (otherwise
+## demo work waits on every node, made across them). One node alone: `spoc run --country XK`; every
+## contact point on one node, as before: `spoc run --hub`.
 ## Agencies' push receivers on this machine (127.0.0.1) are allow-listed here, explicitly: push delivery
 ## refuses loopback and private addresses unless SPOC_PUSH_ALLOWED_NETWORKS names them (set it to
 ## override; set it empty for public https only).

@@ -320,6 +320,7 @@ def _write_denial(
         kind=type(error).__name__,
         claimed=claimed,
         source=source,
+        reason=reason if isinstance(reason := error.extra.get("reason"), str) else None,
     )
     suppressed = request.app.state.denial_throttle.admit(denial.throttle_key)
     if suppressed is None:

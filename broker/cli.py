@@ -2,8 +2,9 @@
 
 Each command is one unit of work at the edge; errors print one line with a remedy and exit non-zero.
 
-    spoc run            start API, UI, worker and beat on embedded defaults (Ctrl-C stops all)
-    spoc demo           run the regional demo scenario end to end (own temporary system, or --url)
+    spoc run            a region of separate nodes (XK, AL, MK, BA) on embedded defaults (Ctrl-C stops all);
+                        --country CC one node alone; --hub every contact point on one node
+    spoc demo           the regional scenario across separate nodes (own temporary region, or --url)
     spoc db upgrade     apply the Alembic migrations
     spoc seed           seed the demo region into an empty database
     spoc audit verify [BUNDLE]   verify the whole audit log, or an exported bundle offline
@@ -22,8 +23,9 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -33,6 +35,10 @@ from broker.config import Settings, get_settings
 from broker.errors import SpocError
 from broker.files import PRIVATE_UMASK
 from broker.region.cli import region_app
+
+if TYPE_CHECKING:
+    from broker.demo import Row
+    from broker.localregion import LocalRegion
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="spoc — the contact-point exchange.")
 db_app = typer.Typer(no_args_is_help=True, help="Database migrations.")
@@ -274,22 +280,20 @@ def bench(
     typer.echo(f"results: {path}" + (f"  chart: {chart}" if chart else ""))
 
 
-def _print_accounts(data_dir: Path) -> None:
+def _print_accounts(data_dir: Path, country: str = "al", *, brief: bool = False) -> None:
+    """The demo accounts of the node in ``data_dir`` (its own country's first; ``brief``: one line each)."""
     accounts = json.loads((data_dir / "demo-accounts.json").read_text())
-    typer.echo("Demo accounts (passwords are random per installation):")
-    for name in (
-        "al-officer",
-        "al-officer2",
-        "al-supervisor",
-        "rs-officer",
-        "xk-officer",
-        "al-auditor",
-        "regional-auditor",
-        "admin",
-    ):
+    names = [f"{country}-officer", f"{country}-officer2", f"{country}-supervisor", f"{country}-auditor"]
+    if not brief:
+        names += ["rs-officer", "xk-officer"]
+    names += ["regional-auditor", "admin"]
+    if not brief:
+        typer.echo("Demo accounts (passwords are random per installation):")
+    for name in (n for n in dict.fromkeys(names) if n in accounts):
         a = accounts[name]
         typer.echo(f"  {name:<18} {a['password']:<20} {a['role']:<10} cleared {a['clearance']}")
-    typer.echo(f"  … all {len(accounts)} accounts in {data_dir / 'demo-accounts.json'}")
+    if not brief:
+        typer.echo(f"  … all {len(accounts)} accounts in {data_dir / 'demo-accounts.json'}")
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -323,37 +327,68 @@ def _leave_pending_work(url: str, settings: Settings) -> None:
 @app.command()
 def run(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port of the API and UI.")] = 8000,
+    port: Annotated[
+        int, typer.Option(help="Port of the first node's API and UI (the region's next nodes: PORT+1, …).")
+    ] = 8000,
     pending: Annotated[
         bool,
         typer.Option(
             "--pending/--no-pending",
             help="On first start, leave demo work waiting in the queues (urgent, four eyes, H3, returned, "
-            "near its deadline, inbound, a dead letter).",
+            "near its deadline, inbound across nodes, a dead letter).",
         ),
     ] = True,
+    country: Annotated[
+        str | None,
+        typer.Option(
+            help="Start one node alone for this country, in SPOC_DATA_DIR on SPOC_DATABASE_URL (SQLite by "
+            "default); it exchanges with other nodes once a regional directory is installed on it."
+        ),
+    ] = None,
+    hub: Annotated[
+        bool,
+        typer.Option(
+            "--hub",
+            help="Instead of separate nodes: one deployment hosting every country's contact point "
+            "(the single-process demo region, in SPOC_DATA_DIR).",
+        ),
+    ] = False,
 ) -> None:
-    """Start API, UI, worker and beat on embedded defaults (SQLite, no queue server). Ctrl-C stops all."""
+    """Start a region of separate nodes on embedded defaults (SQLite, no queue server); Ctrl-C stops all.
+
+    By default: one node per country for XK, AL, MK and BA, each with its own API, worker, SQLite database
+    and folder under SPOC_DATA_DIR/region/, on ports PORT, PORT+1, …; the region's governance key in
+    SPOC_DATA_DIR/region/governance/ (outside every node, as the offline key it stands for) signs the
+    directory installed on every node. A second start reuses the folders. --country CC starts one node
+    alone; --hub the single deployment that hosts every contact point."""
     from broker.launcher import check_port, prepare, start
 
-    os.umask(PRIVATE_UMASK)  # the data folder holds keys and passwords; the API and worker inherit it
-    check_port(host, port)  # before anything is created, started or printed
-    settings = get_settings()
-    seeded = prepare(settings)
-    env = {"SPOC_DATA_DIR": str(settings.data_dir.resolve())}
+    os.umask(PRIVATE_UMASK)  # the data folders hold keys and passwords; the APIs and workers inherit it
+    if country is not None and hub:
+        fail("--country starts one country's node, --hub every country in one: choose one")
     # SIGTERM (a service manager, `kill`) and SIGHUP (the terminal closed) stop everything as Ctrl-C does,
     # and Ctrl-C works even where the shell started us with SIGINT ignored (a background job): the children
     # run in their own process groups, so without this they would outlive us.
+    if country is None and not hub:
+        _run_region(host, port, pending)
+        return
+    check_port(host, port)  # before anything is created, started or printed
+    settings = get_settings()
+    seeded = prepare(settings, countries=[country.upper()] if country else None)
+    env = {"SPOC_DATA_DIR": str(settings.data_dir.resolve())}
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
     system = start(settings, host=host, port=port, env=env)
     try:
-        if seeded is not None and pending:
+        if seeded is not None and pending and hub:
             _leave_pending_work(system.url, settings)
-        typer.echo(f"spoc is running at {system.url}/ui  (API docs: {system.url}/docs)")
+        what = f"{country.upper()}'s node" if country else "spoc (every contact point on one node)"
+        typer.echo(f"{what} is running at {system.url}/ui  (API docs: {system.url}/docs)")
         typer.echo(f"data: {settings.data_dir.resolve()}   database: {settings.database_url}")
+        if country:
+            typer.echo(_directory_status(settings))
         typer.echo(_push_networks(settings))
-        _print_accounts(settings.data_dir)
+        _print_accounts(settings.data_dir, country.lower() if country else "al")
         typer.echo("Press Ctrl-C to stop.")
         while system.alive():
             time.sleep(0.5)
@@ -365,42 +400,188 @@ def run(
     typer.echo("stopped")
 
 
+def _directory_status(settings: Settings) -> str:
+    from broker.db import make_engine, make_sessionmaker, unit_of_work
+    from broker.region.service import current
+
+    engine = make_engine(settings)
+    try:
+        with unit_of_work(make_sessionmaker(engine)) as session:
+            installed = current(session)
+    finally:
+        engine.dispose()
+    if installed is None:
+        return (
+            "regional directory: none installed; this node exchanges with no other node until one is "
+            "(spoc region node-entry, then spoc region install, docs/region.md)"
+        )
+    d = installed.directory
+    return f"regional directory: {d.region} version {d.version}, {len(d.nodes)} nodes, valid until {d.valid_until}"
+
+
+def _run_region(host: str, port: int, pending: bool) -> None:
+    """``spoc run`` without --country/--hub: the local region of separate nodes (``broker.localregion``)."""
+    from broker.launcher import check_port
+    from broker.localregion import check_embedded, plan, start_region
+
+    check_embedded()
+    root = get_settings().data_dir / "region"
+    for node in plan(root, host=host, port=port):
+        check_port(host, node.port)  # every node's, before anything is created, started or printed
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
+    typer.echo(f"starting the region's nodes in {root.resolve()} …")
+    region = start_region(root, host=host, port=port)
+    try:
+        if region.seeded and pending:
+            _leave_regional_work(region)
+        d = "a new" if region.directory_changed else "the"
+        typer.echo(
+            f"{d} regional directory, version {region.directory_version}, is installed on every node; "
+            f"governance key (the offline key) in {region.governance.resolve()}"
+        )
+        typer.echo(_push_networks(get_settings()))
+        for node in region.nodes:
+            typer.echo("")
+            typer.echo(
+                f"{node.country} node  {node.url}/ui   (API docs {node.url}/docs)  data: {node.folder}"
+            )
+            _print_accounts(node.folder, node.country.lower(), brief=True)
+        typer.echo("")
+        typer.echo("Press Ctrl-C to stop all nodes.")
+        while region.alive():
+            time.sleep(0.5)
+        typer.echo("spoc: a process of a node exited; stopping the others", err=True)
+    except KeyboardInterrupt:
+        typer.echo("\nstopping…")
+    finally:
+        region.stop()
+    typer.echo("stopped")
+
+
+def _leave_regional_work(region: LocalRegion) -> None:
+    """Demo work across the nodes of a freshly seeded region; a failure is reported, the region runs on."""
+    import httpx
+
+    from broker.client.agency import ClientError
+    from broker.demo import leave_regional_work
+
+    typer.echo("leaving demo work in the nodes' queues (--no-pending: none) …")
+    try:
+        leave_regional_work(
+            region.urls(), region.folders(), settings={n.country: n.settings() for n in region.nodes}
+        )
+    except (ClientError, TimeoutError, httpx.HTTPError, SpocError) as exc:
+        typer.echo(
+            f"spoc: the demo work could not all be made ({type(exc).__name__}: {exc}); queues may be partial",
+            err=True,
+        )
+
+
 @app.command()
 def demo(
     url: Annotated[
-        str | None, typer.Option(help="Run against this running system instead of starting one.")
+        list[str] | None,
+        typer.Option(
+            help="Run against a running region instead of starting one: any node's URL (repeatable); the "
+            "others are found in its regional directory. With --hub, the one deployment's URL."
+        ),
     ] = None,
     data_dir: Annotated[
-        Path | None, typer.Option(help="Data folder of the running system (credentials).")
+        Path | None,
+        typer.Option(
+            help="With --url: the region's folder (SPOC_DATA_DIR/region, one folder per node) or, with "
+            "--hub, the deployment's data folder; the agencies' credentials and demo accounts are there."
+        ),
     ] = None,
+    hub: Annotated[
+        bool, typer.Option("--hub", help="One deployment hosting every contact point, as before nodes.")
+    ] = False,
 ) -> None:
-    """A police force asks three neighbours about a smuggling network; prints a summary and the audit result."""
+    """A police force asks three neighbours about a smuggling network, across separate nodes.
+
+    Kosovo Police ask Albania, North Macedonia and Bosnia and Herzegovina: each request crosses from XK's
+    node to the destination's node (a signed hop), is answered there and the answer crosses back; BA–XK has
+    no agreement in the regional directory, so that one is refused at intake. Ends by verifying every node's
+    audit log. Without --url, starts a region (or a hub) in a temporary folder and removes it after."""
+    from broker.demo import hub as hub_maps
     from broker.demo import run_scenario, table
-    from broker.launcher import free_port, prepare, running
 
     def say(line: str) -> None:
         typer.echo(line)
 
     os.umask(PRIVATE_UMASK)
-    if url is not None:
+    if url and hub:
         folder = data_dir or get_settings().data_dir
-        rows, report = run_scenario(url.rstrip("/"), folder, say)
+        rows, report = run_scenario(*hub_maps(url[0].rstrip("/"), folder), say)
+    elif url:
+        urls, folders = _running_region(url, data_dir or get_settings().data_dir / "region")
+        rows, report = run_scenario(urls, folders, say)
     else:
         with tempfile.TemporaryDirectory(prefix="spoc-demo-") as tmp:
             for key in ("SPOC_DATABASE_URL", "SPOC_BROKER_URL", "SPOC_MASTER_KEY"):
                 os.environ.pop(key, None)
-            settings = Settings(data_dir=Path(tmp))
-            typer.echo(f"starting a temporary system in {tmp} …")
-            prepare(settings)
-            env = {"SPOC_DATA_DIR": tmp}
-            with running(settings, host="127.0.0.1", port=free_port(), env=env, log_dir=Path(tmp)) as system:
-                rows, report = run_scenario(system.url, Path(tmp), say)
+            rows, report = _demo_in(Path(tmp), hub=hub, say=say)
     typer.echo("")
     typer.echo(table(rows))
     typer.echo("")
     typer.echo(report["summary"])
     if not report["ok"]:
         raise typer.Exit(1)
+
+
+def _demo_in(tmp: Path, *, hub: bool, say: Callable[[str], None]) -> tuple[list[Row], dict[str, Any]]:
+    """The demo on a throw-away region (or hub) in ``tmp``, on free ports; everything stopped after."""
+    from broker.demo import hub as hub_maps
+    from broker.demo import run_scenario
+    from broker.launcher import free_port, free_ports, prepare, running
+    from broker.localregion import start_region
+
+    if hub:
+        settings = Settings(data_dir=tmp)
+        typer.echo(f"starting a temporary system in {tmp} …")
+        prepare(settings)
+        with running(
+            settings, host="127.0.0.1", port=free_port(), env={"SPOC_DATA_DIR": str(tmp)}, log_dir=tmp
+        ) as system:
+            return run_scenario(*hub_maps(system.url, tmp), say)
+    port = free_ports(4)
+    typer.echo(f"starting a temporary region of 4 nodes in {tmp} (ports {port}–{port + 3}) …")
+    region = start_region(tmp / "region", port=port)
+    try:
+        typer.echo(", ".join(f"{n.country} {n.url}" for n in region.nodes))
+        return run_scenario(region.urls(), region.folders(), say)
+    finally:
+        region.stop()
+
+
+def _running_region(urls: list[str], root: Path) -> tuple[dict[str, str], dict[str, Path]]:
+    """Every node of a running region, from the regional directory of the first URL (it is signed and lists
+    them all), with each node's folder in ``root`` (``ROOT/<node id>``: ``spoc run``'s layout)."""
+    import httpx
+
+    from schemas.region import SignedDirectory
+
+    try:
+        answer = httpx.get(f"{urls[0].rstrip('/')}/v1/region/directory", timeout=10)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach {urls[0]} ({type(exc).__name__}); is the region running (make run)?")
+        raise
+    if answer.status_code != 200:
+        fail(f"{urls[0]} serves no regional directory ({answer.status_code}); for one deployment use --hub")
+    directory = SignedDirectory.model_validate(answer.json()).directory
+    found: dict[str, str] = {}
+    folders: dict[str, Path] = {}
+    for node in directory.nodes:
+        for country in node.countries:
+            found[country] = str(node.base_url).rstrip("/")
+            folders[country] = root / node.node_id
+    missing = [c for c, f in folders.items() if not (f / "demo-accounts.json").exists()]
+    if missing:
+        fail(
+            f"no demo accounts for {', '.join(sorted(missing))} under {root}; name the region's folder with --data-dir"
+        )
+    return found, folders
 
 
 def main() -> None:

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # capped at ``rate_limit_burst`` (a larger one could never pass).
     max_batch_envelopes: int = Field(default=200, ge=1, le=500)
     celery_eager: bool = False
+    # Several nodes on one Redis (a test region, or a shared server): each node's Celery keys under its own
+    # prefix, so one node's tasks never reach another node's worker. Redis only; empty: no prefix.
+    broker_key_prefix: str = ""
 
     # Agency calls per second and burst, per agency (token bucket; in Redis when the broker is Redis,
     # so every API replica shares one bucket). 0 turns the limit off.

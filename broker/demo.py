@@ -6,6 +6,12 @@ for what they hold on a network's members and vehicles. Bosnia and Herzegovina h
 Kosovo* in the demo region, so that request is refused at intake with the reason. The other two are
 reviewed by the Kosovo contact point, forwarded, accepted and routed by the receiving contact points to
 their police, answered, and the answers flow back the same way. The run ends by verifying the audit log.
+
+In a region of separate nodes (``spoc demo`` by default, ``broker.localregion``) each country's contact point
+is its own node: every forward and every answer crosses a signed hop between two nodes, the BA refusal comes
+from the agreements of the signed regional directory, and the audit log of every node is verified, each
+checkpoint against the log key the directory lists for its node. ``--hub`` runs the same story on one
+deployment hosting every contact point.
 """
 
 from __future__ import annotations
@@ -14,16 +20,21 @@ import contextlib
 import functools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from broker.client.agency import AgencyClient, ClientError
 from broker.client.credentials import AgencyCredentials
 from broker.client.officer import OfficerClient
 from broker.config import Settings
+from broker.crypto import NoteKey, open_note
+from broker.errors import VerificationError
 from schemas.content import Content
+from schemas.region import RegionDirectory, SignedDirectory
 
 REQUESTER = "XK-KP"
 TARGETS = [("AL", "AL-ASP"), ("MK", "MK-MOI"), ("BA", "BA-SIPA")]
@@ -88,23 +99,38 @@ def _in_inbox(agency: AgencyClient, message_id: str) -> dict[str, Any] | None:
     return next((i for i in agency.inbox_all() if i["message_id"] == message_id), None)
 
 
-def run_scenario(url: str, data_dir: Path, say: Callable[[str], None]) -> tuple[list[Row], dict[str, Any]]:
+def run_scenario(
+    urls: Mapping[str, str], folders: Mapping[str, Path], say: Callable[[str], None]
+) -> tuple[list[Row], dict[str, Any]]:
+    """The scenario over the nodes serving each country: ``urls[cc]`` is the node of ``cc``'s contact point
+    and ``folders[cc]`` its data folder (its agencies' credentials, its demo accounts). On the hub every
+    country maps to the one deployment; in a region each to its own node, and every forward crosses a hop."""
     with contextlib.ExitStack() as clients:
-        return _scenario(url, data_dir, say, clients)
+        return _scenario(urls, folders, say, clients)
+
+
+def hub(url: str, data_dir: Path) -> tuple[dict[str, str], dict[str, Path]]:
+    """The maps of one deployment that hosts every contact point."""
+    countries = [REQUESTER[:2], *(c for c, _ in TARGETS)]
+    return dict.fromkeys(countries, url), dict.fromkeys(countries, data_dir)
 
 
 def _scenario(
-    url: str, data_dir: Path, say: Callable[[str], None], clients: contextlib.ExitStack
+    urls: Mapping[str, str],
+    folders: Mapping[str, Path],
+    say: Callable[[str], None],
+    clients: contextlib.ExitStack,
 ) -> tuple[list[Row], dict[str, Any]]:
-    accounts = json.loads((data_dir / "demo-accounts.json").read_text())
-
-    def officer(name: str) -> OfficerClient:
-        return clients.enter_context(OfficerClient(url, name, accounts[name]["password"]))
+    def officer(name: str, country: str) -> OfficerClient:
+        accounts = json.loads((folders[country] / "demo-accounts.json").read_text())
+        return clients.enter_context(OfficerClient(urls[country], name, accounts[name]["password"]))
 
     def agency(agency_id: str) -> AgencyClient:
-        creds = AgencyCredentials.load(data_dir / "agencies" / f"{agency_id}.json")
-        return clients.enter_context(AgencyClient(url, creds))
+        country = agency_id[:2]
+        creds = AgencyCredentials.load(folders[country] / "agencies" / f"{agency_id}.json")
+        return clients.enter_context(AgencyClient(urls[country], creds))
 
+    home = REQUESTER[:2]
     rows: list[Row] = []
     requester = agency(REQUESTER)
     sent: dict[str, tuple[str, str]] = {}
@@ -125,14 +151,14 @@ def _scenario(
         sent[receipt["message_id"]] = (country, target)
         say(f"  {REQUESTER} → {country}: accepted, deadline {receipt['deadline_at']}")
 
-    xk = officer("xk-officer")
+    xk = officer("xk-officer", home)
     for message_id in sent:
         xk.decide(message_id, "approve")
-    say("  XK contact point approved and forwarded the requests")
+    say(f"  {home} contact point approved and forwarded the requests")
 
     answer_ids: list[str] = []
     for message_id, (country, target) in sent.items():
-        cp = officer(f"{country.lower()}-officer")
+        cp = officer(f"{country.lower()}-officer", country)
         _wait(
             f"{country} inbound queue",
             functools.partial(_awaiting, cp, message_id, "destination_review"),
@@ -157,7 +183,7 @@ def _scenario(
 
     for answer_id in answer_ids:
         _wait(
-            "the answers in the XK inbound queue",
+            f"the answers in the {home} inbound queue",
             functools.partial(_awaiting, xk, answer_id, "destination_review"),
         )
         xk.decide(answer_id, "route", route_to_agency=REQUESTER)
@@ -166,7 +192,7 @@ def _scenario(
         found = [i for i in requester.inbox_all() if i["envelope"]["header"].get("in_reply_to") in sent]
         return found if len(found) >= expected else None
 
-    for item in _wait("answers delivered to XK-KP", answers_delivered):
+    for item in _wait(f"answers delivered to {REQUESTER}", answers_delivered):
         opened = requester.open(item)
         requester.ack(opened)
         body = json.loads(opened.plaintext)
@@ -174,9 +200,75 @@ def _scenario(
     for message_id, (country, target) in sent.items():
         status = requester.status(message_id)
         rows.append(Row(country, target, status["state"], answers.get(message_id, "no answer")))
-    auditor = officer("regional-auditor")
-    report = auditor.verify_audit()
-    return rows, report
+    return rows, verify_nodes(urls, folders, say)
+
+
+def verify_nodes(
+    urls: Mapping[str, str], folders: Mapping[str, Path], say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Verify every node's audit log, as its regional auditor: the whole log recomputed (``POST
+    /v1/audit/verify``, what ``spoc audit verify`` does on the node), a checkpoint signed now, and that
+    checkpoint's note checked against the node's log key *as the regional directory lists it* — so a node
+    cannot pass off a log signed by a key the region does not know. Then the hook for the cosignatures
+    that the other nodes make as witnesses (``verify_peer_cosignatures``)."""
+    by_url: dict[str, str] = {}
+    for country, url in urls.items():
+        by_url.setdefault(url, country)
+    reports = []
+    with contextlib.ExitStack() as clients:
+        for url, country in by_url.items():
+            accounts = json.loads((folders[country] / "demo-accounts.json").read_text())
+            auditor = clients.enter_context(
+                OfficerClient(url, "regional-auditor", accounts["regional-auditor"]["password"])
+            )
+            report = auditor.verify_audit()
+            checkpoint = auditor._call("POST", "/v1/audit/checkpoints")
+            directory = _directory(url)
+            if directory is not None:
+                cosigners = verify_peer_cosignatures(directory, url, checkpoint["note"])
+                report["summary"] += f"; checkpoint {checkpoint['size']} signed by its listed log key"
+                report["summary"] += f", cosigned by peers: {', '.join(cosigners) or 'none yet'}"
+            where = f"{country} node" if len(by_url) > 1 else "the hub"
+            say(f"  {where}: {report['summary']}")
+            reports.append(report)
+    ok = all(r["ok"] for r in reports)
+    if len(reports) == 1:
+        summary = str(reports[0]["summary"])
+    elif ok:
+        summary = (
+            f"audit log verified: every node ({', '.join(by_url.values())}), each against its listed log key"
+        )
+    else:
+        failed = [c for c, r in zip(by_url.values(), reports, strict=True) if not r["ok"]]
+        summary = f"audit log verification FAILED on {', '.join(failed)}"
+    return {**(reports[0] if len(reports) == 1 else {}), "ok": ok, "summary": summary, "nodes": reports}
+
+
+def _directory(url: str) -> RegionDirectory | None:
+    """The regional directory a node serves (None on a hub without one)."""
+    answer = httpx.get(f"{url}/v1/region/directory", timeout=10)
+    if answer.status_code == 404:
+        return None
+    answer.raise_for_status()
+    return SignedDirectory.model_validate(answer.json()).directory
+
+
+def verify_peer_cosignatures(directory: RegionDirectory, url: str, note: str) -> list[str]:
+    """Check the node's checkpoint ``note``: its log signature under the ``log_key`` the directory lists
+    for the node at ``url`` (VerificationError otherwise), and every cosignature made by another node's
+    ``witness_key``; returns the ids of the peers whose cosignature verified.
+
+    HOOK: cross-node witnessing (C2SP tlog-witness between nodes) is being added separately; once peers
+    cosign each other's checkpoints, this is where the demo requires them (e.g. every peer's cosignature
+    on a checkpoint at least as large as the hops it received). Today it verifies what exists: the log
+    key, and any peer cosignature present."""
+    me = next(n for n in directory.nodes if str(n.base_url).rstrip("/") == url.rstrip("/"))
+    log_key = NoteKey.from_vkey(me.log_key)
+    peers = {NoteKey.from_vkey(n.witness_key): n.node_id for n in directory.nodes if n.node_id != me.node_id}
+    verified = open_note(note, verifiers=[log_key, *peers])
+    if log_key not in verified.signers:
+        raise VerificationError(f"{me.node_id}'s checkpoint is not signed by its listed log key")
+    return sorted(peers[k] for k in verified.signers if k in peers)
 
 
 def table(rows: list[Row]) -> str:
@@ -317,3 +409,128 @@ def _move_clock_back(settings: Settings, message_id: str, *, hours: int) -> None
                     setattr(message, name, value - back)
     finally:
         engine.dispose()
+
+
+# --- work left waiting in a region of separate nodes (``spoc run`` on fresh folders) --------------------
+
+ACROSS: tuple[tuple[str, str, str, str], ...] = (
+    # (sender, destination country, category, question): approved by the sender's contact point, so each
+    # crosses a hop and waits in the destination node's inbound review.
+    ("XK-KP", "AL", "migrant-smuggling", "Criminal record of the person below."),
+    ("MK-MOI", "AL", "drug-trafficking", "Vehicles registered to the company below."),
+    ("MK-MOI", "XK", "migrant-smuggling", "Border crossings of the person below."),
+    ("XK-KP", "MK", "migrant-smuggling", "Phone numbers linked to the network below."),
+    ("AL-ASP", "BA", "drug-trafficking", "Bank accounts of the person below."),
+)
+WAITING: tuple[tuple[str, str, str, str], ...] = (
+    # (sender, destination country, category, question): left in the sender's contact point's outbound review.
+    ("XK-KP", "MK", "vehicle-crime", "Owner of the stolen vehicle below."),
+    ("MK-BP", "AL", "migrant-smuggling", "Entries of the listed vehicles."),
+    ("BA-SIPA", "AL", "drug-trafficking", "Criminal record of the person below."),
+)
+
+
+def leave_regional_work(
+    urls: Mapping[str, str], folders: Mapping[str, Path], *, settings: Mapping[str, Settings] | None = None
+) -> dict[str, str]:
+    """Leave work waiting on every node of a region (XK, AL, MK, BA), made as real traffic makes it: the
+    seeded agencies' envelopes submitted to their own node, decided there by its officers, and hopped to
+    the destination's node by its worker. Returns a name → message id map.
+
+    On AL's node, the kinds of ``leave_pending_work`` (urgent, four eyes, H3, returned, near its deadline,
+    a dead letter) among the region's countries; inbound on AL, XK, MK and BA, each from another node;
+    outbound awaiting review on XK, MK and BA. ``settings`` (by country) lets the one step that is not an API
+    call, moving a clock back, reach AL's database."""
+    with contextlib.ExitStack() as clients:
+        return _regional(urls, folders, clients, settings or {})
+
+
+def _regional(
+    urls: Mapping[str, str],
+    folders: Mapping[str, Path],
+    clients: contextlib.ExitStack,
+    settings: Mapping[str, Settings],
+) -> dict[str, str]:
+    def officer(name: str) -> OfficerClient:
+        country = name[:2].upper()
+        accounts = json.loads((folders[country] / "demo-accounts.json").read_text())
+        return clients.enter_context(OfficerClient(urls[country], name, accounts[name]["password"]))
+
+    def agency(agency_id: str) -> AgencyClient:
+        country = agency_id[:2]
+        creds = AgencyCredentials.load(folders[country] / "agencies" / f"{agency_id}.json")
+        return clients.enter_context(AgencyClient(urls[country], creds))
+
+    def send(sender: str, country: str, question: str, **header: Any) -> str:
+        client = agency(sender)
+        envelope = client.build(payload=_case(question), destination_country=country, **header)
+        message_id: str = client.submit(envelope)["message_id"]
+        return message_id
+
+    urgent = {
+        "level": "urgent",
+        "urgency_reason": "threat-to-life-or-physical-integrity",
+        "urgency_explanation": "A witness in the case has been threatened; the suspect may be armed.",
+        "information_access": "direct",
+    }
+    made: dict[str, str] = {}
+    made["urgent"] = send(
+        "AL-ASP", "MK", "Whereabouts of a suspect seen near the border.", category="murder", priority=urgent
+    )
+    made["four_eyes"] = send(
+        "AL-ASP",
+        "XK",
+        "Bank accounts linked to the network.",
+        category="money-laundering",
+        classification="CONFIDENTIAL",
+    )
+    officer("al-officer2").decide(made["four_eyes"], "approve")  # the first of two officers
+    made["h3"] = send(
+        "AL-BMP",
+        "MK",
+        "Entries of the listed vehicles; not for use as evidence.",
+        category="migrant-smuggling",
+        handling_codes=("H0", "H3"),
+    )
+    made["returned"] = send("AL-ASP", "XK", "Records of the person below.", category="drug-trafficking")
+    officer("al-officer").decide(
+        made["returned"], "return", reason="Please add the person's date of birth and the case reference."
+    )
+    made["near_deadline"] = send(
+        "AL-ASP", "MK", "Phone subscriber behind the number below.", category="kidnapping", priority=urgent
+    )
+    for sender, country, category, question in WAITING:
+        made[f"waiting_{sender}_{country}"] = send(sender, country, question, category=category)
+    inbound: dict[str, str] = {}
+    for sender, country, category, question in ACROSS:
+        message_id = send(sender, country, question, category=category)
+        officer(f"{sender[:2].lower()}-officer").decide(message_id, "approve")
+        made[f"inbound_{sender}_{country}"] = message_id
+        inbound[message_id] = country
+    agency("AL-CUS").set_push_endpoint("https://push.al-customs.invalid/spoc")  # a name that will not resolve
+    # Addressed to AL's contact point, not to AL-CUS: MK's node knows AL's contact point from the regional
+    # directory, not AL's agencies; AL's officer routes it to its customs.
+    made["dead_letter"] = send(
+        "MK-MOI", "AL", "Customs declarations of the lorry below.", category="vehicle-crime"
+    )
+    officer("mk-officer").decide(made["dead_letter"], "approve")
+    inbound[made["dead_letter"]] = "AL"
+    for message_id, country in inbound.items():
+        _wait(
+            f"{message_id} in the {country} node's inbound queue",
+            functools.partial(
+                _awaiting, officer(f"{country.lower()}-officer"), message_id, "destination_review"
+            ),
+        )
+    al = officer("al-officer")
+    al.decide(made["dead_letter"], "accept")
+    al.decide(made["dead_letter"], "route", route_to_agency="AL-CUS")
+    _wait(
+        "the dead letter",
+        lambda: any(
+            d["message_id"] == made["dead_letter"] for d in al._call("GET", "/v1/cp/deliveries?status=dead")
+        ),
+    )
+    if "AL" in settings:
+        _move_clock_back(settings["AL"], made["near_deadline"], hours=NEAR_DEADLINE_HOURS)
+    return made

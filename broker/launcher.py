@@ -14,19 +14,23 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from broker.config import Settings
 from broker.crypto import MasterKey
 from broker.db import make_engine, make_sessionmaker, unit_of_work
-from broker.directory.seed import SeedResult, is_seeded, seed_region
+from broker.directory.models import ContactPoint
+from broker.directory.seed import AGENCIES, SeedResult, is_seeded, seed_region
 from broker.errors import InvalidInput, SpocError
 from broker.files import secure_data_dir
 from broker.migrate import upgrade
+from broker.region.sync import held_parties
 
 
 class PortInUse(SpocError):
@@ -75,6 +79,20 @@ def free_port() -> int:
         return port
 
 
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports on 127.0.0.1 (a local region's nodes take PORT, PORT+1, …)."""
+    for _ in range(50):
+        first = free_port()
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise StartupFailed(f"no {count} consecutive free ports on 127.0.0.1")
+
+
 def prepare(settings: Settings, *, countries: Collection[str] | None = None) -> SeedResult | None:
     """Migrate the database and seed the demo region (or, with ``countries``, one node's part of it) if it is
     empty. Returns the seed, or None if it existed."""
@@ -84,6 +102,7 @@ def prepare(settings: Settings, *, countries: Collection[str] | None = None) -> 
     try:
         with unit_of_work(make_sessionmaker(engine)) as session:
             if is_seeded(session):
+                _check_same_countries(session, settings, countries)
                 return None
             master = MasterKey.from_secret(settings.master_key_secret())
             return seed_region(session, master, data_dir=settings.data_dir, countries=countries)
@@ -91,28 +110,51 @@ def prepare(settings: Settings, *, countries: Collection[str] | None = None) -> 
         engine.dispose()
 
 
+def _check_same_countries(session: Session, settings: Settings, countries: Collection[str] | None) -> None:
+    """A database seeded for some countries is not silently run as a node of others: a folder of XK's node
+    started with ``--country AL`` would serve XK under AL's name (or a one-country node run as the hub)."""
+    held = {
+        cp.country
+        for cp in session.scalars(select(ContactPoint).where(ContactPoint.id.in_(held_parties(session))))
+    }
+    wanted = set(countries) if countries is not None else set(AGENCIES)
+    if held and held != wanted:
+        raise InvalidInput(
+            f"the database of {settings.data_dir} holds the contact points of {', '.join(sorted(held))}, "
+            f"not {', '.join(sorted(wanted))}; use another data folder (SPOC_DATA_DIR)"
+        )
+
+
 @dataclass
 class System:
     url: str
     data_dir: Path
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    log_dir: Path | None = None
 
     def stop(self, timeout: float = 10.0) -> None:
-        for proc in self.processes:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)  # the leader shuts its own children down (warm shutdown)
-        deadline = time.monotonic() + timeout
-        for proc in self.processes:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_all([self], timeout=timeout)
 
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.processes)
+
+
+def stop_all(systems: Sequence[System], *, timeout: float = 10.0) -> None:
+    """Stop every process of ``systems`` at once: SIGTERM to all (each leader shuts its own children down,
+    Celery with a warm shutdown), then one shared deadline, then SIGKILL to the process group of any left."""
+    processes = [p for system in systems for p in system.processes]
+    for proc in processes:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in processes:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def _spawn(command: list[str], env: dict[str, str], log: Path | None) -> subprocess.Popen[bytes]:
@@ -129,16 +171,19 @@ def _spawn(command: list[str], env: dict[str, str], log: Path | None) -> subproc
         )
 
 
-def start(
-    settings: Settings,
+def spawn(
     *,
     host: str,
     port: int,
+    data_dir: Path,
     env: dict[str, str],
     log_dir: Path | None = None,
     worker_concurrency: int = 2,
 ) -> System:
-    """Start API and worker+beat with ``env`` (the SPOC_* variables), wait until the API answers."""
+    """Start API and worker+beat with ``env`` (the SPOC_* variables over ours); do not wait for them.
+
+    The worker's node name carries the port (``spoc-PORT@host``), so several nodes on one machine (a region
+    on embedded defaults) never answer for each other in Celery's remote control."""
     full_env = {**os.environ, **env}
     api_cmd = [
         "uvicorn",
@@ -165,19 +210,51 @@ def start(
     ]
     api = _spawn(api_cmd, full_env, log_dir / "api.log" if log_dir else None)
     worker = _spawn(worker_cmd, full_env, log_dir / "worker.log" if log_dir else None)
-    system = System(url=f"http://{host}:{port}", data_dir=settings.data_dir, processes=[api, worker])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if not system.alive():
-            system.stop()
-            where = f" ({log_dir}/api.log, worker.log)" if log_dir else " (its output is above)"
-            raise StartupFailed(f"a process of the system exited at start-up; see its log{where}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{system.url}/health", timeout=1).status_code == 200:
-                return system
-        time.sleep(0.2)
-    system.stop()
-    raise StartupFailed(f"the API did not answer at {system.url}/health within 60 s")
+    return System(url=f"http://{host}:{port}", data_dir=data_dir, processes=[api, worker], log_dir=log_dir)
+
+
+def wait_ready(systems: Sequence[System], *, timeout: float = 90.0) -> None:
+    """Wait until every system's API answers ``/health``; stop them all if one exits or the time runs out."""
+    waiting = list(systems)
+    deadline = time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        for system in list(waiting):
+            if not system.alive():
+                stop_all(systems)
+                where = (
+                    f" ({system.log_dir}/api.log, worker.log)" if system.log_dir else " (its output is above)"
+                )
+                raise StartupFailed(f"a process of {system.url} exited at start-up; see its log{where}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{system.url}/health", timeout=1).status_code == 200:
+                    waiting.remove(system)
+        if waiting:
+            time.sleep(0.2)
+    if waiting:
+        stop_all(systems)
+        raise StartupFailed(f"the API did not answer at {waiting[0].url}/health within {timeout:.0f} s")
+
+
+def start(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    env: dict[str, str],
+    log_dir: Path | None = None,
+    worker_concurrency: int = 2,
+) -> System:
+    """Start API and worker+beat with ``env`` (the SPOC_* variables), wait until the API answers."""
+    system = spawn(
+        host=host,
+        port=port,
+        data_dir=settings.data_dir,
+        env=env,
+        log_dir=log_dir,
+        worker_concurrency=worker_concurrency,
+    )
+    wait_ready([system])
+    return system
 
 
 @contextlib.contextmanager

@@ -39,6 +39,9 @@ def create_celery(settings: Settings) -> Celery:
         timezone="UTC",
         enable_utc=True,
         task_always_eager=settings.celery_eager,
+        broker_transport_options=(
+            {"global_keyprefix": settings.broker_key_prefix} if settings.broker_key_prefix else {}
+        ),
         beat_schedule={
             # A tick a busy worker reaches late is dropped (expires): the next tick does the same work.
             "outbox-relay": {

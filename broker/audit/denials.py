@@ -10,7 +10,8 @@ own: the request's was rolled back with whatever it was refused. One entry per d
 * countries: the caller's country (an anonymous call: the country of the agency whose key it claimed, so
   that country's auditor sees attempts on its agencies' keys; none if it claimed nothing known);
 * object: the route's first path parameter (``message_id`` -> object type ``message``), or the route;
-* details: the route (method and path template), every path parameter, the error's slug and status.
+* details: the route (method and path template), every path parameter, the error's slug and status, and
+  the problem's ``reason`` when it names one (which check of a signed request failed: nonce, unlisted-node, …).
 
 Flooding: a storm of denials must not become a storm of writes. :class:`DenialThrottle` keeps a token
 bucket per caller (per source address for anonymous calls, an IPv6 address by its /64): ``per_minute``
@@ -53,6 +54,7 @@ class Denial:
     kind: str  # the error class, e.g. FourEyesRefused
     claimed: dict[str, str] = field(default_factory=dict)
     source: str = ""  # the peer address, for throttling anonymous calls
+    reason: str | None = None  # the problem's ``reason`` (e.g. nonce, unlisted-node), when it names one
 
     @property
     def throttle_key(self) -> str:
@@ -95,6 +97,8 @@ def record_denial(session: Session, denial: Denial, *, suppressed: int = 0) -> A
         "status": denial.status,
         "kind": denial.kind,
     }
+    if denial.reason:
+        details["reason"] = denial.reason[:64]
     if denial.claimed:
         details["claimed"] = {k: v[:64] for k, v in denial.claimed.items()}
     if suppressed:

@@ -75,11 +75,12 @@ class Running:
 
 @pytest.fixture(scope="module")
 def fresh_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    """``spoc run`` on a fresh data folder, under umask 022, until it prints its accounts."""
+    """``spoc run --hub`` (every contact point on one node) on a fresh data folder, under umask 022, until it
+    prints its accounts. (The region of separate nodes, what plain ``spoc run`` starts: test_deploy_region.)"""
     data_dir = tmp_path_factory.mktemp("run") / "data"
     port = free_port()
     proc = subprocess.Popen(
-        [str(SPOC), "run", "--port", str(port)],
+        [str(SPOC), "run", "--hub", "--port", str(port)],
         env=_env(data_dir),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -145,3 +146,44 @@ def test_every_file_in_the_data_folder_is_private(fresh_run: Running) -> None:
             assert mode == 0o700, f"{path} is {oct(mode)}"
         else:
             assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
+
+
+def test_a_node_s_folder_is_never_run_as_another_country_s_and_the_region_refuses_a_shared_database(
+    tmp_path: Path,
+) -> None:
+    env = _env(tmp_path / "xk")
+    seeded = subprocess.run(
+        [str(SPOC), "seed", "--country", "XK"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert seeded.returncode == 0, seeded.stderr
+    port = free_port()
+    other = subprocess.run(
+        [str(SPOC), "run", "--country", "AL", "--port", str(port)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert other.returncode == 1
+    assert "holds the contact points of XK, not AL" in other.stderr
+    assert "Traceback" not in other.stderr
+
+    # The region gives each node its own database: one named in the environment would be shared by all.
+    shared = subprocess.run(
+        [str(SPOC), "run", "--port", str(port)],
+        env=_env(tmp_path / "region") | {"SPOC_DATABASE_URL": "sqlite:////tmp/one.db"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert shared.returncode == 1
+    assert "SPOC_DATABASE_URL set" in shared.stderr
+    assert "--country" in shared.stderr
+    assert not (tmp_path / "region").exists()

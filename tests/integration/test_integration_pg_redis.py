@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from broker.config import Settings
-from broker.demo import run_scenario
+from broker.demo import hub, run_scenario
 from broker.launcher import free_port, running
 from tests.factories import Region
 
@@ -30,7 +30,7 @@ def test_scenario_on_postgres_and_redis_with_real_worker(
     }
     lines: list[str] = []
     with running(settings, host="127.0.0.1", port=free_port(), env=env, log_dir=tmp_path) as system:
-        rows, report = run_scenario(system.url, region.data_dir, lines.append)
+        rows, report = run_scenario(*hub(system.url, region.data_dir), lines.append)
         assert system.alive()
     outcomes = {row.country: row.outcome for row in rows}
     assert outcomes == {"AL": "answered", "MK": "answered", "BA": "refused at intake"}
