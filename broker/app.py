@@ -556,6 +556,7 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
     from broker.keys.api import router as keys_router
     from broker.messages.api import router as messages_router
     from broker.region.api import router as region_router
+    from broker.witness.api import router as witness_router
 
     for router in (
         directory_router,
@@ -567,6 +568,7 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
         audit_router,
         region_router,
         hop_router,
+        witness_router,
         *routers,
     ):
         app.include_router(router)

@@ -68,5 +68,8 @@ class AuditAction(StrEnum):
     HOP_RECEIVED = "hop:received"
     HOP_REFUSED = "hop:refused"
     HOP_DEAD_LETTERED = "hop:dead-lettered"
+    # --- nodes witness each other (C2SP tlog-witness): a checkpoint a witness refused (cosignatures are not
+    # entries, for the same reason checkpoints are not: each would grow a log and call for another round) ---
+    WITNESS_REFUSED = "witness:refused"
     # --- the edge: a call refused because of who made it (401, 403, 404 out of scope, four eyes) ---
     ACCESS_DENIED = "access:denied"
