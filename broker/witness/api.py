@@ -98,7 +98,10 @@ def witness_add_checkpoint(request: Request, session: DbSession, keys: Keys, bod
         session.commit()
         exc.audited = True
         if isinstance(exc, SizeConflict):
-            return Response(f"{exc.known}\n", status_code=409, media_type=SIZE_CONTENT_TYPE)
+            # Exactly the spec's type, with no charset parameter (Starlette would add one to a text/* media type).
+            return Response(
+                f"{exc.known}\n".encode(), status_code=409, headers={"content-type": SIZE_CONTENT_TYPE}
+            )
         raise
     return PlainTextResponse("".join(witnessed.lines), media_type="text/plain; charset=utf-8")
 
