@@ -120,8 +120,13 @@ class Region:
     anchor: Path
 
     def network(self) -> httpx.Client:
-        """Each node's base URL reaches that node's app, and nothing else."""
-        return httpx.Client(mounts={n.url: n.client._transport for n in self.nodes.values()})
+        """Each node's base URL reaches that node's app, and nothing else; the external log's node is down."""
+
+        def down(request: httpx.Request) -> httpx.Response:
+            raise httpx.ConnectError("connection refused", request=request)
+
+        mounts: dict[str, httpx.BaseTransport] = {n.url: n.client._transport for n in self.nodes.values()}
+        return httpx.Client(mounts={**mounts, "http://ext.node.test": httpx.MockTransport(down)})
 
 
 @contextmanager

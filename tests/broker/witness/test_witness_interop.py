@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import struct
 import time
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -51,8 +50,8 @@ def _subproof(m: int, leaves: list[bytes], complete: bool) -> list[bytes]:
         return [] if complete else [mth(leaves)]
     k = _split(n)
     if m <= k:
-        return _subproof(m, leaves[:k], complete) + [mth(leaves[k:])]
-    return _subproof(m - k, leaves[k:], False) + [mth(leaves[:k])]
+        return [*_subproof(m, leaves[:k], complete), mth(leaves[k:])]
+    return [*_subproof(m - k, leaves[k:], False), mth(leaves[:k])]
 
 
 def proof(m: int, leaves: list[bytes]) -> list[bytes]:
@@ -89,12 +88,14 @@ def check_cosignature(answer: str, text: str, witness_vkey: str) -> int:
     public = raw[1:]
     assert bytes.fromhex(hex_id) == key_id(name, 0x04, public)
     lines = answer.split("\n")
-    assert lines[-1] == "" and all(line.startswith("\u2014 ") for line in lines[:-1])
+    assert lines[-1] == ""
+    assert all(line.startswith("\u2014 ") for line in lines[:-1])
     line_name, b64 = lines[0][2:].split(" ")
     assert line_name == name
     blob = base64.b64decode(b64)
-    assert blob[:4] == key_id(name, 0x04, public) and len(blob) == 4 + 8 + 64
-    (timestamp,) = struct.unpack(">Q", blob[4:12])
+    assert blob[:4] == key_id(name, 0x04, public)
+    assert len(blob) == 4 + 8 + 64
+    timestamp = int.from_bytes(blob[4:12], "big")
     message = f"cosignature/v1\ntime {timestamp}\n{text}".encode()
     Ed25519PublicKey.from_public_bytes(public).verify(blob[12:], message)  # raises if it does not verify
     return timestamp
@@ -151,10 +152,12 @@ def test_add_checkpoint_from_a_client_written_from_the_spec(witness_region: Regi
     # The same size with another root: 409 with its size, and the witness raises a fork alert.
     forked = [*leaves[:12], _leaf(b"rewritten")]
     fork = xk.client.post(PATH, content=body(13, [], note(checkpoint_text(forked), log_key)))
-    assert fork.status_code == 409 and fork.content == b"13\n"
+    assert fork.status_code == 409
+    assert fork.content == b"13\n"
     with xk.session() as session:
         alert = session.scalar(select(AuditAlert).where(AuditAlert.reporter == "witness:ext"))
-        assert alert is not None and alert.kind == "peer-fork"
+        assert alert is not None
+        assert alert.kind == "peer-fork"
         refused = session.scalars(
             select(AuditEntry.details).where(AuditEntry.action == "witness:refused")
         ).all()
