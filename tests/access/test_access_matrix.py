@@ -74,6 +74,11 @@ MATRIX: list[tuple[str, str, Expect, Expect, Expect, Expect, Expect, Expect, Exp
     ("POST", "/v1/region/directory",                                    401, 401, 403,     403, 403,  403,  422),
     # --- the hop between nodes: only a node signing with a transport key (label spoc-node) of the directory -------
     ("POST", "/v1/hop/messages",                                        401, 401, 401,     401, 401,  401,  401),
+    # --- the witness (C2SP tlog-witness): open to all, the log's signature is the credential; with no directory
+    # installed this node witnesses nobody (503); its own log's consistency proofs are public (hashes only) -----
+    ("POST", "/v1/witness/add-checkpoint",                              503, 503, 503,     503, 503,  503,  503),
+    ("GET",  "/v1/witness/checkpoints",                                 503, 503, 503,     503, 503,  503,  503),
+    ("GET",  "/v1/witness/consistency",                                 200, 200, 200,     200, 200,  200,  200),
     ("POST", "/v1/auth/login",                                          200, 200, 200,     200, 200,  200,  200),
     ("POST", "/v1/auth/logout",                                         401, 401, 204,     204, 204,  204,  204),
     ("GET",  "/ui",                                                     303, 303, 303,     303, 303,  303,  303),
@@ -367,6 +372,7 @@ BODIES: dict[tuple[str, str], Callable[[Call], dict[str, Any]]] = {
     ("GET", "/v1/audit/proofs/consistency"): lambda call: {
         "params": {"first": 1, "second": call.world.tree_size}
     },
+    ("GET", "/v1/witness/consistency"): lambda call: {"params": {"old": 1, "new": call.world.tree_size}},
     ("GET", "/v1/audit/export"): lambda call: {"params": {"message": call.world.outbound["UNCLASSIFIED"]}},
     ("POST", "/v1/admin/keys/{kid}/revoke"): lambda call: {"json": {"reason": "access matrix"}},
     ("POST", "/v1/region/directory"): lambda call: {"json": {}},
