@@ -29,7 +29,7 @@ from broker.audit import merkle
 from broker.audit.service import Actor
 from broker.audit.tree import StoredTree
 from broker.deps import DbSession, Keys, RawBody, request_id
-from broker.errors import Conflict, InvalidInput, SpocError
+from broker.errors import Conflict, InvalidInput, SpocError, Unavailable
 from broker.hop.service import live_directory, this_node
 from broker.limits import enforce
 from broker.params import Int64
@@ -43,7 +43,7 @@ from broker.witness.protocol import (
     parse_request,
 )
 from broker.witness.service import SizeConflict, UnknownLog, add_checkpoint, listed_log, record_refusal
-from schemas.region import DirectoryNode
+from schemas.region import DirectoryNode, RegionDirectory
 
 router = APIRouter(tags=["witness"])
 
@@ -75,11 +75,20 @@ def witness_add_checkpoint(request: Request, session: DbSession, keys: Keys, bod
     """C2SP tlog-witness add-checkpoint: cosign a peer node's checkpoint consistent with what this witness saw."""
     source = request.client.host if request.client is not None else ""
     enforce(request.app.state.limiter, f"witness:{source}")
-    directory = live_directory(session).directory
-    me = this_node(session, directory)
     parsed: AddCheckpoint | None = None
     origin = ""
+    directory: RegionDirectory | None = None
+    me: DirectoryNode | None = None
     try:
+        try:
+            directory = live_directory(session).directory
+            me = this_node(session, directory)
+        except Unavailable:
+            # No valid directory: this node trusts no log key, so every origin is unknown to it (the spec's
+            # answer to an origin a witness is not configured for).
+            raise UnknownLog(
+                "this node has no valid regional directory: it witnesses no log", reason="unknown-log"
+            ) from None
         parsed = parse_request(body)
         origin = parsed.note.split("\n", 1)[0]
         witnessed = add_checkpoint(session, keys, parsed, directory=directory, me=me)
@@ -106,7 +115,9 @@ def witness_add_checkpoint(request: Request, session: DbSession, keys: Keys, bod
     return PlainTextResponse("".join(witnessed.lines), media_type="text/plain; charset=utf-8")
 
 
-def _node(directory: Any, origin: str, me: DirectoryNode) -> DirectoryNode | None:
+def _node(directory: RegionDirectory | None, origin: str, me: DirectoryNode | None) -> DirectoryNode | None:
+    if directory is None or me is None:
+        return None
     try:
         return listed_log(directory, origin, me)[0]
     except (UnknownLog, InvalidInput):
@@ -115,13 +126,18 @@ def _node(directory: Any, origin: str, me: DirectoryNode) -> DirectoryNode | Non
 
 @router.get(SUBMISSION_PREFIX + "/checkpoints", operation_id="witness_checkpoints")
 def witness_checkpoints(session: DbSession) -> dict[str, Any]:
-    """The latest checkpoint this witness cosigned for each peer log (gossip: peers compare their views)."""
-    directory = live_directory(session).directory
-    me = this_node(session, directory)
+    """The latest checkpoint this witness cosigned for each peer log (gossip: peers compare their views).
+
+    A node with no valid directory still shows what it holds (``node`` and ``witness_key`` are then null)."""
+    try:
+        directory = live_directory(session).directory
+        me: DirectoryNode | None = this_node(session, directory)
+    except Unavailable:
+        me = None
     rows = session.scalars(select(WitnessLogState).order_by(WitnessLogState.origin)).all()
     return {
-        "node": me.node_id,
-        "witness_key": me.witness_key,
+        "node": me.node_id if me else None,
+        "witness_key": me.witness_key if me else None,
         "checkpoints": [
             {
                 "origin": r.origin,
