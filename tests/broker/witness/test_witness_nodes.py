@@ -96,6 +96,23 @@ def test_each_node_s_checkpoints_are_cosigned_by_the_other_countries_nodes(
     ]
     assert (report.cosigned, report.missing) == ({"mk": ["MK"], "xk": ["XK"]}, {"ext": ["ME"]})
 
+    # The operator's check, through the installed command on AL's node: MK and XK cosigned, ext (down) did not.
+    settings = al.settings
+    assert settings.master_key is not None
+    node_env = {k: v for k, v in os.environ.items() if not k.startswith("SPOC_")} | {
+        "SPOC_ENVIRONMENT": "test",
+        "SPOC_DATABASE_URL": settings.database_url,
+        "SPOC_MASTER_KEY": settings.master_key.get_secret_value(),
+        "SPOC_DATA_DIR": str(settings.data_dir),
+        "SPOC_REGION_ANCHOR": str(witness_region.anchor),
+    }
+    checked = subprocess.run(
+        [str(SPOC), "audit", "peers", "--no-submit", "--no-gossip"],
+        env=node_env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "cosigned by mk (MK), xk (XK); not cosigned by ext (ME)" in checked.stdout
+
     # The auditor's bundle: the peers' cosignatures and the signed directory, verified offline by the command.
     with al.session() as session:
         bundle = export_bundle(session, Scope(None), EntryFilter(), actor=Actor("auditor", "auditor"))
