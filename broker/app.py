@@ -52,6 +52,7 @@ from broker.errors import (
 )
 from broker.keys.models import PartyKey
 from broker.limits import BodySizeLimit, make_limiter
+from broker.witness.protocol import ADD_CHECKPOINT
 
 log = logging.getLogger("spoc.api")
 PROBLEM = "application/problem+json"
@@ -84,9 +85,12 @@ def declared_non_json_body(request: Request) -> bool:
 
     Every API body is JSON; one labelled otherwise is refused rather than guessed at (a proxy, a cache or
     a WAF in front of us would have treated it by its label). A body sent without a Content-Type is read
-    as JSON, as before; the browser forms live under ``/ui`` and are not affected.
+    as JSON, as before; the browser forms live under ``/ui`` and are not affected. The one exception is the
+    witness's ``add-checkpoint``, whose body the C2SP tlog-witness spec defines as text.
     """
     if not request.url.path.startswith("/v1/") or request.method not in ("POST", "PUT", "PATCH"):
+        return False
+    if request.url.path == ADD_CHECKPOINT:
         return False
     content_type = request.headers.get("content-type")
     has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
@@ -558,6 +562,7 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
     from broker.keys.api import router as keys_router
     from broker.messages.api import router as messages_router
     from broker.region.api import router as region_router
+    from broker.witness.api import router as witness_router
 
     for router in (
         directory_router,
@@ -570,6 +575,7 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
         region_router,
         hop_router,
         reconcile_router,
+        witness_router,
         *routers,
     ):
         app.include_router(router)

@@ -10,6 +10,7 @@ from broker.audit.models import (
     AuditEntry,
     AuditLeaf,
     AuditNode,
+    AuditPeerCosignature,
     AuditPending,
     AuditWitnessState,
 )
@@ -31,6 +32,7 @@ from broker.messages.models import (
 )
 from broker.outbox.models import OutboxItem
 from broker.region.models import InstalledDirectory
+from broker.witness.models import WitnessLogState, WitnessSubmission
 
 # The hourly purge of expired Idempotency-Keys scans by age (migration 0003_delivery).
 # TODO(messages owner): move to ``index=True`` on IdempotencyRecord.created_at.
@@ -46,6 +48,7 @@ __all__ = [
     "AuditEntry",
     "AuditLeaf",
     "AuditNode",
+    "AuditPeerCosignature",
     "AuditPending",
     "AuditWitnessState",
     "Base",
@@ -70,4 +73,6 @@ __all__ = [
     "SelectorHash",
     "User",
     "UserSession",
+    "WitnessLogState",
+    "WitnessSubmission",
 ]

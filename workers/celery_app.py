@@ -65,6 +65,18 @@ def create_celery(settings: Settings) -> Celery:
                 "schedule": settings.beat_interval_seconds * 30,
             },
             "audit-witness": {"task": "spoc.audit.witness", "schedule": settings.beat_interval_seconds * 30},
+            # Nodes witness each other (broker.witness): resubmit to peers that missed a checkpoint, and compare
+            # the peers' witnesses' views (gossip) every 60 beats.
+            "witness-submit": {
+                "task": "spoc.witness.submit",
+                "schedule": settings.beat_interval_seconds * 30,
+                "options": {"expires": tick_expiry * 30},
+            },
+            "witness-gossip": {
+                "task": "spoc.witness.gossip",
+                "schedule": settings.beat_interval_seconds * 60,
+                "options": {"expires": tick_expiry * 60},
+            },
             # The deadline monitor: warn at 75 %, escalate on breach (workers.review_tasks).
             "review-deadlines": {"task": "spoc.review.deadlines", "schedule": 60.0},
             # A newer signed regional directory from the peers (and SPOC_REGION_DIRECTORY_URL), if any.

@@ -71,5 +71,8 @@ class AuditAction(StrEnum):
     HOP_RECONCILED = "hop:reconciled"
     # --- the case file: a cross-check linked two messages of one contact point (kinds matched, no values) ---
     CROSSCHECK_LINKED = "crosscheck:linked"
+    # --- nodes witness each other (C2SP tlog-witness): a checkpoint a witness refused (cosignatures are not
+    # entries, for the same reason checkpoints are not: each would grow a log and call for another round) ---
+    WITNESS_REFUSED = "witness:refused"
     # --- the edge: a call refused because of who made it (401, 403, 404 out of scope, four eyes) ---
     ACCESS_DENIED = "access:denied"

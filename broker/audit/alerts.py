@@ -1,5 +1,9 @@
 """Alerts: two views of the log that cannot both be true (a fork, an inconsistent checkpoint).
 
+Kinds: ``fork``, ``inconsistent``, ``bad-signature``, ``beyond-log`` about this node's own log; ``peer-fork``
+and ``peer-inconsistent`` about a peer node's log, seen by this node's witness or by gossip between
+witnesses (``broker.witness``; the reporter is ``witness:<peer node>``).
+
 An alert is a row in the append-only ``audit_alerts`` table, an audit entry (``log:fork-detected``,
 tagged with every country so that every national auditor sees it), and an ERROR log line for the
 operators' monitoring. Raising the same alert twice is a no-op: the beat tasks re-check on every run.
@@ -8,6 +12,7 @@ operators' monitoring. Raising the same alert twice is a no-op: the beat tasks r
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -28,8 +33,12 @@ def raise_alert(
     detail: str,
     checkpoint_id: int | None = None,
     other_checkpoint_id: int | None = None,
+    evidence: dict[str, Any] | None = None,
 ) -> AuditAlert:
-    """Record an alert once (same kind, reporter and checkpoints) and return it."""
+    """Record an alert once (same kind, reporter and checkpoints) and return it.
+
+    ``evidence`` (e.g. the two signed checkpoint notes of a peer's fork) goes into the audit entry's details:
+    the entry is in the append-only log, so the proof of misbehaviour is as tamper-evident as the log."""
     existing = session.scalar(
         select(AuditAlert).where(
             AuditAlert.kind == kind,
@@ -55,7 +64,9 @@ def raise_alert(
     session.flush()
     record(
         session,
-        actor=Actor(reporter, "witness" if reporter.endswith("-SPOC") else "system"),
+        actor=Actor(
+            reporter, "witness" if reporter.endswith("-SPOC") or reporter.startswith("witness:") else "system"
+        ),
         action=AuditAction.LOG_FORK_DETECTED,
         object_type="checkpoint",
         object_id=None if checkpoint_id is None else str(checkpoint_id),
@@ -66,6 +77,7 @@ def raise_alert(
             "alert": alert.id,
             "other_checkpoint": other_checkpoint_id,
             "detail": detail[:500],
+            **({"evidence": evidence} if evidence else {}),
         },
     )
     log.error("audit log alert %s by %s: %s", kind, reporter, detail)

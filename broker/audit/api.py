@@ -215,8 +215,8 @@ def witness_cosign(witness: str, _admin: Admin, session: DbSession, keys: Keys) 
 def log_keys(_auditor: Auditor, session: DbSession) -> dict[str, Any]:
     """The C2SP verifier keys of the log and of every witness, to pin when verifying offline."""
     return {
-        "origin": cps.ORIGIN,
-        "log_keys": sorted(k.vkey for k in cps.log_keys(session).values()),
+        "origin": cps.log_origin(session),
+        "log_keys": sorted(k.vkey for k in cps.log_verifiers(session)),
         "witness_keys": sorted(k.vkey for k in witness_keys(session).values()),
     }
 

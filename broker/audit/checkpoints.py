@@ -2,10 +2,17 @@
 
 The note text is::
 
-    spoc/audit-log            origin: names this log; also the log key's note key name
+    spoc/al/audit-log         origin: names this log; also the log key's note key name
     1234                      tree size, decimal
     q1J2...base64...=         RFC 9162 root hash of the first 1234 entries, standard base64
     time 1764000000           extension line: when the log signed it (POSIX seconds)
+
+The origin is per node (:func:`log_origin`): the name under which the installed regional directory lists
+this node's log key (``spoc region node-entry`` puts ``spoc/<node id>/audit-log`` there), so two nodes'
+logs can never be confused by a witness, a verifier or an auditor holding both. A node with no directory
+(one deployment hosting every contact point, as before the region) keeps the legacy origin
+``spoc/audit-log``; a node that joins a region switches at its next checkpoint, and its checkpoints signed
+under the old origin still verify (:func:`accepted_origins`): the tree is the same, only its name changed.
 
 signed by the log key (party ``spoc-log``, held by the broker under the master key) with a plain Ed25519
 note signature (type 0x01). The first three lines are exactly the C2SP checkpoint, so Go's
@@ -33,16 +40,17 @@ from sqlalchemy.orm import Session
 
 from broker.audit import merkle
 from broker.audit.alerts import raise_alert
-from broker.audit.models import AuditCheckpoint, AuditCosignature
+from broker.audit.models import AuditCheckpoint, AuditCosignature, AuditPeerCosignature
 from broker.audit.tree import StoredTree, lock_log
 from broker.crypto import KeyPair, PublicKey
-from broker.crypto.note import NoteKey, NoteSigner, add_signatures, open_note, sign_note
+from broker.crypto.note import ED25519, NoteKey, NoteSigner, add_signatures, open_note, sign_note
 from broker.db import utcnow
-from broker.errors import VerificationError
+from broker.errors import InvalidInput, VerificationError
 from broker.keys.models import PartyKey
+from broker.region.models import InstalledDirectory
 
 ORIGIN: Final = "spoc/audit-log"
-"""The log's origin line and note key name. One exchange, one log; a second deployment should differ."""
+"""The legacy origin: the log of a deployment outside any region (and its checkpoints from before it joined)."""
 LOG_PARTY: Final = "spoc-log"
 """The key registry's party holding the log key (``broker.directory.seed.LOG_SIGNER``)."""
 
@@ -88,20 +96,68 @@ class CheckpointBody:
         return cls(origin, int(size), root, int(time.group(1)))
 
 
-def log_signer(keys: HeldKeys) -> tuple[NoteSigner, str]:
-    """The current log key as a note signer, with its kid."""
-    pair = keys.signing_key(LOG_PARTY)
-    return NoteSigner.from_keypair(ORIGIN, key=pair), pair.kid
+def node_origin(node_id: str) -> str:
+    """The origin ``spoc region node-entry`` gives the log of node ``node_id``: ``spoc/<node id>/audit-log``."""
+    return f"spoc/{node_id}/audit-log"
 
 
-def log_keys(session: Session) -> dict[str, NoteKey]:
-    """Every log key that may have signed a checkpoint (active and retired; not revoked), by kid."""
+def log_public_keys(session: Session) -> dict[str, bytes]:
+    """Every log key that may have signed a checkpoint (active and retired; not revoked): kid -> raw Ed25519."""
     rows = session.scalars(
         select(PartyKey).where(
             PartyKey.party_id == LOG_PARTY, PartyKey.use == "sig", PartyKey.status.in_(("active", "retired"))
         )
     ).all()
-    return {r.kid: NoteKey.from_public_key(ORIGIN, PublicKey.from_jwk(r.public_jwk)) for r in rows}
+    return {r.kid: NoteKey.from_public_key(ORIGIN, PublicKey.from_jwk(r.public_jwk)).public for r in rows}
+
+
+def _listed_origins(session: Session, ours: set[bytes]) -> list[str]:
+    """The names under which installed directories list one of ``ours`` as a node's log key, newest first.
+
+    Read from the stored signed documents (validated when installed), not through ``broker.region``, which
+    sits above the audit log; a directory row is small and this runs once per checkpoint."""
+    names: list[str] = []
+    for signed in session.scalars(
+        select(InstalledDirectory.signed).order_by(InstalledDirectory.version.desc())
+    ):
+        nodes = signed.get("directory", {}).get("nodes", []) if isinstance(signed, dict) else []
+        for node in nodes:
+            try:
+                key = NoteKey.from_vkey(str(node.get("log_key", "")))
+            except InvalidInput:
+                continue
+            if key.public in ours and key.name not in names:
+                names.append(key.name)
+    return names
+
+
+def log_origin(session: Session) -> str:
+    """This log's origin now: its log key's name in the newest directory that lists it, else :data:`ORIGIN`."""
+    listed = _listed_origins(session, set(log_public_keys(session).values()))
+    return listed[0] if listed else ORIGIN
+
+
+def accepted_origins(session: Session) -> set[str]:
+    """Every origin this log has legitimately signed under: the legacy one and each name a directory gave it."""
+    return {ORIGIN, *_listed_origins(session, set(log_public_keys(session).values()))}
+
+
+def log_signer(keys: HeldKeys, origin: str = ORIGIN) -> tuple[NoteSigner, str]:
+    """The current log key as a note signer for ``origin``, with its kid."""
+    pair = keys.signing_key(LOG_PARTY)
+    return NoteSigner.from_keypair(origin, key=pair), pair.kid
+
+
+def log_keys(session: Session, origin: str | None = None) -> dict[str, NoteKey]:
+    """The log's note keys under ``origin`` (default: the current one), by kid."""
+    name = origin or log_origin(session)
+    return {kid: NoteKey(name, ED25519, raw) for kid, raw in log_public_keys(session).items()}
+
+
+def log_verifiers(session: Session) -> list[NoteKey]:
+    """Every (origin, key) pair a checkpoint of this log may carry: what its own verifiers accept."""
+    keys = log_public_keys(session).values()
+    return [NoteKey(name, ED25519, raw) for name in sorted(accepted_origins(session)) for raw in keys]
 
 
 def latest(session: Session) -> AuditCheckpoint | None:
@@ -145,10 +201,11 @@ def issue(session: Session, keys: HeldKeys, *, now: datetime | None = None) -> I
             )
             return Issued(None, new=False, alert_id=alert.id, problem=detail)
     when = now or utcnow()
-    signer, kid = log_signer(keys)
-    body = CheckpointBody(ORIGIN, size, root, int(when.timestamp()))
+    origin = log_origin(session)
+    signer, kid = log_signer(keys, origin)
+    body = CheckpointBody(origin, size, root, int(when.timestamp()))
     row = AuditCheckpoint(
-        origin=ORIGIN, size=size, root=root, issued_at=when, kid=kid, note=sign_note(body.text(), signer)
+        origin=origin, size=size, root=root, issued_at=when, kid=kid, note=sign_note(body.text(), signer)
     )
     session.add(row)
     session.flush()
@@ -156,9 +213,13 @@ def issue(session: Session, keys: HeldKeys, *, now: datetime | None = None) -> I
 
 
 def open_checkpoint(note: str, verifiers: list[NoteKey]) -> CheckpointBody:
-    """Verify a checkpoint note's log signature and parse it; VerificationError on any failure."""
-    body = CheckpointBody.parse(open_note(note, verifiers=verifiers).text)
-    if body.origin != ORIGIN:
+    """Verify a checkpoint note's log signature and parse it; VerificationError on any failure.
+
+    The origin line must be the name of a key whose signature verified (C2SP tlog-checkpoint: the log key's
+    name is its origin), so a checkpoint of one log never passes for another's even under a shared key."""
+    verified = open_note(note, verifiers=verifiers)
+    body = CheckpointBody.parse(verified.text)
+    if body.origin not in {k.name for k in verified.signers}:
         raise VerificationError("a checkpoint of another log")
     return body
 
@@ -173,9 +234,23 @@ def cosignatures(session: Session, checkpoint_id: int) -> list[AuditCosignature]
     )
 
 
+def peer_cosignatures(session: Session, checkpoint_id: int) -> list[AuditPeerCosignature]:
+    """The other nodes' witnesses' cosignatures of a checkpoint (``broker.witness.submit`` stores them)."""
+    return list(
+        session.scalars(
+            select(AuditPeerCosignature)
+            .where(AuditPeerCosignature.checkpoint_id == checkpoint_id)
+            .order_by(AuditPeerCosignature.node_id, AuditPeerCosignature.id)
+        ).all()
+    )
+
+
 def full_note(session: Session, checkpoint: AuditCheckpoint) -> str:
-    """The checkpoint note with every witness cosignature line appended (what tooling consumes)."""
-    return add_signatures(checkpoint.note, [c.line for c in cosignatures(session, checkpoint.id)])
+    """The checkpoint note with every cosignature line appended (what tooling consumes): the local contact
+    points' and the peer nodes' witnesses'."""
+    lines = [c.line for c in cosignatures(session, checkpoint.id)]
+    lines += [c.line for c in peer_cosignatures(session, checkpoint.id)]
+    return add_signatures(checkpoint.note, lines)
 
 
 def describe(session: Session, checkpoint: AuditCheckpoint) -> dict[str, Any]:
@@ -191,5 +266,14 @@ def describe(session: Session, checkpoint: AuditCheckpoint) -> dict[str, Any]:
         "cosignatures": [
             {"witness": c.witness, "kid": c.kid, "signed_at": c.signed_at.astimezone(UTC).isoformat()}
             for c in cosignatures(session, checkpoint.id)
+        ],
+        "peer_cosignatures": [
+            {
+                "node": c.node_id,
+                "countries": list(c.countries),
+                "witness": c.witness,
+                "signed_at": c.signed_at.astimezone(UTC).isoformat(),
+            }
+            for c in peer_cosignatures(session, checkpoint.id)
         ],
     }

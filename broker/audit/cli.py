@@ -7,6 +7,10 @@ Exit codes, for scripts and cron jobs:
   entry, or the checkpoint that is inconsistent);
 * 2 — usage error (a missing file, a malformed key or date): nothing was verified.
 
+``spoc audit peers`` (a node of a region) sends the latest checkpoint to every peer node's witness, compares
+the witnesses' views (gossip), and checks that every other node the directory lists cosigned it: exit 1
+naming the nodes that did not, or an alert on a peer's log (``broker.witness.report``).
+
 ``spoc audit verify BUNDLE`` touches no database and no settings: an auditor can run it on a laptop that
 has only this package and the bundle. Pin the log's key with ``--log-key`` (from ``GET /v1/audit/keys``,
 the published key, or an earlier bundle you trust); without it the bundle's own key is used and its ID
@@ -47,14 +51,21 @@ def verify(
     witness_key: Annotated[
         list[str] | None, typer.Option("--witness-key", help="Trusted witness verifier key; repeatable.")
     ] = None,
+    region_anchor: Annotated[
+        Path | None,
+        typer.Option(
+            "--region-anchor",
+            help="The governance JWKS: the bundle's regional directory (the peers' witness keys) must be signed by it.",
+        ),
+    ] = None,
 ) -> None:
     """Verify the whole log in the database, or a BUNDLE offline; exit 1 naming the first bad entry."""
     if bundle is None:
-        if log_key or witness_key:
-            _usage("--log-key and --witness-key apply to a bundle; give the BUNDLE file")
+        if log_key or witness_key or region_anchor:
+            _usage("--log-key, --witness-key and --region-anchor apply to a bundle; give the BUNDLE file")
         _verify_database()
     else:
-        _verify_bundle(bundle, log_key or [], witness_key)
+        _verify_bundle(bundle, log_key or [], witness_key, region_anchor)
 
 
 def _verify_database() -> None:
@@ -75,8 +86,11 @@ def _verify_database() -> None:
     typer.echo(report.line())
 
 
-def _verify_bundle(path: Path, log_keys: list[str], witness_keys: list[str] | None) -> None:
+def _verify_bundle(
+    path: Path, log_keys: list[str], witness_keys: list[str] | None, region_anchor: Path | None
+) -> None:
     from broker.audit.bundle import verify_bundle
+    from broker.crypto import PublicKey
     from broker.crypto.note import NoteKey
     from broker.errors import InvalidInput
 
@@ -87,19 +101,86 @@ def _verify_bundle(path: Path, log_keys: list[str], witness_keys: list[str] | No
         pinned_witness = None if witness_keys is None else [NoteKey.from_vkey(k) for k in witness_keys]
     except InvalidInput as exc:
         _usage(f"bad verifier key: {exc.detail}")
+    anchor: list[PublicKey] | None = None
+    if region_anchor is not None:
+        try:
+            anchor = [PublicKey.from_jwk(k) for k in json.loads(region_anchor.read_text())["keys"]]
+        except (OSError, ValueError, KeyError, TypeError, InvalidInput):
+            _usage(f"{region_anchor} is not a readable JWKS of governance keys")
     try:
         data: Any = json.loads(path.read_bytes())
     except (ValueError, UnicodeDecodeError):
         _failed(f"bundle FAILED: {path} is not JSON")
-    report = verify_bundle(data, log_keys=pinned_log or None, witness_keys=pinned_witness)
+    report = verify_bundle(
+        data, log_keys=pinned_log or None, witness_keys=pinned_witness, region_anchor=anchor
+    )
+    if not report.ok:
+        _failed(report.line())
+    typer.echo(report.line())
+
+
+def _peer_client() -> Any:
+    """The HTTP client of calls to peer nodes (timeouts, no proxy from the environment, no redirects)."""
+    import httpx
+
+    from broker.config import get_settings
+
+    settings = get_settings()
+    return httpx.Client(
+        timeout=httpx.Timeout(settings.push_timeout_seconds, connect=settings.push_connect_timeout_seconds),
+        trust_env=False,
+        follow_redirects=False,
+    )
+
+
+@audit_app.command("peers")
+def peers(
+    submit: Annotated[
+        bool,
+        typer.Option(
+            "--submit/--no-submit", help="Send the latest checkpoint to the peers' witnesses first."
+        ),
+    ] = True,
+    gossip: Annotated[
+        bool,
+        typer.Option("--gossip/--no-gossip", help="Compare the peers' witnesses' views of every log first."),
+    ] = True,
+) -> None:
+    """Check that every other node of the region cosigned this node's latest checkpoint; exit 1 if not."""
+    from broker.config import get_settings
+    from broker.db import make_engine, make_sessionmaker, unit_of_work
+    from broker.witness.gossip import gossip_all
+    from broker.witness.report import peer_report
+    from broker.witness.submit import submit_all
+
+    engine = make_engine(get_settings())
+    factory = make_sessionmaker(engine)
+    try:
+        with _peer_client() as http:
+            if submit:
+                for result in submit_all(factory, http):
+                    if result.status not in ("cosigned", "already"):
+                        typer.echo(f"{result.node_id}: {result.status} {result.detail}".rstrip(), err=True)
+            if gossip:
+                gossip_all(factory, http)
+        with unit_of_work(factory) as session:
+            report = peer_report(session)
+    finally:
+        engine.dispose()
     if not report.ok:
         _failed(report.line())
     typer.echo(report.line())
 
 
 @audit_app.command("checkpoint")
-def checkpoint() -> None:
-    """Sequence pending entries, sign a checkpoint, have every contact point cosign it; print the note."""
+def checkpoint(
+    to_peers: Annotated[
+        bool,
+        typer.Option("--peers/--no-peers", help="Also have the region's other nodes' witnesses cosign it."),
+    ] = True,
+) -> None:
+    """Sequence pending entries, sign a checkpoint, have every contact point (and peer node) cosign it; print
+    the note."""
     from broker.audit import checkpoints as cps
     from broker.audit.models import AuditCheckpoint
     from broker.audit.service import sequence_all
@@ -130,6 +211,11 @@ def checkpoint() -> None:
                 result = cosign(session, DatabaseKeyStore(session, master), witness, row)
                 if result.status == "alert":
                     problems.append(f"{witness}: {result.detail}")
+        if to_peers:
+            from broker.witness.submit import submit_all
+
+            with _peer_client() as http:
+                submit_all(factory, http)
         with unit_of_work(factory) as session:
             problems.extend(a.detail for a in detect_forks(session))
             row = session.get(AuditCheckpoint, checkpoint_id)
@@ -186,6 +272,10 @@ def export(
                 issued = cps.issue(session, keys)
             if issued.checkpoint is None:
                 _failed(f"audit log REFUSED to sign: {issued.problem}")
+            from broker.witness.submit import submit_all
+
+            with _peer_client() as http:  # the peers' cosignatures on the anchor (none outside a region)
+                submit_all(factory, http)
         with unit_of_work(factory) as session:
             bundle = export_bundle(session, scope, criteria, actor=Actor(OPERATOR, "admin"))
     finally:

@@ -23,6 +23,7 @@ from broker.audit.tree import StoredTree
 from broker.audit.witness import witness_keys
 from broker.db import utcnow
 from broker.errors import Conflict
+from broker.region.models import InstalledDirectory
 
 EARLIER_CHECKPOINTS = 20
 """How many checkpoints before the anchor a bundle carries, each with its consistency proof."""
@@ -59,13 +60,14 @@ def export_bundle(
     ).all()
     bundle = {
         "format": FORMAT,
-        "origin": cps.ORIGIN,
+        "origin": anchor.origin,
         "exported_at": utcnow().astimezone(UTC).isoformat(),
         "exported_by": actor.name,
         "scope": scope.country,
         "filters": criteria.as_query(),
-        "log_keys": sorted(k.vkey for k in cps.log_keys(session).values()),
+        "log_keys": sorted(k.vkey for k in cps.log_verifiers(session)),
         "witness_keys": sorted(k.vkey for k in witness_keys(session).values()),
+        **_region(session),
         "checkpoint": cps.full_note(session, anchor),
         "earlier_checkpoints": [
             {
@@ -87,6 +89,14 @@ def export_bundle(
         details={"filters": criteria.as_query(), "entries": len(entries), "checkpoint_size": anchor.size},
     )
     return bundle
+
+
+def _region(session: Session) -> dict[str, Any]:
+    """The signed regional directory the node has (if any): it names the peers whose witnesses cosign."""
+    signed = session.scalar(
+        select(InstalledDirectory.signed).order_by(InstalledDirectory.version.desc()).limit(1)
+    )
+    return {} if signed is None else {"region_directory": signed}
 
 
 def _item(found: Found, proofs: dict[int, tuple[bytes, list[bytes]]]) -> dict[str, Any]:

@@ -8,7 +8,8 @@ stores in ``audit_nodes`` every complete Merkle subtree the batch finishes. Writ
 row", so concurrent writers cannot fork the log.
 
 ``audit_checkpoints`` are the log's signed tree heads (C2SP checkpoint notes); ``audit_cosignatures``
-the contact points' witness cosignatures of them; ``audit_witness_state`` the one mutable table, each
+the contact points' witness cosignatures of them, ``audit_peer_cosignatures`` the other nodes' witnesses'
+(C2SP tlog-witness, ``broker.witness``); ``audit_witness_state`` the one mutable table, each
 witness's last cosigned tree (what the next checkpoint must be consistent with); ``audit_alerts`` forks
 and inconsistencies found by the log, the witnesses or the verifier.
 """
@@ -116,6 +117,25 @@ class AuditCosignature(Base):
     witness: Mapped[str] = mapped_column(String(32))  # the contact point, e.g. AL-SPOC
     kid: Mapped[str] = mapped_column(String(64))
     signed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    line: Mapped[str] = mapped_column(Text)
+
+
+class AuditPeerCosignature(Base):
+    """Another node's witness's ``cosignature/v1`` line on one of our checkpoints (C2SP tlog-witness).
+
+    Stored only after the line verified against the witness key the regional directory lists for that node;
+    ``countries`` are the countries that node serves, as the directory said then (what an auditor reads)."""
+
+    __tablename__ = "audit_peer_cosignatures"
+    __table_args__ = (UniqueConstraint("checkpoint_id", "node_id", "key_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    checkpoint_id: Mapped[int] = mapped_column(BigId, ForeignKey("audit_checkpoints.id"), index=True)
+    node_id: Mapped[str] = mapped_column(String(32))  # the peer node, e.g. "xk"
+    countries: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    witness: Mapped[str] = mapped_column(String(255))  # the cosignature's key name, e.g. spoc/witness/xk
+    key_id: Mapped[str] = mapped_column(String(8))  # hex of the C2SP key ID
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the cosignature's own timestamp
     line: Mapped[str] = mapped_column(Text)
 
 

@@ -9,7 +9,9 @@ In one pass over the log, in position order, batch by batch:
 * whenever the recomputed tree reaches the size of a signed checkpoint, its root must equal the signed
   root (a consistent rewrite of entries, leaves, links and nodes together: only signatures catch that).
 
-Every checkpoint's log signature is checked first, against the log keys in the key registry. The report
+Every checkpoint's log signature is checked first, against the log keys in the key registry, under the
+origin the row names, which must be one this log has had (the legacy one, or a name a regional directory
+gave its key: ``checkpoints.accepted_origins``). The report
 names the first bad position: exactly for the first three kinds; for a consistent rewrite, the first
 position after the last checkpoint that still matches, which is as precise as signed data allows.
 """
@@ -22,11 +24,12 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from broker.audit.checkpoints import log_keys, open_checkpoint
+from broker.audit.checkpoints import accepted_origins, log_public_keys, open_checkpoint
 from broker.audit.merkle import EMPTY_ROOT, Frontier, Node
 from broker.audit.models import AuditCheckpoint, AuditEntry, AuditLeaf, AuditNode, AuditPending
 from broker.audit.service import GENESIS, LogReport, chain_hash, entry_document, leaf_hash
 from broker.audit.tree import among
+from broker.crypto.note import ED25519, NoteKey
 from broker.errors import VerificationError
 
 
@@ -65,14 +68,15 @@ def _stored_nodes(session: Session, computed: dict[Node, bytes]) -> dict[Node, b
 
 def _signed_checkpoints(session: Session) -> tuple[list[AuditCheckpoint], str | None]:
     """All checkpoints by size, after checking each one's log signature; or the first bad one's problem."""
-    keys = log_keys(session)
+    keys = log_public_keys(session)
+    origins = accepted_origins(session)
     rows = list(session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.size, AuditCheckpoint.id)))
     for row in rows:
-        key = keys.get(row.kid)
+        raw = keys.get(row.kid)
         try:
-            if key is None:
-                raise VerificationError("unknown or revoked log key")
-            body = open_checkpoint(row.note, [key])
+            if raw is None or row.origin not in origins:
+                raise VerificationError("unknown or revoked log key, or an origin this log never had")
+            body = open_checkpoint(row.note, [NoteKey(row.origin, ED25519, raw)])
         except VerificationError:
             return rows, f"checkpoint {row.id} does not carry a valid signature by a current log key"
         if (body.size, body.root) != (row.size, row.root):

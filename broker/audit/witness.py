@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from broker.audit import merkle
 from broker.audit.alerts import raise_alert
-from broker.audit.checkpoints import HeldKeys, latest, log_keys, open_checkpoint
+from broker.audit.checkpoints import HeldKeys, latest, log_verifiers, open_checkpoint
 from broker.audit.models import AuditAlert, AuditCheckpoint, AuditCosignature, AuditWitnessState
 from broker.audit.tree import StoredTree
 from broker.crypto import PublicKey
@@ -106,7 +106,7 @@ def cosign(
         return Cosigned(witness, checkpoint.id, "alert", detail)
 
     try:
-        body = open_checkpoint(checkpoint.note, list(log_keys(session).values()))
+        body = open_checkpoint(checkpoint.note, log_verifiers(session))
     except VerificationError:
         return alert("bad-signature", f"checkpoint {checkpoint.id} does not carry a valid log signature")
     if (body.size, body.root) != (checkpoint.size, checkpoint.root):

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker.audit.actions import AuditAction
-from broker.audit.checkpoints import LOG_PARTY, ORIGIN
+from broker.audit.checkpoints import LOG_PARTY, node_origin
 from broker.audit.service import Actor, record
 from broker.crypto import MasterKey, NoteKey, PublicKey
 from broker.crypto.note import COSIGNATURE_V1
@@ -227,7 +227,7 @@ def node_entry(
         )
     if not contact_points:
         raise InvalidInput("this node holds no contact point's keys; seed it first (spoc seed --country CC)")
-    log_key = NoteKey.from_public_key(ORIGIN, keys.signing_key(LOG_PARTY).public)
+    log_key = NoteKey.from_public_key(node_origin(node_id), keys.signing_key(LOG_PARTY).public)
     witness_key = NoteKey.from_public_key(
         f"spoc/witness/{node_id}", keys.signing_key(WITNESS_PARTY).public, sig_type=COSIGNATURE_V1
     )

@@ -80,6 +80,11 @@ MATRIX: list[tuple[str, str, Expect, Expect, Expect, Expect, Expect, Expect, Exp
     ("GET",  "/v1/hop/ledger",                                          401, 401, 401,     401, 401,  401,  401),
     ("GET",  "/v1/hop/ledger/{peer_node}",                              401, 401, 403,     403, 503,  503,  503),
     ("POST", "/v1/hop/reconcile",                                       401, 401, 403,     403, 503,  503,  503),
+    # --- the witness (C2SP tlog-witness): open to all, the log's signature is the credential; with no directory
+    # installed this node witnesses no log (404; an empty list); its own log's consistency proofs are public -----
+    ("POST", "/v1/witness/add-checkpoint",                              404, 404, 404,     404, 404,  404,  404),
+    ("GET",  "/v1/witness/checkpoints",                                 200, 200, 200,     200, 200,  200,  200),
+    ("GET",  "/v1/witness/consistency",                                 200, 200, 200,     200, 200,  200,  200),
     ("POST", "/v1/auth/login",                                          200, 200, 200,     200, 200,  200,  200),
     ("POST", "/v1/auth/logout",                                         401, 401, 204,     204, 204,  204,  204),
     ("GET",  "/ui",                                                     303, 303, 303,     303, 303,  303,  303),
@@ -374,6 +379,7 @@ BODIES: dict[tuple[str, str], Callable[[Call], dict[str, Any]]] = {
     ("GET", "/v1/audit/proofs/consistency"): lambda call: {
         "params": {"first": 1, "second": call.world.tree_size}
     },
+    ("GET", "/v1/witness/consistency"): lambda call: {"params": {"old": 1, "new": call.world.tree_size}},
     ("GET", "/v1/audit/export"): lambda call: {"params": {"message": call.world.outbound["UNCLASSIFIED"]}},
     ("POST", "/v1/admin/keys/{kid}/revoke"): lambda call: {"json": {"reason": "access matrix"}},
     ("POST", "/v1/region/directory"): lambda call: {"json": {}},

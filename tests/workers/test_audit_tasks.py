@@ -45,6 +45,10 @@ def test_the_beat_signs_checkpoints_and_the_witnesses_cosign_them(monkeypatch: p
     assert schedule["audit-checkpoint"]["task"] == "spoc.audit.checkpoint"
     assert schedule["audit-witness"]["task"] == "spoc.audit.witness"
     assert {"spoc.audit.checkpoint", "spoc.audit.witness"} <= set(app.tasks)
+    # Between nodes (broker.witness): submission to the peers' witnesses, and gossip between witnesses.
+    assert schedule["witness-submit"]["task"] == "spoc.witness.submit"
+    assert schedule["witness-gossip"]["task"] == "spoc.witness.gossip"
+    assert {"spoc.witness.submit", "spoc.witness.gossip"} <= set(app.tasks)
 
     with unit_of_work(runtime().sessionmaker) as session:
         record(session, actor=SYSTEM, action=AuditAction.MESSAGE_QUEUED, object_type="message", object_id="b")
