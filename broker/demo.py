@@ -204,18 +204,26 @@ def _scenario(
 
 
 def verify_nodes(
-    urls: Mapping[str, str], folders: Mapping[str, Path], say: Callable[[str], None]
+    urls: Mapping[str, str],
+    folders: Mapping[str, Path],
+    say: Callable[[str], None],
+    *,
+    cosign_timeout: float = 90.0,
 ) -> dict[str, Any]:
-    """Verify every node's audit log, as its regional auditor: the whole log recomputed (``POST
-    /v1/audit/verify``, what ``spoc audit verify`` does on the node), a checkpoint signed now, and that
-    checkpoint's note checked against the node's log key *as the regional directory lists it* — so a node
-    cannot pass off a log signed by a key the region does not know. Then the hook for the cosignatures
-    that the other nodes make as witnesses (``verify_peer_cosignatures``)."""
+    """Verify every node's audit log, as its regional auditor, and its peers' witness cosignatures.
+
+    On each node: the whole log recomputed (``POST /v1/audit/verify``, what ``spoc audit verify`` does on the
+    node) and a checkpoint signed now. Then, once the nodes' witness beat has sent those checkpoints to the
+    other nodes (C2SP tlog-witness, ``broker.witness.submit``), each checkpoint's note is checked against the
+    node's log key *as the regional directory lists it* — so a node cannot pass off a log signed by a key the
+    region does not know — and must carry a verified cosignature from every other node's witness key: each
+    country vouches that it saw that tree and that it extends every tree it saw before."""
     by_url: dict[str, str] = {}
     for country, url in urls.items():
         by_url.setdefault(url, country)
     reports = []
     with contextlib.ExitStack() as clients:
+        signed: list[tuple[str, str, OfficerClient, dict[str, Any], dict[str, Any]]] = []
         for url, country in by_url.items():
             accounts = json.loads((folders[country] / "demo-accounts.json").read_text())
             auditor = clients.enter_context(
@@ -223,11 +231,47 @@ def verify_nodes(
             )
             report = auditor.verify_audit()
             checkpoint = auditor._call("POST", "/v1/audit/checkpoints")
+            signed.append((url, country, auditor, report, checkpoint))
+        for url, country, auditor, report, checkpoint in signed:
             directory = _directory(url)
             if directory is not None:
-                cosigners = verify_peer_cosignatures(directory, url, checkpoint["note"])
-                report["summary"] += f"; checkpoint {checkpoint['size']} signed by its listed log key"
-                report["summary"] += f", cosigned by peers: {', '.join(cosigners) or 'none yet'}"
+                others = sorted(
+                    n.node_id for n in directory.nodes if str(n.base_url).rstrip("/") != url.rstrip("/")
+                )
+
+                def cosigned(
+                    auditor: OfficerClient = auditor,
+                    checkpoint: dict[str, Any] = checkpoint,
+                    directory: RegionDirectory = directory,
+                    url: str = url,
+                    others: list[str] = others,
+                ) -> list[str] | None:
+                    # The witnesses cosign the node's newest checkpoint; one at least as large as ours vouches for
+                    # ours too (each witness checked that it extends every tree it cosigned before).
+                    for later in auditor._call("GET", "/v1/audit/checkpoints?limit=5")["checkpoints"]:
+                        if later["size"] >= checkpoint["size"]:
+                            found = verify_peer_cosignatures(directory, url, later["note"])
+                            if found == others:
+                                return found
+                    return None
+
+                try:
+                    cosigners = _wait(f"every peer's cosignature on {country}'s checkpoint", cosigned,
+                                      timeout=cosign_timeout)  # fmt: skip
+                except TimeoutError:
+                    newest = auditor._call("GET", "/v1/audit/checkpoints?limit=1")["checkpoints"][0]
+                    missing = sorted(
+                        set(others) - set(verify_peer_cosignatures(directory, url, newest["note"]))
+                    )
+                    report["ok"] = False
+                    report["summary"] += (
+                        f"; checkpoint {checkpoint['size']} NOT cosigned by {', '.join(missing)}"
+                    )
+                else:
+                    report["summary"] += (
+                        f"; checkpoint {checkpoint['size']} (or a later one) signed by its listed log key and "
+                        f"cosigned by every other node ({', '.join(cosigners)})"
+                    )
             where = f"{country} node" if len(by_url) > 1 else "the hub"
             say(f"  {where}: {report['summary']}")
             reports.append(report)
@@ -236,7 +280,8 @@ def verify_nodes(
         summary = str(reports[0]["summary"])
     elif ok:
         summary = (
-            f"audit log verified: every node ({', '.join(by_url.values())}), each against its listed log key"
+            f"audit log verified: every node ({', '.join(by_url.values())}), each against its listed log key "
+            "and cosigned by every other node"
         )
     else:
         failed = [c for c, r in zip(by_url.values(), reports, strict=True) if not r["ok"]]
@@ -258,10 +303,8 @@ def verify_peer_cosignatures(directory: RegionDirectory, url: str, note: str) ->
     for the node at ``url`` (VerificationError otherwise), and every cosignature made by another node's
     ``witness_key``; returns the ids of the peers whose cosignature verified.
 
-    HOOK: cross-node witnessing (C2SP tlog-witness between nodes) is being added separately; once peers
-    cosign each other's checkpoints, this is where the demo requires them (e.g. every peer's cosignature
-    on a checkpoint at least as large as the hops it received). Today it verifies what exists: the log
-    key, and any peer cosignature present."""
+    A cosignature line under a peer's key name that does not verify fails the whole note (VerificationError):
+    a forged cosignature is never just "missing"."""
     me = next(n for n in directory.nodes if str(n.base_url).rstrip("/") == url.rstrip("/"))
     log_key = NoteKey.from_vkey(me.log_key)
     peers = {NoteKey.from_vkey(n.witness_key): n.node_id for n in directory.nodes if n.node_id != me.node_id}

@@ -53,8 +53,15 @@ def witness_name(witness: str) -> str:
 
 
 def witnesses(session: Session) -> list[str]:
-    """Every contact point, as a witness id."""
-    return list(session.scalars(select(ContactPoint.id).order_by(ContactPoint.id)).all())
+    """Every contact point this node holds a private key of, as a witness id. A node of a region knows the
+    other countries' contact points by their public keys only: they witness this log from their own nodes
+    (``broker.witness``), never here."""
+    held = select(PartyKey.party_id).where(PartyKey.private_sealed.is_not(None))
+    return list(
+        session.scalars(
+            select(ContactPoint.id).where(ContactPoint.id.in_(held)).order_by(ContactPoint.id)
+        ).all()
+    )
 
 
 def witness_keys(session: Session) -> dict[str, NoteKey]:

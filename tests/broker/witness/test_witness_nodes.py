@@ -26,6 +26,7 @@ from broker.audit.models import AuditAlert, AuditCheckpoint, AuditEntry, AuditLe
 from broker.audit.search import EntryFilter, Scope
 from broker.audit.service import SYSTEM, Actor, record, sequence_all
 from broker.audit.tree import StoredTree
+from broker.audit.witness import witnesses as local_witnesses
 from broker.crypto.note import NoteKey, NoteSigner, open_note, sign_note
 from broker.messages.models import ReviewNotification
 from broker.witness.gossip import gossip_all
@@ -72,6 +73,10 @@ def test_each_node_s_checkpoints_are_cosigned_by_the_other_countries_nodes(
     al = witness_region.nodes["AL"]
     first = checkpoint(al)
     assert first.origin == "spoc/al/audit-log"  # the name the directory gives AL's log key
+    # The in-node witnesses are the contact points this node holds: the other countries' contact points,
+    # known here by public keys only, witness from their own nodes (the beat's local round must not try them).
+    with al.session() as session:
+        assert local_witnesses(session) == ["AL-SPOC"]
     with witness_region.network() as network:
         done = {s.node_id: s.status for s in submit_all(al.sessions, network)}
         assert done == {"xk": "cosigned", "mk": "cosigned", "ext": "unreachable"}
