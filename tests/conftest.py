@@ -54,9 +54,19 @@ def pg_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _redis_db() -> int:
+    """A Redis database for this run: odd 1..13, its even neighbour left for the fault suite (which flushes
+    it; tests/faults/conftest.py). Under pytest-xdist each worker draws from its own residue class, so two
+    workers of one run never share a database."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    slots = [s for s in range(7) if s % workers == worker % workers] or list(range(7))
+    return 1 + 2 * secrets.choice(slots)
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    db = 1 + secrets.randbelow(14)
+    db = _redis_db()
     try:
         redis.Redis.from_url(f"{REDIS_URL}/{db}", socket_connect_timeout=3).ping()
     except redis.RedisError as exc:
@@ -133,3 +143,34 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 def _clear_settings_cache() -> Iterator[None]:
     yield
     get_settings.cache_clear()
+
+
+# Folders whose tests share one package- or session-scoped fixture that is expensive to build (a running
+# stack, a seeded world, a browser): under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``) each
+# goes to one worker whole. Every other module is one unit, so module-scoped fixtures are built once too.
+SHARED_FOLDERS = ("tests/access/", "tests/browser/", "tests/faults/")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks into the node ids
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        group = next((folder for folder in SHARED_FOLDERS if module.startswith(folder)), module)
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+FAULT_REPORTS: list[str] = []  # "name: counts" of each fault and soak run, from whichever worker ran it
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown":
+        FAULT_REPORTS.extend(
+            str(value) for key, value in report.user_properties if key == "delivery under faults"
+        )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FAULT_REPORTS:
+        terminalreporter.section("delivery under faults")
+        for line in FAULT_REPORTS:
+            terminalreporter.write_line(line)
