@@ -32,6 +32,10 @@ from tests.factories import Region
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379"
 REQUIRE = os.environ.get("SPOC_REQUIRE_SERVICES") == "1"
+# Accounts made in tests (the seeded region, every `spoc seed`/`spoc run` the tests start) hash their
+# passwords with argon2's cheapest parameters: what is tested is who may log in, not argon2's cost. The
+# default cost is kept by a run that sets this to 0 (broker.accounts.service, Settings).
+os.environ.setdefault("SPOC_TEST_CHEAP_PASSWORD_HASH", "1")
 
 
 def _unavailable(what: str, exc: Exception) -> None:
