@@ -11,6 +11,7 @@ import os
 import secrets
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -150,17 +151,23 @@ def _clear_settings_cache() -> Iterator[None]:
 
 
 # Folders whose tests share one package- or session-scoped fixture that is expensive to build (a running
-# stack, a seeded world, a browser): under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``) each
-# goes to one worker whole. Every other module is one unit, so module-scoped fixtures are built once too.
+# stack, a seeded world, a browser). Under pytest-xdist (``make test`` runs ``-n 2``) each of these folders,
+# and every other module, goes to one worker whole and in order, so module and package fixtures are built
+# once and tests that build on each other's state within a module keep seeing it. (xdist's own
+# ``--dist loadgroup`` renames node ids, which pytest 9 no longer lets it do; a scheduler does it here.)
 SHARED_FOLDERS = ("tests/access/", "tests/browser/", "tests/faults/")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks into the node ids
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        module = item.nodeid.split("::", 1)[0]
-        group = next((folder for folder in SHARED_FOLDERS if module.startswith(folder)), module)
-        item.add_marker(pytest.mark.xdist_group(group))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]  # xdist has no py.typed
+
+    class ByModule(LoadScopeScheduling):  # type: ignore[misc]  # an untyped base, see above
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return next((folder for folder in SHARED_FOLDERS if module.startswith(folder)), module)
+
+    return ByModule(config, log)
 
 
 FAULT_REPORTS: list[str] = []  # "name: counts" of each fault and soak run, from whichever worker ran it
