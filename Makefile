@@ -39,7 +39,7 @@ test: $(STAMP) services
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow" -n 2  # two workers; a module (or a shared folder) stays on one (tests/conftest.py)
 
 test-full: $(STAMP) services
 	$(BIN)/pytest -q

@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     # Set when clients reach spoc over HTTPS (directly or through a TLS-terminating proxy): responses carry
     # Strict-Transport-Security and every cookie is marked Secure.
     behind_tls: bool = False
+    # Test suites only: new password hashes use argon2's cheapest parameters (broker.accounts.service).
+    # Refused in production; never set by spoc itself.
+    test_cheap_password_hash: bool = False
 
     @model_validator(mode="after")
     def _defaults_and_production_rules(self) -> Settings:
@@ -124,6 +127,8 @@ class Settings(BaseSettings):
             self.broker_url = f"sqla+sqlite:///{(self.data_dir / 'queue.db').resolve()}"
         if self.environment == "production" and self.master_key is None:
             raise ValueError("SPOC_MASTER_KEY must be set in production")
+        if self.environment == "production" and self.test_cheap_password_hash:
+            raise ValueError("SPOC_TEST_CHEAP_PASSWORD_HASH is for test suites; unset it in production")
         one_source = self.login_source_account_burst + (
             self.login_failure_window_seconds / self.login_source_account_refill_seconds
         )

@@ -11,6 +11,7 @@ import os
 import secrets
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -32,6 +33,10 @@ from tests.factories import Region
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379"
 REQUIRE = os.environ.get("SPOC_REQUIRE_SERVICES") == "1"
+# Accounts made in tests (the seeded region, every `spoc seed`/`spoc run` the tests start) hash their
+# passwords with argon2's cheapest parameters: what is tested is who may log in, not argon2's cost. The
+# default cost is kept by a run that sets this to 0 (broker.accounts.service, Settings).
+os.environ.setdefault("SPOC_TEST_CHEAP_PASSWORD_HASH", "1")
 
 
 def _unavailable(what: str, exc: Exception) -> None:
@@ -54,9 +59,19 @@ def pg_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _redis_db() -> int:
+    """A Redis database for this run: odd 1..13, its even neighbour left for the fault suite (which flushes
+    it; tests/faults/conftest.py). Under pytest-xdist each worker draws from its own residue class, so two
+    workers of one run never share a database."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    slots = [s for s in range(7) if s % workers == worker % workers] or list(range(7))
+    return 1 + 2 * secrets.choice(slots)
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    db = 1 + secrets.randbelow(14)
+    db = _redis_db()
     try:
         redis.Redis.from_url(f"{REDIS_URL}/{db}", socket_connect_timeout=3).ping()
     except redis.RedisError as exc:
@@ -133,3 +148,40 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 def _clear_settings_cache() -> Iterator[None]:
     yield
     get_settings.cache_clear()
+
+
+# Folders whose tests share one package- or session-scoped fixture that is expensive to build (a running
+# stack, a seeded world, a browser). Under pytest-xdist (``make test`` runs ``-n 2``) each of these folders,
+# and every other module, goes to one worker whole and in order, so module and package fixtures are built
+# once and tests that build on each other's state within a module keep seeing it. (xdist's own
+# ``--dist loadgroup`` renames node ids, which pytest 9 no longer lets it do; a scheduler does it here.)
+SHARED_FOLDERS = ("tests/access/", "tests/browser/", "tests/faults/")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]  # xdist has no py.typed
+
+    class ByModule(LoadScopeScheduling):  # type: ignore[misc]  # an untyped base, see above
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return next((folder for folder in SHARED_FOLDERS if module.startswith(folder)), module)
+
+    return ByModule(config, log)
+
+
+FAULT_REPORTS: list[str] = []  # "name: counts" of each fault and soak run, from whichever worker ran it
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown":
+        FAULT_REPORTS.extend(
+            str(value) for key, value in report.user_properties if key == "delivery under faults"
+        )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FAULT_REPORTS:
+        terminalreporter.section("delivery under faults")
+        for line in FAULT_REPORTS:
+            terminalreporter.write_line(line)

@@ -6,11 +6,14 @@ SHA-256, so a copy of the database does not log anyone in. Every login, failure 
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import argon2.profiles
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import ColumnElement, case, or_, select, update
@@ -35,15 +38,29 @@ MAX_FAILED_LOGINS = LoginPolicy.max_failures
 FAILURE_WINDOW = LoginPolicy.failure_window
 LOCKOUT = LoginPolicy.lockout
 DEFAULT_POLICY = LoginPolicy()
-_hasher = PasswordHasher()
-# A hash to verify against when the user does not exist, so timing does not reveal usernames.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+# Test suites only (``Settings.test_cheap_password_hash``, refused in production): new hashes use argon2's
+# cheapest parameters, so the hundreds of accounts and logins of a test run cost microseconds, not ~0.1 s
+# each. Verifying reads the parameters from the stored hash, so hashes made either way verify either way.
+CHEAP_HASH_VARIABLE = "SPOC_TEST_CHEAP_PASSWORD_HASH"
+
+
+@functools.cache
+def _hasher() -> PasswordHasher:
+    if os.environ.get(CHEAP_HASH_VARIABLE, "").lower() in ("1", "true"):
+        return PasswordHasher.from_parameters(argon2.profiles.CHEAPEST)
+    return PasswordHasher()  # argon2id, RFC 9106's second recommendation (t=3, m=64 MiB, p=4)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against when the user does not exist, so timing does not reveal usernames."""
+    return _hasher().hash(secrets.token_urlsafe(16))
 
 
 def hash_password(password: str) -> str:
     if len(password) < 12:
         raise InvalidInput("passwords have at least 12 characters")
-    return _hasher.hash(password)
+    return _hasher().hash(password)
 
 
 def create_user(
@@ -171,7 +188,7 @@ def login(
             )
     ok = False
     try:
-        ok = _hasher.verify(user.password_hash if user else _DUMMY_HASH, password) and user is not None
+        ok = _hasher().verify(user.password_hash if user else _dummy_hash(), password) and user is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         ok = False
     step: int | None = None

@@ -1,4 +1,4 @@
-"""One running stack for the whole fault suite (faults and soak), and the soak counts in the summary."""
+"""One running stack for the whole fault suite (faults and soak); each run's counts go to the summary."""
 
 from __future__ import annotations
 
@@ -28,15 +28,12 @@ def agencies(stack: Stack) -> Iterator[Agencies]:
 
 
 @pytest.fixture
-def run(stack: Stack, agencies: Agencies) -> Iterator[Run]:
+def run(stack: Stack, agencies: Agencies, request: pytest.FixtureRequest) -> Iterator[Run]:
     current = Run(stack, agencies)
     current.start()
+    already = len(REPORTS)
     yield current
     current.stop()
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if REPORTS:
-        terminalreporter.section("delivery under faults")
-        for name, report in REPORTS:
-            terminalreporter.write_line(f"{name}: {report.line()}")
+    # Carried on the test's report so the summary (tests/conftest.py) has it under pytest-xdist as well.
+    for name, report in REPORTS[already:]:
+        request.node.user_properties.append(("delivery under faults", f"{name}: {report.line()}"))

@@ -84,7 +84,11 @@ def test_context_is_required(master: MasterKey) -> None:
         master.encrypt(b"secret", context="")
 
 
-@pytest.mark.parametrize("bad", ["", "c2hvcnQ", "!" * 43, MasterKey.generate_secret()[:40]])
+@pytest.mark.parametrize(
+    "bad",
+    ["", "c2hvcnQ", "!" * 43, MasterKey.generate_secret()[:40]],
+    ids=["empty", "short", "not-base64url", "truncated"],  # fixed ids: the last value is random per process
+)
 def test_weak_or_malformed_secrets_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="master key secret") as info:
         MasterKey.from_secret(bad)
