@@ -17,7 +17,7 @@ def test_demo_runs_end_to_end_and_verifies_the_audit_log(tmp_path: Path) -> None
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPOC_")}
     spoc = Path(sys.executable).with_name("spoc")
     result = subprocess.run(
-        [str(spoc), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240, check=False
+        [str(spoc), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400, check=False
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
@@ -33,5 +33,18 @@ def test_demo_runs_end_to_end_and_verifies_the_audit_log(tmp_path: Path) -> None
         if re.match(r"\s+[A-Z]{2} node: audit log verified:", line)
     ]
     assert verified == ["XK node", "AL node", "MK node", "BA node"]
+    # each node's log is cosigned by the witnesses of the three other countries' nodes (C2SP tlog-witness)
+    cosigned = {
+        line.split(":")[0].strip(): line.rsplit("(", 1)[-1].rstrip(")")
+        for line in lines
+        if "cosigned by every other node (" in line and " node: " in line
+    }
+    assert cosigned == {
+        "XK node": "al, ba, mk",
+        "AL node": "ba, mk, xk",
+        "MK node": "al, ba, xk",
+        "BA node": "al, mk, xk",
+    }
     assert "every node (XK, AL, MK, BA)" in lines[-1]
+    assert "cosigned by every other node" in lines[-1]
     assert list(tmp_path.iterdir()) == []  # everything lived in its own temporary folder

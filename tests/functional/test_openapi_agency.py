@@ -39,7 +39,11 @@ def test_every_post_that_takes_a_body_declares_it(client: TestClient) -> None:
             continue
         takes_a_body += 1
         operation = spec["paths"][route.path_format]["post"]
-        body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+        content = operation.get("requestBody", {}).get("content", {})
+        # JSON everywhere, except the C2SP tlog-witness call, whose body the spec fixes as text
+        body = content.get(
+            "text/plain" if route.path_format.startswith("/v1/witness/") else "application/json", {}
+        )
         if "schema" not in body:
             missing.append(route.path_format)
     assert takes_a_body >= 5
