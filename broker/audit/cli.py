@@ -147,6 +147,7 @@ def peers(
     ] = True,
 ) -> None:
     """Check that every other node of the region cosigned this node's latest checkpoint; exit 1 if not."""
+    import broker.models  # noqa: F401 - every mapper registered: a gossip alert notifies (foreign key to users)
     from broker.config import get_settings
     from broker.db import make_engine, make_sessionmaker, unit_of_work
     from broker.witness.gossip import gossip_all
@@ -181,6 +182,7 @@ def checkpoint(
 ) -> None:
     """Sequence pending entries, sign a checkpoint, have every contact point (and peer node) cosign it; print
     the note."""
+    import broker.models  # noqa: F401 - every mapper registered: an alert notifies (foreign key to users)
     from broker.audit import checkpoints as cps
     from broker.audit.models import AuditCheckpoint
     from broker.audit.service import sequence_all

@@ -2,7 +2,8 @@
 (``spoc run --country CC``: API and worker with beat), its own PostgreSQL database, its own master key and
 its own Redis queue namespace, joined by one signed regional directory that the test, as the region's
 governance, signs and installs on each node over HTTP. Driven only through the doors users use: agencies and
-officers over HTTP, a hostile node's signed POSTs over HTTP; the databases are read, never written.
+officers over HTTP, a hostile node's signed POSTs over HTTP; the databases are read, never written, except by
+the last test, where AL's operator turns hostile: it uses its own database and master key to sign a forked log.
 
 One region for the module (one start-up); each test makes its own messages and counts only those.
 """
@@ -30,14 +31,19 @@ import pytest
 import redis
 from sqlalchemy import Engine, create_engine, func, select, text
 
-from broker.audit.models import AuditEntry
+from broker.audit import checkpoints as cps
+from broker.audit import merkle
+from broker.audit.models import AuditEntry, AuditLeaf
+from broker.audit.service import sequence_all
+from broker.audit.tree import StoredTree
 from broker.client.agency import AgencyClient
 from broker.client.credentials import AgencyCredentials
 from broker.client.officer import OfficerClient
 from broker.crypto import KeyPair, MasterKey, countersign
 from broker.crypto.countersign import statement_of
 from broker.crypto.httpsig import NODE_LABEL, sign_request
-from broker.db import make_sessionmaker
+from broker.crypto.note import NoteSigner, sign_note
+from broker.db import make_sessionmaker, unit_of_work
 from broker.hop.models import Hop
 from broker.hop.service import HOP_PATH, hop_body
 from broker.keys.models import PartyKey
@@ -45,6 +51,7 @@ from broker.keys.service import DatabaseKeyStore
 from broker.launcher import free_port
 from broker.localregion import agreements
 from broker.messages.models import CustodyStep, Message
+from broker.witness.protocol import ADD_CHECKPOINT, SUBMISSION_PREFIX, request_body
 from tests.broker.region.region_builders import draft, signed
 from tests.conftest import PG_ADMIN, REDIS_URL, _unavailable
 
@@ -517,3 +524,123 @@ def test_no_node_holds_another_country_s_private_key(region: Region) -> None:
             if other != cc:
                 assert not [m for m in material if m in dump], f"{cc}'s database holds {other}'s private keys"
         assert all(m in dump for m in secrets[cc][len(OWN) + 1 :])  # the search finds what is there
+
+
+# Last in the module: it leaves AL's log forked (and a peer-fork alert on XK's and MK's nodes).
+
+
+def _pg_busy(node: Node) -> int:
+    """Connections to the node's database in the middle of something (a query, or an open transaction)."""
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        found = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND state <> 'idle'", (node.database,)
+        ).fetchone()
+    return int(found[0]) if found else 0
+
+
+@contextlib.contextmanager
+def _worker_paused(node: Node) -> Iterator[None]:
+    """SIGSTOP the node's worker (with its beat and pool: one process group), resumed at the end: its beat
+    must not sign and submit AL's own checkpoints while the test, as AL's operator, shows the witnesses what it
+    chooses. Stopped only while it holds no transaction (a lock held by a stopped process would block us)."""
+    worker = next(p for p in node.children() if b"celery" in Path(f"/proc/{p}/cmdline").read_bytes())
+    try:
+        for _ in range(50):
+            os.killpg(worker, signal.SIGSTOP)
+            time.sleep(0.2)
+            if not _pg_busy(node):
+                break
+            os.killpg(worker, signal.SIGCONT)
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"{node.country}'s database never fell idle")
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker, signal.SIGCONT)
+
+
+def _spoc_audit(node: Node, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SPOC), "audit", *args], env=node.env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def _witnessed(witness: Node, origin: str) -> dict[str, Any]:
+    """What ``witness`` publishes for gossip as the latest checkpoint it cosigned of ``origin``."""
+    listed = httpx.get(witness.url + SUBMISSION_PREFIX + "/checkpoints", timeout=15).json()["checkpoints"]
+    return next(c for c in listed if c["origin"] == origin)
+
+
+def test_a_node_that_forks_its_log_is_caught_by_its_peers(region: Region) -> None:
+    al, xk, mk = region.nodes["AL"], region.nodes["XK"], region.nodes["MK"]
+    with _worker_paused(al):
+        # 1. AL signs a checkpoint and both peers' witnesses cosign it, through the installed commands.
+        signed_cp = _spoc_audit(al, "checkpoint")
+        assert signed_cp.returncode == 0, signed_cp.stdout + signed_cp.stderr
+        checked = _spoc_audit(al, "peers")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert "cosigned by mk (MK), xk (XK)" in checked.stdout
+        with al.officer("regional-auditor") as auditor:
+            first = auditor._call("GET", "/v1/audit/checkpoints?limit=1")["checkpoints"][0]
+        assert {c["node"] for c in first["peer_cosignatures"]} == {"mk", "xk"}
+        origin, n1 = first["origin"], first["size"]
+        assert origin == "spoc/al/audit-log"
+        assert _witnessed(xk, origin)["size"] == _witnessed(mk, origin)["size"] == n1
+
+        # 2. AL's operator, hostile. The log grows (logins over HTTP are audited); then two checkpoints of one
+        # size S, both signed with AL's log key: the stored tree's, shown to XK, and another tree with the
+        # same first n1 entries and then others (so that a valid proof from n1 exists), shown to MK.
+        for _ in range(3):
+            al.officer("al-officer").close()
+        with unit_of_work(make_sessionmaker(al.engine)) as session:
+            sequence_all(session)
+        with unit_of_work(make_sessionmaker(al.engine)) as session:
+            keys = DatabaseKeyStore(session, al.master)
+            real = cps.issue(session, keys).checkpoint
+            assert real is not None
+            size, real_note = real.size, real.note
+            assert size > n1
+            real_proof = StoredTree(session).consistency_proof(n1, size)
+            leaves = [
+                bytes.fromhex(h)
+                for h in session.scalars(select(AuditLeaf.leaf_hash).order_by(AuditLeaf.seq).limit(size))
+            ]
+            other = leaves[:n1] + [merkle.leaf_hash(f"rewritten {i}".encode()) for i in range(size - n1)]
+            forged_root = merkle.root_of(other)
+            assert forged_root != real.root
+            text_ = cps.CheckpointBody(origin, size, forged_root, int(time.time())).text()
+            signer = NoteSigner.from_keypair(origin, key=keys.signing_key(cps.LOG_PARTY))
+            forged_note = sign_note(text_, signer)
+        forged_proof = [merkle.root_of(other[a:b]) for a, b in merkle.consistency_ranges(n1, size)]
+        for witness, proof, note in ((xk, real_proof, real_note), (mk, forged_proof, forged_note)):
+            shown = httpx.post(
+                witness.url + ADD_CHECKPOINT,
+                content=request_body(n1, proof, note),
+                headers={"content-type": "text/plain; charset=utf-8"},
+                timeout=15,
+            )
+            assert shown.status_code == 200, shown.text
+            assert shown.text.startswith(f"\u2014 spoc/witness/{witness.country.lower()} ")
+        assert (_witnessed(xk, origin)["note"], _witnessed(mk, origin)["note"]) == (real_note, forged_note)
+
+        # 3. Gossip, run by each witness's operator with the installed command: each compares the other's
+        # view of AL's log with its own, two signed trees of one size, and says so (exit 1).
+        for witness in (xk, mk):
+            gossiped = _spoc_audit(witness, "peers", "--no-submit")
+            assert gossiped.returncode == 1, gossiped.stdout + gossiped.stderr
+            assert "peer-fork by witness:al" in gossiped.stdout
+
+            # What the witness node's auditor sees, over HTTP: the alert, and the entry with both signed notes.
+            with witness.officer("regional-auditor") as auditor:
+                alerts = auditor._call("GET", "/v1/audit/alerts")["alerts"]
+                entries = auditor._call("GET", "/v1/audit/entries?action=log:fork-detected&actor=witness:al")[
+                    "entries"
+                ]
+            assert {a["kind"] for a in alerts if a["reporter"] == "witness:al"} == {"peer-fork"}
+            assert entries, f"no log:fork-detected entry on {witness.country}'s node"
+            details = entries[0]["details"]
+            assert details["kind"] == "peer-fork"
+            assert {details["evidence"]["ours"], details["evidence"]["theirs"]} == {real_note, forged_note}
+            assert details["evidence"]["origin"] == origin
+            assert set(entries[0]["countries"]) >= set(COUNTRIES)
