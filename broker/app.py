@@ -536,12 +536,16 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.master_key = MasterKey.from_secret(settings.master_key_secret())
     app.state.limiter = make_limiter(
-        broker_url=settings.broker_url, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst
+        broker_url=settings.broker_url,
+        key_prefix=settings.broker_key_prefix,
+        rate=settings.rate_limit_per_second,
+        burst=settings.rate_limit_burst,
     )
     # Its own buckets (prefix "denied:"), never an agency's: a throttled denial costs no request token.
     app.state.denial_throttle = DenialThrottle(
         make_limiter(
             broker_url=settings.broker_url,
+            key_prefix=settings.broker_key_prefix,
             rate=settings.audit_denials_per_minute / 60,
             burst=settings.audit_denials_per_minute,
         )

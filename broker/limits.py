@@ -167,12 +167,15 @@ class _Unlimited:
         return Decision(True, 0.0)
 
 
-def make_limiter(*, broker_url: str, rate: float, burst: int) -> RateLimiter:
-    """Redis buckets on a Redis deployment, in-process buckets otherwise; no limit when ``rate`` is 0."""
+def make_limiter(*, broker_url: str, rate: float, burst: int, key_prefix: str = "") -> RateLimiter:
+    """Redis buckets on a Redis deployment, in-process buckets otherwise; no limit when ``rate`` is 0.
+
+    ``key_prefix`` (``SPOC_BROKER_KEY_PREFIX``) keeps the buckets of nodes that share one Redis apart: one
+    country's login storm must not throttle another country's ``admin``."""
     if rate <= 0:
         return _Unlimited()
     if broker_url.startswith(("redis://", "rediss://")):
-        return RedisBuckets(broker_url, rate=rate, burst=burst)
+        return RedisBuckets(broker_url, rate=rate, burst=burst, prefix=f"{key_prefix}spoc:rate:")
     return MemoryBuckets(rate=rate, burst=burst)
 
 

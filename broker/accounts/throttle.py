@@ -59,11 +59,13 @@ class LoginThrottle:
         return cls(
             per_source=make_limiter(
                 broker_url=settings.broker_url,
+                key_prefix=settings.broker_key_prefix,
                 rate=1 / settings.login_source_refill_seconds,
                 burst=settings.login_source_burst,
             ),
             per_source_account=make_limiter(
                 broker_url=settings.broker_url,
+                key_prefix=settings.broker_key_prefix,
                 rate=1 / settings.login_source_account_refill_seconds,
                 burst=settings.login_source_account_burst,
             ),

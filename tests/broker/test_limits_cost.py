@@ -60,3 +60,16 @@ def test_memory_buckets_stay_bounded_and_keep_a_draining_bucket_under_a_flood_of
     # later-0, the oldest of them and still draining (one token left), survived: the refilled flood went first
     assert buckets.take("later-0").allowed
     assert not buckets.take("later-0").allowed
+
+
+def test_nodes_sharing_one_redis_keep_their_buckets_apart(redis_url: str) -> None:
+    """Two nodes on one Redis, each with its own SPOC_BROKER_KEY_PREFIX: emptying one's bucket for a key
+    leaves the other's full."""
+    from broker.limits import make_limiter
+
+    run = uuid.uuid4().hex
+    al = make_limiter(broker_url=redis_url, rate=0.01, burst=2, key_prefix=f"{run}-al:")
+    xk = make_limiter(broker_url=redis_url, rate=0.01, burst=2, key_prefix=f"{run}-xk:")
+    assert al.take("login:admin", 2).allowed
+    assert not al.take("login:admin").allowed
+    assert xk.take("login:admin", 2).allowed  # another node's bucket of the same name, untouched
