@@ -9,6 +9,8 @@ reason (problem+json) and is audited on the refusing side; nothing of the refuse
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -94,7 +96,7 @@ def receive_hop(
     """Take a message a peer node forwards (envelope, origin custody, the origin's statement on the sender's
     key); answer with this node's signed transport receipt. The same hop again gets the same receipt."""
     parsed = _parsed(body)
-    try:
+    with _refusals_audited(session, peer, _claimed_message(parsed), request_id(request)):
         receipt = receive(
             session,
             keys,
@@ -103,14 +105,6 @@ def receive_hop(
             body=parsed,
             request_id=request_id(request),
         )
-    except SpocError as exc:
-        if exc.status >= 500:
-            raise
-        session.rollback()
-        _audit_refusal(session, peer, _claimed_message(parsed), exc, request_id(request))
-        session.commit()
-        exc.audited = True  # as hop:refused; not again as access:denied
-        raise
     return HopReceipt(receipt=receipt)
 
 
@@ -131,7 +125,7 @@ def receive_hop_event(
     point) and apply it to this node's copy of the message; answer with this node's signed transport
     receipt. The same event again gets the same receipt; other content under its id is a conflict."""
     parsed = _parsed(body)
-    try:
+    with _refusals_audited(session, peer, claimed_of(parsed), request_id(request)):
         receipt = receive_event(
             session,
             keys,
@@ -140,15 +134,26 @@ def receive_hop_event(
             body=parsed,
             request_id=request_id(request),
         )
+    return HopReceipt(receipt=receipt)
+
+
+@contextlib.contextmanager
+def _refusals_audited(
+    session: Session, peer: Peer, claimed: dict[str, Any], rid: str | None
+) -> Iterator[None]:
+    """A refused hop (4xx) is recorded as ``hop:refused`` on this side, in its own transaction (the
+    request's is rolled back with whatever it was refused), and marked audited so the edge does not write it
+    again as ``access:denied``. A 5xx is this node's failure, not a refusal: it propagates untouched."""
+    try:
+        yield
     except SpocError as exc:
         if exc.status >= 500:
             raise
         session.rollback()
-        _audit_refusal(session, peer, claimed_of(parsed), exc, request_id(request))
+        _audit_refusal(session, peer, claimed, exc, rid)
         session.commit()
-        exc.audited = True  # as hop:refused; not again as access:denied
+        exc.audited = True
         raise
-    return HopReceipt(receipt=receipt)
 
 
 def _parsed(body: bytes) -> dict[str, Any]:

@@ -156,8 +156,6 @@ def add_checkpoint(
             f"the checkpoint carries no valid signature by {node.node_id}'s log key", reason="log-signature"
         ) from None
     checkpoint = CheckpointText.parse(verified.text)
-    if checkpoint.origin != origin:  # pragma: no cover - the origin is the text's first line
-        raise InvalidInput("the checkpoint's origin changed while parsing", reason="malformed")
     if request.old > checkpoint.size:
         raise InvalidInput(
             f"old size {request.old} is larger than the checkpoint's size {checkpoint.size}",

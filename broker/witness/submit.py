@@ -144,7 +144,7 @@ def accept_cosignatures(session: Session, peer: DirectoryNode, checkpoint_id: in
         except VerificationError:
             log.warning("a cosignature from %s does not verify; ignored", peer.node_id)
             continue
-        if when is None:  # pragma: no cover - a cosignature/v1 key always yields its time
+        if when is None:  # a signature without a time is not a cosignature/v1: not a witness's word
             continue
         exists = session.scalar(
             select(AuditPeerCosignature.id).where(
