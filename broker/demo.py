@@ -365,38 +365,7 @@ def _pending(
         message_id: str = client.submit(envelope)["message_id"]
         return message_id
 
-    urgent = {
-        "level": "urgent",
-        "urgency_reason": "threat-to-life-or-physical-integrity",
-        "urgency_explanation": "A witness in the case has been threatened; the suspect may be armed.",
-        "information_access": "direct",
-    }
-    made: dict[str, str] = {}
-    made["urgent"] = send(
-        "AL-ASP", "MK", "Whereabouts of a suspect seen near the border.", category="murder", priority=urgent
-    )
-    made["four_eyes"] = send(
-        "AL-ASP",
-        "ME",
-        "Bank accounts linked to the network.",
-        category="money-laundering",
-        classification="CONFIDENTIAL",
-    )
-    officer("al-officer2").decide(made["four_eyes"], "approve")  # the first of two officers
-    made["h3"] = send(
-        "AL-BMP",
-        "HR",
-        "Entries of the listed vehicles; not for use as evidence.",
-        category="migrant-smuggling",
-        handling_codes=("H0", "H3"),
-    )
-    made["returned"] = send("AL-ASP", "SI", "Records of the person below.", category="drug-trafficking")
-    officer("al-officer").decide(
-        made["returned"], "return", reason="Please add the person's date of birth and the case reference."
-    )
-    made["near_deadline"] = send(
-        "AL-ASP", "HR", "Phone subscriber behind the number below.", category="kidnapping", priority=urgent
-    )
+    made = _al_outbound(send, officer, elsewhere=("MK", "ME", "HR", "SI", "HR"))
     for sender, country, cp in (("XK-KP", "AL", "xk-officer"), ("ME-UP", "AL", "me-officer")):
         message_id = send(
             sender, country, "Criminal record of the person below.", category="migrant-smuggling"
@@ -510,38 +479,7 @@ def _regional(
         message_id: str = client.submit(envelope)["message_id"]
         return message_id
 
-    urgent = {
-        "level": "urgent",
-        "urgency_reason": "threat-to-life-or-physical-integrity",
-        "urgency_explanation": "A witness in the case has been threatened; the suspect may be armed.",
-        "information_access": "direct",
-    }
-    made: dict[str, str] = {}
-    made["urgent"] = send(
-        "AL-ASP", "MK", "Whereabouts of a suspect seen near the border.", category="murder", priority=urgent
-    )
-    made["four_eyes"] = send(
-        "AL-ASP",
-        "XK",
-        "Bank accounts linked to the network.",
-        category="money-laundering",
-        classification="CONFIDENTIAL",
-    )
-    officer("al-officer2").decide(made["four_eyes"], "approve")  # the first of two officers
-    made["h3"] = send(
-        "AL-BMP",
-        "MK",
-        "Entries of the listed vehicles; not for use as evidence.",
-        category="migrant-smuggling",
-        handling_codes=("H0", "H3"),
-    )
-    made["returned"] = send("AL-ASP", "XK", "Records of the person below.", category="drug-trafficking")
-    officer("al-officer").decide(
-        made["returned"], "return", reason="Please add the person's date of birth and the case reference."
-    )
-    made["near_deadline"] = send(
-        "AL-ASP", "MK", "Phone subscriber behind the number below.", category="kidnapping", priority=urgent
-    )
+    made = _al_outbound(send, officer, elsewhere=("MK", "XK", "MK", "XK", "MK"))
     for sender, country, category, question in WAITING:
         made[f"waiting_{sender}_{country}"] = send(sender, country, question, category=category)
     inbound: dict[str, str] = {}
@@ -576,4 +514,53 @@ def _regional(
     )
     if "AL" in settings:
         _move_clock_back(settings["AL"], made["near_deadline"], hours=NEAR_DEADLINE_HOURS)
+    return made
+
+
+def _al_outbound(
+    send: Callable[..., str], officer: Callable[[str], OfficerClient], *, elsewhere: tuple[str, ...]
+) -> dict[str, str]:
+    """AL's outbound queue as the demo leaves it, on the hub and on AL's node alike: an urgent request, a
+    CONFIDENTIAL one with the first of its two approvals, one under H3, one returned for clarification and
+    one that will be moved near its deadline. ``elsewhere`` names the five destinations, in that order (the
+    hub has every country; a region only its own)."""
+    urgent = {
+        "level": "urgent",
+        "urgency_reason": "threat-to-life-or-physical-integrity",
+        "urgency_explanation": "A witness in the case has been threatened; the suspect may be armed.",
+        "information_access": "direct",
+    }
+    to_urgent, to_four_eyes, to_h3, to_returned, to_near = elsewhere
+    made: dict[str, str] = {}
+    made["urgent"] = send(
+        "AL-ASP",
+        to_urgent,
+        "Whereabouts of a suspect seen near the border.",
+        category="murder",
+        priority=urgent,
+    )
+    made["four_eyes"] = send(
+        "AL-ASP",
+        to_four_eyes,
+        "Bank accounts linked to the network.",
+        category="money-laundering",
+        classification="CONFIDENTIAL",
+    )
+    officer("al-officer2").decide(made["four_eyes"], "approve")  # the first of two officers
+    made["h3"] = send(
+        "AL-BMP",
+        to_h3,
+        "Entries of the listed vehicles; not for use as evidence.",
+        category="migrant-smuggling",
+        handling_codes=("H0", "H3"),
+    )
+    made["returned"] = send(
+        "AL-ASP", to_returned, "Records of the person below.", category="drug-trafficking"
+    )
+    officer("al-officer").decide(
+        made["returned"], "return", reason="Please add the person's date of birth and the case reference."
+    )
+    made["near_deadline"] = send(
+        "AL-ASP", to_near, "Phone subscriber behind the number below.", category="kidnapping", priority=urgent
+    )
     return made
