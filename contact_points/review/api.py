@@ -12,8 +12,9 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from broker.accounts.models import User
 from broker.app import audit_denial
+from broker.crosscheck.service import basis_text, links_for
 from broker.deps import DbSession, Keys
-from broker.errors import Conflict, SpocError
+from broker.errors import Conflict, NotFound, SpocError
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.clock import deadline_events
 from broker.messages.dissemination import as_wire, pending_for_contact_point, requests_for
@@ -162,6 +163,34 @@ def get_cp_message(message_id: str, officer: CpOfficer, session: DbSession, keys
     """Metadata, chain of custody (signatures checked), deadline history and the decisions open to you."""
     message, _, direction = message_in_scope(session, officer.user, message_id)
     return detail(session, keys, officer.user, message, direction)
+
+
+@router.get("/messages/{message_id}/links", operation_id="list_cp_message_links")
+def list_cp_message_links(message_id: str, officer: CpOfficer, session: DbSession) -> dict[str, Any]:
+    """The case file's cross-check links of a message in your queues (metadata only, newest first).
+
+    Each item names the other message, why the two are linked (``basis``: kinds of selector matched, never
+    their values), whether the other was held first, and when the link was made. A linked message outside your
+    queues is left out, not even its existence shown. Its content is read, within your clearance and audited,
+    at ``content_url``."""
+    _, cp, _ = message_in_scope(session, officer.user, message_id)
+    links = []
+    for link in links_for(session, cp.id, message_id):
+        try:
+            other, _, _ = message_in_scope(session, officer.user, link.other_id)
+        except NotFound:
+            continue
+        links.append(
+            {
+                "message": summary(other),
+                "basis": link.basis,
+                "basis_text": basis_text(link.basis),
+                "earlier": link.earlier,
+                "linked_at": link.created_at.isoformat(),
+                "content_url": f"/v1/cp/messages/{other.id}/content",
+            }
+        )
+    return {"message_id": message_id, "links": links}
 
 
 @router.get("/messages/{message_id}/content", operation_id="read_cp_message_content")

@@ -31,6 +31,7 @@ OTHER_AUDITOR = ("al-auditor",)  # a national auditor of a country the exchange 
 SCOPE_TABLE: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("GET",  "/v1/cp/messages/{message_id}",                            OUT,      OTHER_CPS),
     ("GET",  "/v1/cp/messages/{message_id}/content",                    OUT,      OTHER_CPS),
+    ("GET",  "/v1/cp/messages/{message_id}/links",                      OUT,      OTHER_CPS),
     ("POST", "/v1/cp/messages/{message_id}/conditions/acknowledgement", OUT,      OTHER_CPS),
     ("POST", "/v1/cp/messages/{message_id}/decisions",                  OUT,      OTHER_CPS),
     ("GET",  "/ui/messages/{message_id}",                               OUT,      OTHER_CPS),

@@ -3,6 +3,7 @@ for every officer of the contact point, content only for an officer cleared for 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from collections.abc import Iterator
 
@@ -14,7 +15,7 @@ from broker.audit.models import AuditEntry
 from broker.client.agency import AgencyClient
 from broker.client.officer import OfficerClient
 from tests.broker.crosscheck.scenario import Linked, two_countries_ask
-from tests.broker.messages.spoc_builders import committed
+from tests.broker.messages.spoc_builders import committed, officer_headers
 from tests.contact_points.test_ui_pages import log_in
 from tests.factories import Region, agency_client, officer_client
 
@@ -97,3 +98,38 @@ def test_a_link_stays_in_one_contact_points_case_file(
     html = client.get(f"/ui/messages/{linked.earlier}").text
     assert "Stanković" in html
     assert linked.incoming not in html
+
+
+def test_the_api_lists_links_as_metadata_and_reads_content_only_within_clearance(
+    client: TestClient, region: Region, linked: Linked
+) -> None:
+    """``GET /v1/cp/messages/{id}/links``: the same links the page shows, metadata only; the content of the
+    linked message is read at its ``content_url``, which refuses (and audits) an uncleared officer."""
+    restricted = officer_headers(client, region, "mk-officer")  # RESTRICTED
+    answer = client.get(f"/v1/cp/messages/{linked.earlier}/links", headers=restricted)
+    assert answer.status_code == 200, answer.text
+    # (the module's earlier tests linked other pairs of the same person: this pair's link is among them)
+    (link,) = [x for x in answer.json()["links"] if x["message"]["message_id"] == linked.incoming]
+    assert link["basis_text"].startswith("same name")
+    assert link["message"]["origin_country"] == "ME"
+    assert set(link) == {"message", "basis", "basis_text", "earlier", "linked_at", "content_url"}
+    assert SECRET not in answer.text
+    assert "Станковић" not in answer.text
+    assert "Stanković" not in answer.text
+    content = client.get(link["content_url"], headers=restricted).json()
+    assert content["readable"] is False
+    assert content["payload_b64"] is None
+
+    cleared = officer_headers(client, region, "mk-officer2")  # CONFIDENTIAL
+    links = client.get(f"/v1/cp/messages/{linked.incoming}/links", headers=cleared).json()["links"]
+    (link,) = [x for x in links if x["message"]["message_id"] == linked.earlier]
+    assert link["earlier"] is True
+    payload = client.get(link["content_url"], headers=cleared).json()["payload_b64"]
+    assert "Stanković" in base64.b64decode(payload).decode()
+
+    # AL sent the earlier request but never held ME's: no link in AL's case file, and ME's message is not
+    # named; a message outside the officer's queues is 404, never a hint.
+    al = officer_headers(client, region, "al-officer2")
+    al_links = client.get(f"/v1/cp/messages/{linked.earlier}/links", headers=al).json()["links"]
+    assert linked.incoming not in [x["message"]["message_id"] for x in al_links]
+    assert client.get(f"/v1/cp/messages/{linked.incoming}/links", headers=al).status_code == 404
