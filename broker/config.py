@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     # how often it looks (broker.region.refresh; the directory is signed, so any source will do).
     region_directory_url: str | None = None
     region_refresh_seconds: float = Field(default=600.0, gt=0)
+    # How often each node reconciles its hops with every peer over the last 7 days (broker.hop.reconcile;
+    # mismatches raise an alert, every run is a `hop:reconciled` entry); 0 turns the schedule off.
+    region_reconcile_seconds: float = Field(default=86400.0, ge=0)
     # Denied calls (401, 403, 404 out of scope, four eyes) are audit entries; at most this many a minute per
     # caller (per source address for anonymous calls) are written, the rest counted (broker.audit.denials).
     audit_denials_per_minute: int = Field(default=30, ge=1)

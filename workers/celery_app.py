@@ -85,6 +85,18 @@ def create_celery(settings: Settings) -> Celery:
                 "schedule": settings.region_refresh_seconds,
                 "options": {"expires": settings.region_refresh_seconds},
             },
+            # Reconciliation of the hops with every peer (broker.hop.reconcile), daily by default.
+            **(
+                {
+                    "region-reconcile": {
+                        "task": "spoc.region.reconcile",
+                        "schedule": settings.region_reconcile_seconds,
+                        "options": {"expires": settings.region_reconcile_seconds},
+                    }
+                }
+                if settings.region_reconcile_seconds > 0
+                else {}
+            ),
             # The case file: cross-check new messages against what each contact point holds.
             "crosscheck-batch": {
                 "task": "spoc.crosscheck.batch",

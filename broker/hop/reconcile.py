@@ -28,15 +28,15 @@ import httpx
 from fastapi import APIRouter, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from broker.audit.actions import AuditAction
 from broker.audit.alerts import raise_alert
 from broker.audit.service import Actor, record
 from broker.config import Settings
-from broker.crypto import digest
+from broker.crypto import MasterKey, digest
 from broker.crypto.httpsig import NODE_LABEL, sign_request
-from broker.db import utcnow
+from broker.db import unit_of_work, utcnow
 from broker.deps import Auditor, DbSession, Keys, Principal, SettingsDep
 from broker.errors import InvalidInput, NotFound, NotPermitted, SpocError
 from broker.hop.api import CurrentPeer
@@ -235,6 +235,57 @@ def record_failure(session: Session, *, peer_id: str, exc: SpocError, actor: Act
             "detail": exc.detail[:300],
         },
     )
+
+
+def reconcile_with(
+    factory: sessionmaker[Session],
+    master: MasterKey,
+    client: httpx.Client,
+    *,
+    peer_id: str,
+    since: datetime,
+    until: datetime,
+    actor: Actor,
+) -> dict[str, Any]:
+    """One online run outside a request (the CLI, the beat task): three short transactions, none held open
+    across the peer's answer; a run that cannot compare is recorded (``record_failure``) and re-raised."""
+    try:
+        with unit_of_work(factory) as session:
+            prepared = prepare(
+                session, DatabaseKeyStore(session, master), peer_id=peer_id, since=since, until=until
+            )
+        theirs = fetch(prepared, client=client)
+    except SpocError as exc:
+        with unit_of_work(factory) as session:
+            record_failure(session, peer_id=peer_id, exc=exc, actor=actor)
+        raise
+    with unit_of_work(factory) as session:
+        return conclude(session, prepared, theirs, actor=actor)
+
+
+def reconcile_all(
+    factory: sessionmaker[Session], master: MasterKey, client: httpx.Client, *, actor: Actor
+) -> dict[str, str]:
+    """The scheduled run: this node's hops with every other node of the installed directory over the default
+    period (the last 7 days), each peer alone (one unreachable peer does not stop the others). Per peer:
+    ``reconciled``, ``mismatch`` (an alert was raised) or ``failed: <reason>`` (recorded in the log)."""
+    with unit_of_work(factory) as session:
+        directory = live_directory(session).directory
+        me = this_node(session, directory).node_id
+    since, until = period(None, None, now=utcnow())
+    outcomes: dict[str, str] = {}
+    for node in directory.nodes:
+        if node.node_id == me:
+            continue
+        try:
+            report = reconcile_with(
+                factory, master, client, peer_id=node.node_id, since=since, until=until, actor=actor
+            )
+        except SpocError as exc:
+            outcomes[node.node_id] = f"failed: {exc.extra.get('reason') or type(exc).__name__}"
+            continue
+        outcomes[node.node_id] = "reconciled" if report["ok"] else "mismatch"
+    return outcomes
 
 
 def peer_client(settings: Settings) -> httpx.Client:

@@ -336,29 +336,24 @@ def _inner(a: dict[str, Any], b: dict[str, Any], name: str, pick: Any) -> Any:
 
 def _online(peer: str, since: Any, until: Any) -> dict[str, Any]:
     from broker.crypto import MasterKey
-    from broker.db import make_engine, make_sessionmaker, unit_of_work, utcnow
-    from broker.hop.reconcile import conclude, fetch, peer_client, period, prepare, record_failure
-    from broker.keys.service import DatabaseKeyStore
+    from broker.db import make_engine, make_sessionmaker, utcnow
+    from broker.hop.reconcile import peer_client, period, reconcile_with
 
     settings = get_settings()
     engine = make_engine(settings)
-    sessions = make_sessionmaker(engine)
     master = MasterKey.from_secret(settings.master_key_secret())
     start, end = period(since, until, now=utcnow())
     try:
-        try:
-            with unit_of_work(sessions) as session:
-                prepared = prepare(
-                    session, DatabaseKeyStore(session, master), peer_id=peer, since=start, until=end
-                )
-            with peer_client(settings) as client:
-                theirs = fetch(prepared, client=client)
-        except SpocError as exc:
-            with unit_of_work(sessions) as session:
-                record_failure(session, peer_id=peer, exc=exc, actor=OPERATOR)
-            raise
-        with unit_of_work(sessions) as session:
-            return conclude(session, prepared, theirs, actor=OPERATOR)
+        with peer_client(settings) as client:
+            return reconcile_with(
+                make_sessionmaker(engine),
+                master,
+                client,
+                peer_id=peer,
+                since=start,
+                until=end,
+                actor=OPERATOR,
+            )
     finally:
         engine.dispose()
 

@@ -165,6 +165,40 @@ def test_hops_both_ways_reconcile_online_by_api_and_command_and_offline_from_exp
     assert [f["node"] for f in json.loads(refused.stdout)["not_in_log"]] == ["xk"]
 
 
+def test_the_beat_reconciles_with_every_peer_and_records_each_run(region: Region) -> None:
+    """The scheduled run (``spoc.region.reconcile``, in the node's own worker environment): every other node
+    of the directory, the last 7 days, each run a ``hop:reconciled`` entry by the system; a peer that does
+    not answer is recorded as failed, not raised."""
+    al = region.nodes["AL"]
+    _hop(al, region.nodes["XK"], "AL-ASP")
+    before = len(_audited(al, "hop:reconciled"))
+    code = "import json; from workers.region_tasks import reconcile; print(json.dumps(reconcile()))"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPOC_")} | al.env
+    ran = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout.strip().splitlines()[-1]) == {"xk": "reconciled"}
+    runs = _audited(al, "hop:reconciled")[before:]
+    assert [(outcome, details["peer"]) for outcome, details in runs] == [("ok", "xk")]
+    with al.connect() as conn:
+        actor = conn.execute(
+            "SELECT actor FROM audit_entries WHERE action = 'hop:reconciled' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    assert actor is not None
+    assert actor[0] == "spoc"
+
+    import workers.region_tasks  # noqa: F401 - registers the task
+    from broker.config import Settings
+    from workers.celery_app import app, create_celery
+
+    schedule = create_celery(Settings(region_reconcile_seconds=3600)).conf.beat_schedule
+    assert schedule["region-reconcile"]["task"] == "spoc.region.reconcile"
+    assert schedule["region-reconcile"]["schedule"] == 3600
+    assert "region-reconcile" not in create_celery(Settings(region_reconcile_seconds=0)).conf.beat_schedule
+    assert "spoc.region.reconcile" in app.tasks
+
+
 def test_a_received_hop_deleted_by_the_receiving_operator_is_sent_not_received(region: Region) -> None:
     al, xk = region.nodes["AL"], region.nodes["XK"]
     since = _now()
