@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -194,27 +194,32 @@ def peer_client() -> httpx.Client:
 
 @dataclass
 class PeerCache:
-    """Peers' answers kept a few minutes (failures one), per peer and period; thread-safe."""
+    """Peers' answers kept a few minutes (failures one), per peer and period; thread-safe. ``client_factory``
+    makes the HTTP client for a round of questions (a test passes one bound to its nodes' transports)."""
 
+    client_factory: Callable[[], httpx.Client] = peer_client
     ok_seconds: float = 300.0
     failed_seconds: float = 60.0
     _kept: dict[tuple[str, str, str], tuple[float, PeerFigures]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def figures(
-        self, requests: Sequence[PeerRequest], client_factory: Any = peer_client
-    ) -> list[PeerFigures]:
+    def figures(self, requests: Sequence[PeerRequest]) -> list[PeerFigures]:
+        """Every peer's figures, from the cache where fresh, asked (concurrently) where not."""
         now = time.monotonic()
-        keyed = {(r.peer.node_id, stamp(r.period.start), stamp(r.period.end)): r for r in requests}
+        keyed = {_key(r): r for r in requests}
         with self._lock:
             fresh = {k: v for k, (until, v) in self._kept.items() if until > now and k in keyed}
         missing = [r for k, r in keyed.items() if k not in fresh]
         if missing:
-            with client_factory() as client:
-                for request, got in zip(missing, fetch_all(missing, client), strict=True):
-                    key = (request.peer.node_id, stamp(request.period.start), stamp(request.period.end))
-                    fresh[key] = got
+            with self.client_factory() as client:
+                answers = fetch_all(missing, client)
+            with self._lock:
+                for request, got in zip(missing, answers, strict=True):
+                    fresh[_key(request)] = got
                     ttl = self.ok_seconds if got.status == "ok" else self.failed_seconds
-                    with self._lock:
-                        self._kept[key] = (now + ttl, got)
+                    self._kept[_key(request)] = (now + ttl, got)
         return [fresh[k] for k in keyed]
+
+
+def _key(request: PeerRequest) -> tuple[str, str, str]:
+    return (request.peer.node_id, stamp(request.period.start), stamp(request.period.end))

@@ -24,7 +24,7 @@ H = timedelta(hours=1)
 D = timedelta(days=1)
 LIMIT = {("urgent", "direct"): 8 * H, ("urgent", "indirect"): 3 * D, ("normal", "direct"): 7 * D}
 JUDICIAL = "judicial-authorisation-pending"
-RESPONDER = {"HR": "HR-POL", "SI": "SI-POL", "AL": "AL-ASP", "RS": "RS-MUP", "ME": "ME-UP"}
+RESPONDER = {"HR": "HR-POL", "SI": "SI-POL", "AL": "AL-ASP", "RS": "RS-MUP", "ME": "ME-UP", "XK": "XK-KP"}
 
 
 def at(month: int, day: int, hour: int = 0) -> datetime:
@@ -71,7 +71,10 @@ def _message(
         envelope={
             "spoc": "1",
             "header": header,
-            "payload": {"ciphertext": "Q09OVEVOVCBPRiBUSEUgUkVRVUVTVA", "protected": "eyJlbmMiOiJBMjU2R0NNIn0"},
+            "payload": {
+                "ciphertext": "Q09OVEVOVCBPRiBUSEUgUkVRVUVTVA",
+                "protected": "eyJlbmMiOiJBMjU2R0NNIn0",
+            },
             "signature": "c2lnbmF0dXJl",
         },
         digest=f"sha-256:{uuid.uuid4().hex}",
@@ -180,64 +183,144 @@ def seed_year(session: Session) -> Traffic:
     t = Traffic(session)
     # --- received by HR (destination HR) ---------------------------------------------------------------
     # from SI
-    t.request("R1", sender="SI-POL", to="HR", started=at(1, 10, 8), urgent="direct", state="answered",
-              answered=at(1, 10, 12))  # 4 h: within 8 h
-    t.request("R2", sender="SI-POL", to="HR", started=at(2, 3, 9), state="answered",
-              answered=at(2, 7, 9))  # 4 d: within 7 d
-    t.request("R3", sender="SI-DT", to="HR", started=at(3, 1), state="refused",
-              refused=(at(3, 2), "not-available"))
-    t.request("R4", sender="SI-POL", to="HR", started=at(4, 1, 10), state="answered",
-              answered=at(4, 10, 10))  # 9 d: late
-    t.request("R5", sender="SI-DT", to="HR", started=at(5, 5), urgent="indirect", state="answered",
-              extended=(at(5, 6), 3 * D, JUDICIAL), answered=at(5, 9))  # beyond its 3 d limit, within the
+    t.request(
+        "R1",
+        sender="SI-POL",
+        to="HR",
+        started=at(1, 10, 8),
+        urgent="direct",
+        state="answered",
+        answered=at(1, 10, 12),
+    )  # 4 h: within 8 h
+    t.request(
+        "R2", sender="SI-POL", to="HR", started=at(2, 3, 9), state="answered", answered=at(2, 7, 9)
+    )  # 4 d: within 7 d
+    t.request(
+        "R3", sender="SI-DT", to="HR", started=at(3, 1), state="refused", refused=(at(3, 2), "not-available")
+    )
+    t.request(
+        "R4", sender="SI-POL", to="HR", started=at(4, 1, 10), state="answered", answered=at(4, 10, 10)
+    )  # 9 d: late
+    t.request(
+        "R5",
+        sender="SI-DT",
+        to="HR",
+        started=at(5, 5),
+        urgent="indirect",
+        state="answered",
+        extended=(at(5, 6), 3 * D, JUDICIAL),
+        answered=at(5, 9),
+    )  # beyond its 3 d limit, within the
     # extended one: on time; Art. 18(d) counts it (the limit of Art. 5(1) was exceeded awaiting the judge)
     # from AL
-    t.request("R6", sender="AL-ASP", to="HR", started=at(6, 2, 8), urgent="direct", state="answered",
-              answered=at(6, 2, 20))  # 12 h for an 8 h limit: late
-    t.request("R7", sender="AL-ASP", to="HR", started=at(6, 10), state="refused",
-              refused=(at(6, 11), "minor-offence"))
-    t.request("R8", sender="AL-PRO", to="HR", started=at(7, 1), state="refused",
-              extended=(at(7, 5), 7 * D, JUDICIAL),
-              refused=(at(7, 12), "judicial-authorisation-refused"))  # refused after its 7 d: (d) counts it
-    t.request("R9", sender="AL-ASP", to="HR", started=at(8, 1), state="clarification_requested",
-              paused_at=at(8, 2))  # paused for clarification
+    t.request(
+        "R6",
+        sender="AL-ASP",
+        to="HR",
+        started=at(6, 2, 8),
+        urgent="direct",
+        state="answered",
+        answered=at(6, 2, 20),
+    )  # 12 h for an 8 h limit: late
+    t.request(
+        "R7",
+        sender="AL-ASP",
+        to="HR",
+        started=at(6, 10),
+        state="refused",
+        refused=(at(6, 11), "minor-offence"),
+    )
+    t.request(
+        "R8",
+        sender="AL-PRO",
+        to="HR",
+        started=at(7, 1),
+        state="refused",
+        extended=(at(7, 5), 7 * D, JUDICIAL),
+        refused=(at(7, 12), "judicial-authorisation-refused"),
+    )  # refused after its 7 d: (d) counts it
+    t.request(
+        "R9", sender="AL-ASP", to="HR", started=at(8, 1), state="clarification_requested", paused_at=at(8, 2)
+    )  # paused for clarification
     # from RS: R10 was returned for clarification (2 days) and amended; the amended version counts, once
-    first = t.request("R10-returned", sender="RS-MUP", to="HR", started=at(9, 15), state="superseded",
-                      paused_at=at(9, 16))
-    t.request("R10", sender="RS-MUP", to="HR", started=at(9, 15), state="answered", paused=2 * D,
-              supersedes=first.id, answered=at(9, 23))  # 8 d elapsed, 6 d running: within 7 d
-    t.request("R11", sender="RS-MUP", to="HR", started=at(10, 20, 10), urgent="direct",
-              state="destination_review")  # still open, long overdue
-    t.request("R12", sender="RS-BP", to="HR", started=at(11, 1), state="refused",
-              refused=(at(11, 3), "not-available"))
+    first = t.request(
+        "R10-returned", sender="RS-MUP", to="HR", started=at(9, 15), state="superseded", paused_at=at(9, 16)
+    )
+    t.request(
+        "R10",
+        sender="RS-MUP",
+        to="HR",
+        started=at(9, 15),
+        state="answered",
+        paused=2 * D,
+        supersedes=first.id,
+        answered=at(9, 23),
+    )  # 8 d elapsed, 6 d running: within 7 d
+    t.request(
+        "R11", sender="RS-MUP", to="HR", started=at(10, 20, 10), urgent="direct", state="destination_review"
+    )  # still open, long overdue
+    t.request(
+        "R12",
+        sender="RS-BP",
+        to="HR",
+        started=at(11, 1),
+        state="refused",
+        refused=(at(11, 3), "not-available"),
+    )
     # from ME
-    t.request("R13", sender="ME-UP", to="HR", started=at(11, 28), state="answered",
-              extended=(at(12, 1), 5 * D, JUDICIAL), answered=at(12, 3))  # 5 d: within the 7 d limit
+    t.request(
+        "R13",
+        sender="ME-UP",
+        to="HR",
+        started=at(11, 28),
+        state="answered",
+        extended=(at(12, 1), 5 * D, JUDICIAL),
+        answered=at(12, 3),
+    )  # 5 d: within the 7 d limit
     # anyway, so (d) does not count it although an extension was recorded
     # not received by HR in 2025
-    t.request("X1", sender="SI-POL", to="HR", started=datetime(2024, 12, 31, 23, tzinfo=UTC), state="answered",
-              answered=at(1, 2))  # the year before
-    t.request("X2", sender="SI-POL", to="HR", started=datetime(2026, 1, 1, tzinfo=UTC), state="destination_review")
+    t.request(
+        "X1",
+        sender="SI-POL",
+        to="HR",
+        started=datetime(2024, 12, 31, 23, tzinfo=UTC),
+        state="answered",
+        answered=at(1, 2),
+    )  # the year before
+    t.request(
+        "X2", sender="SI-POL", to="HR", started=datetime(2026, 1, 1, tzinfo=UTC), state="destination_review"
+    )
     t.request("X3", sender="SI-POL", to="HR", started=at(6, 6), state="origin_review")  # still at SI
     t.request("X4", sender="SI-BP", to="HR", started=at(6, 7), state="rejected")  # SI stopped it
     t.other(type_="notification", sender="SI-POL", to="HR", state="delivered", received_at=at(6, 8))
 
     # --- sent by HR (origin HR) ------------------------------------------------------------------------
     t.request("S1", sender="HR-POL", to="SI", started=at(1, 15), state="answered", answered=at(1, 17))
-    t.request("S2", sender="HR-POL", to="RS", started=at(3, 20), state="refused",
-              refused=(at(3, 22), "national-security-investigation-or-safety"))
+    t.request(
+        "S2",
+        sender="HR-POL",
+        to="RS",
+        started=at(3, 20),
+        state="refused",
+        refused=(at(3, 22), "national-security-investigation-or-safety"),
+    )
     t.request("S3", sender="HR-DORH", to="AL", started=at(5, 2), state="answered", answered=at(5, 12))
     t.request("S4", sender="HR-BP", to="ME", started=at(8, 8), state="routed")
     t.request("S5", sender="HR-POL", to="SI", started=at(9, 9), state="origin_review")  # not sent yet
     t.request("S6", sender="HR-CUS", to="SI", started=at(10, 10), state="rejected")  # HR stopped it
     t.request("S7", sender="HR-SPOC", to="SI", started=at(10, 12), state="answered", answered=at(10, 13))
-    s8 = t.request("S8-returned", sender="HR-POL", to="SI", started=at(12, 1), state="superseded",
-                   paused_at=at(12, 2))
-    t.request("S8", sender="HR-POL", to="SI", started=at(12, 1), state="delivered", paused=D, supersedes=s8.id)
+    s8 = t.request(
+        "S8-returned", sender="HR-POL", to="SI", started=at(12, 1), state="superseded", paused_at=at(12, 2)
+    )
+    t.request(
+        "S8", sender="HR-POL", to="SI", started=at(12, 1), state="delivered", paused=D, supersedes=s8.id
+    )
     t.other(type_="notification", sender="HR-SPOC", to="SI", state="delivered", received_at=at(4, 4))
 
     # --- between others (never in HR's figures) ------------------------------------------------------
-    t.request("O1", sender="SI-POL", to="AL", started=at(2, 2), state="refused", refused=(at(2, 3), "incomplete"))
+    t.request(
+        "O1", sender="SI-POL", to="AL", started=at(2, 2), state="refused", refused=(at(2, 3), "incomplete")
+    )
     t.request("O2", sender="AL-ASP", to="RS", started=at(3, 3), state="answered", answered=at(3, 4))
     return t
 
@@ -262,14 +345,34 @@ EXPECTED: dict[str, Any] = {
         "non_urgent_received": 9,
         "non_urgent_answered": 4,
         "by_requesting_country": [
-            {"country": "AL", "urgent_received": 1, "urgent_answered": 1,
-             "non_urgent_received": 3, "non_urgent_answered": 0},
-            {"country": "ME", "urgent_received": 0, "urgent_answered": 0,
-             "non_urgent_received": 1, "non_urgent_answered": 1},
-            {"country": "RS", "urgent_received": 1, "urgent_answered": 0,
-             "non_urgent_received": 2, "non_urgent_answered": 1},
-            {"country": "SI", "urgent_received": 2, "urgent_answered": 2,
-             "non_urgent_received": 3, "non_urgent_answered": 2},
+            {
+                "country": "AL",
+                "urgent_received": 1,
+                "urgent_answered": 1,
+                "non_urgent_received": 3,
+                "non_urgent_answered": 0,
+            },
+            {
+                "country": "ME",
+                "urgent_received": 0,
+                "urgent_answered": 0,
+                "non_urgent_received": 1,
+                "non_urgent_answered": 1,
+            },
+            {
+                "country": "RS",
+                "urgent_received": 1,
+                "urgent_answered": 0,
+                "non_urgent_received": 2,
+                "non_urgent_answered": 1,
+            },
+            {
+                "country": "SI",
+                "urgent_received": 2,
+                "urgent_answered": 2,
+                "non_urgent_received": 3,
+                "non_urgent_answered": 2,
+            },
         ],
     },
     "refused": {
