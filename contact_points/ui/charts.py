@@ -219,7 +219,8 @@ def grouped_bars(
     legend: Sequence[tuple[str, str]] = (),
 ) -> Markup:
     """Horizontal bars, one group per row, each bar with its value written after it."""
-    left, top_pad = 180, 28 if legend else 6
+    longest = max((len(name) for name, _ in rows), default=0)
+    left, top_pad = min(320, max(60, 14 + int(longest * 7.2))), 28 if legend else 6
     per = max((len(bars) for _, bars in rows), default=1)
     row_h = 16 * per + 10
     height = top_pad + row_h * max(1, len(rows)) + 6

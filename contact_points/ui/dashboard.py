@@ -198,7 +198,7 @@ def _context(board: Dashboard, period: Period, *, now: datetime) -> dict[str, An
             ("Open", board.count("in", "open") + board.count("in", "overdue")),
             ("Overdue", board.count("in", "overdue")),
             ("Paused for clarification", board.count("in", "paused")),
-            ("Sent", board.requests("out")),
+            ("Sent (our requests)", board.requests("out")),
         ],
         "buckets": BUCKETS,
         "unit": unit,
