@@ -106,7 +106,9 @@ def test_a_supervisor_reads_the_dashboard_and_opens_a_table(page: Any, world: Wo
     box = compliance.bounding_box()
     assert box is not None
     assert box["width"] > 600  # drawn at the page's width, not as a thumbnail
-    assert "answered late (cross-hatched)" in (compliance.text_content() or "")  # the legend names the pattern
+    assert "answered late (cross-hatched)" in (
+        compliance.text_content() or ""
+    )  # the legend names the pattern
     for name in ("Volumes over time", "Answer times", "Refusal grounds", "The region, country by country"):
         assert page.get_by_role("heading", name=name).is_visible()
     tiles = page.locator("ul.tiles").inner_text()
@@ -128,7 +130,9 @@ def test_a_supervisor_reads_the_dashboard_and_opens_a_table(page: Any, world: Wo
     page.get_by_role("link", name="printable report").click()
     page.wait_for_url("**/v1/stats/art18?year=2025&contact_point=HR-SPOC&format=html")
     report = page
-    assert report.get_by_role("heading", name="Statistics under Article 18 of Directive (EU) 2023/977").is_visible()
+    assert report.get_by_role(
+        "heading", name="Statistics under Article 18 of Directive (EU) 2023/977"
+    ).is_visible()
     assert report.evaluate("getComputedStyle(document.querySelector('table')).borderCollapse") == "collapse"
     assert report.get_by_role("row", name="Total 4 3 9 4 13 7").is_visible()  # (b): urgent, non-urgent, all
     report.screenshot(path=str(SCREENSHOTS / "art18-report.png"), full_page=True)
