@@ -164,7 +164,7 @@ def requests(cp: ContactPoint, period: Period) -> Subquery:
         )
         .where(
             Message.type == "request",
-            Message.state.in_([str(s) for s in SENT]),
+            Message.state.in_(sorted(str(s) for s in SENT)),
             or_(outgoing, Message.destination_country == cp.country),
             started >= period.start,
             started < period.end,
