@@ -16,6 +16,7 @@ from broker.app import audit_denial, problem_response
 from broker.app import create_app as create_broker_app
 from broker.config import Settings, get_settings
 from broker.errors import InvalidInput, NotAuthenticated, SpocError
+from broker.stats.peers import PeerCache
 from contact_points.review.api import router as review_router
 
 
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = create_broker_app(settings or get_settings(), routers=(review_router, ui_router, audit_ui_router))
     mount_static(app)
     install_ui(app)
+    app.state.peer_stats = PeerCache()  # the dashboard's region view: peers' aggregates, kept a few minutes
     return app
 
 

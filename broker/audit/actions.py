@@ -74,5 +74,9 @@ class AuditAction(StrEnum):
     # --- nodes witness each other (C2SP tlog-witness): a checkpoint a witness refused (cosignatures are not
     # entries, for the same reason checkpoints are not: each would grow a log and call for another round) ---
     WITNESS_REFUSED = "witness:refused"
+    # --- statistics (Art. 18, the dashboard, peers' aggregates): an export, and a reader refused another
+    # contact point's figures (naming what it asked for; a refused role is ``access:denied``) ---
+    STATS_EXPORTED = "stats:exported"
+    STATS_REFUSED = "stats:refused"
     # --- the edge: a call refused because of who made it (401, 403, 404 out of scope, four eyes) ---
     ACCESS_DENIED = "access:denied"

@@ -26,15 +26,18 @@ __all__ = [
     "CUSTODY_TYP",
     "EVENT_TYP",
     "RECEIPT_TYP",
+    "STATS_TYP",
     "TRANSPORT_RECEIPT_TYP",
     "countersign",
     "sign_event",
     "sign_receipt",
+    "sign_stats",
     "sign_transport_receipt",
     "statement_of",
     "verify_countersignature",
     "verify_event",
     "verify_receipt",
+    "verify_stats",
     "verify_transport_receipt",
 ]
 
@@ -49,6 +52,9 @@ TRANSPORT_RECEIPT_TYP: Final = "spoc-transport-receipt+jws"
 # its ground, a grant, a deadline extension: ``broker.hop.events``). Signed with the acting contact point's key
 # like a custody step, its own ``typ`` so that neither can be replayed as the other: a custody step proves a
 # decision inside one node's chain, an event tells a peer node about it. (``schemas.hop.EVENT_TYP``.)
+# A node's published aggregate statistics (counts per contact point, no message ids: ``broker.stats.peers``),
+# signed with its transport key like a transport receipt, its own ``typ`` so neither passes for the other.
+STATS_TYP: Final = "spoc-stats+jws"
 
 
 def countersign(statement: Mapping[str, Any], *, key: KeyPair) -> str:
@@ -69,6 +75,16 @@ def sign_transport_receipt(statement: Mapping[str, Any], *, key: KeyPair) -> str
 def sign_event(statement: Mapping[str, Any], *, key: KeyPair) -> str:
     """A contact point's event statement for a peer node (``broker.hop.events``); compact JWS, attached."""
     return _jws.sign_compact(canonical(statement), key=key, typ=EVENT_TYP, detached=False)
+
+
+def sign_stats(statement: Mapping[str, Any], *, key: KeyPair) -> str:
+    """A node's aggregate statistics for a peer (``broker.stats.peers``); compact JWS, attached."""
+    return _jws.sign_compact(canonical(statement), key=key, typ=STATS_TYP, detached=False)
+
+
+def verify_stats(token: str, *, resolve: Callable[[str], PublicKey]) -> dict[str, Any]:
+    """Verify a node's aggregate statistics and return the statement; VerificationError on any failure."""
+    return _verify_statement(token, typ=STATS_TYP, resolve=resolve)
 
 
 def verify_event(token: str, *, resolve: Callable[[str], PublicKey]) -> dict[str, Any]:

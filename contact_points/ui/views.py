@@ -4,7 +4,8 @@ Forms are protected against CSRF: the login form by a double-submit cookie, ever
 the session's own CSRF token in a hidden field, compared in constant time. The queue page refreshes
 itself (``/static/spoc.js`` polls ``/ui/queue/fragment`` and swaps the lists when their version changes);
 without JavaScript it is an ordinary page. Decisions, acknowledgements and the admin pages are in
-``contact_points.ui.actions`` and ``contact_points.ui.admin``.
+``contact_points.ui.actions`` and ``contact_points.ui.admin``; the cooperation dashboard in
+``contact_points.ui.dashboard``.
 """
 
 from __future__ import annotations
@@ -309,11 +310,13 @@ def include_routers() -> None:
     """The action and admin pages hang off this router (one ``include_router`` in the app)."""
     from contact_points.ui.actions import router as actions_router
     from contact_points.ui.admin import router as admin_router
+    from contact_points.ui.dashboard import router as dashboard_router
     from contact_points.ui.deliveries import router as deliveries_router
 
     router.include_router(actions_router)
     router.include_router(admin_router)
     router.include_router(deliveries_router)
+    router.include_router(dashboard_router)
 
 
 include_routers()

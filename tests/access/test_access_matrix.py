@@ -153,6 +153,11 @@ MATRIX: list[tuple[str, str, Expect, Expect, Expect, Expect, Expect, Expect, Exp
     ("GET",  "/ui/audit/checkpoints",                                   303, 303, 403,     403, 200,  200,  200),
     ("POST", "/ui/audit/checkpoints",                                   303, 303, 403,     403, 303,  303,  303),
     ("GET",  "/ui/audit/export",                                        303, 303, 403,     403, 200,  200,  200),
+    # --- statistics: Art. 18 and the dashboard for supervisors and auditors (each its own contact point's figures,
+    # tests/broker/stats/); officers and admins are refused; peers' aggregates need a node's signature ------------
+    ("GET",  "/v1/stats/art18",                                         401, 401, 403,     200, 200,  200,  403),
+    ("GET",  "/v1/stats/aggregate",                                     401, 401, 401,     401, 401,  401,  401),
+    ("GET",  "/ui/dashboard",                                           303, 303, 403,     200, 200,  200,  403),
     # --- admins -------------------------------------------------------------------------------------------------
     ("POST", "/v1/audit/witnesses/{witness}/cosign",                    401, 401, 403,     403, 403,  403,  200),
     ("POST", "/v1/admin/keys/{kid}/revoke",                             401, 401, 403,     403, 403,  403,  200),
@@ -384,6 +389,9 @@ BODIES: dict[tuple[str, str], Callable[[Call], dict[str, Any]]] = {
     ("GET", "/v1/witness/consistency"): lambda call: {"params": {"old": 1, "new": call.world.tree_size}},
     ("GET", "/v1/audit/export"): lambda call: {"params": {"message": call.world.outbound["UNCLASSIFIED"]}},
     ("POST", "/v1/admin/keys/{kid}/revoke"): lambda call: {"json": {"reason": "access matrix"}},
+    ("GET", "/v1/stats/art18"): lambda call: {"params": {"year": "2026", "contact_point": "HR"}},
+    ("GET", "/v1/stats/aggregate"): lambda call: {"params": {"year": "2026"}},
+    ("GET", "/ui/dashboard"): lambda call: {"params": {"year": "2026", "contact_point": "HR-SPOC"}},
     ("POST", "/v1/region/directory"): lambda call: {"json": {}},
     ("POST", "/v1/hop/reconcile"): lambda call: {"json": {"peer": "xk"}},
     ("POST", "/ui/admin/users"): lambda call: {
