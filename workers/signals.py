@@ -1,7 +1,8 @@
 """The worker's operator wiring, on Celery's signals: its logs, its metrics, the request id across tasks.
 
 - ``setup_logging``: spoc's JSON (or text) log lines instead of Celery's own set-up (``broker.ops.logs``).
-- ``worker_init``: zeroed counters, and the worker's own metrics port when configured (``broker.ops.server``).
+- ``worker_init``: zeroed counters; ``worker_ready``: the worker's own metrics port when configured
+  (``broker.ops.server``).
 - ``before_task_publish``: a task sent while a request id is bound carries it in a header;
   ``task_prerun`` binds it (and the task's name and id) for the task's log lines, ``task_postrun`` counts
   the task by outcome and unbinds.
@@ -32,6 +33,12 @@ def _logging(**_: Any) -> None:
 @signals.worker_init.connect
 def _worker_init(**_: Any) -> None:
     metrics.initialise()
+
+
+@signals.worker_ready.connect
+def _worker_ready(**_: Any) -> None:
+    """The metrics port opens once the worker consumes (and its logging is set up): a worker that cannot
+    reach its queue shows as a target down, not as a target with nothing happening."""
     settings = get_settings()
     if settings.worker_metrics_port:
         server.serve(settings)

@@ -38,7 +38,7 @@ _STANDARD: Final = frozenset(
 )
 _CONTEXT: Final = ("request_id", "task", "task_id")
 _OURS: Final = "_spoc_handler"
-QUIET: Final = ("celery",)
+QUIET: Final = ("celery", "httpx", "httpcore")
 """Loggers kept at WARNING unless the level is DEBUG: Celery logs every task received and succeeded at INFO,
 several a second from the beat alone, which would drown the lines that matter."""
 
@@ -112,6 +112,7 @@ def configure(settings: Settings, *, stream: TextIO | None = None) -> bool:
     handler.addFilter(ContextFilter())
     handler.setFormatter(JsonFormatter() if settings.logs_as_json else TextFormatter())
     root.addHandler(handler)
+    logging.captureWarnings(True)  # a library's warning is a log line like any other (logger py.warnings)
     level = logging.getLevelName(settings.logging_level)
     root.setLevel(level)
     # uvicorn's own loggers keep their text handlers unless they go through ours.
