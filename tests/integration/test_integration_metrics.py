@@ -45,7 +45,7 @@ from broker.config import Settings
 from broker.crypto import MasterKey
 from broker.db import make_engine, utcnow
 from broker.hop.models import Hop
-from broker.launcher import free_port, prepare
+from broker.launcher import free_port, prepare, running
 from broker.messages.models import Message
 from broker.outbox.models import OutboxItem
 from tests.conftest import PG_ADMIN, _unavailable
@@ -183,6 +183,7 @@ def node(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
 
 
 def scrape(url: str, *, token: str | None = TOKEN) -> tuple[str, Samples]:
+    """``url``'s /metrics as text and as samples (the token is harmless where the address is allowed)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     response = httpx.get(f"{url}/metrics", headers=headers, timeout=10)
     assert response.status_code == 200, response.text
@@ -417,3 +418,31 @@ def test_a_log_line_joins_its_audit_entry_by_request_id(node: Node) -> None:
         orjson.loads(raw) for raw in (node.folder / "worker.log").read_bytes().splitlines() if raw[:1] == b"{"
     ]
     assert any(x["logger"] == "spoc.ops" and "worker metrics on" in x["message"] for x in worker)
+
+
+def test_the_launcher_gives_api_and_worker_one_metrics_directory(
+    settings: Settings, region: Region, redis_url: str, master_secret: str, tmp_path: Path
+) -> None:
+    """``spoc run``'s way: API and worker share ``DATA_DIR/metrics`` (emptied at start), so the API's /metrics
+    has the worker's counters, from 127.0.0.1 without a token (the default allowed network)."""
+    stale = settings.data_dir / "metrics" / "counter_999999.db"
+    stale.parent.mkdir(exist_ok=True)
+    stale.write_bytes(b"left by a process of an earlier start")
+    env = {
+        "SPOC_DATABASE_URL": settings.database_url,
+        "SPOC_BROKER_URL": redis_url,
+        "SPOC_BROKER_KEY_PREFIX": f"launcher-{uuid.uuid4().hex[:8]}:",
+        "SPOC_MASTER_KEY": master_secret,
+        "SPOC_DATA_DIR": str(settings.data_dir),
+        "SPOC_ENVIRONMENT": "test",
+    }
+    with running(settings, host="127.0.0.1", port=free_port(), env=env, log_dir=tmp_path) as system:
+        assert not stale.exists()
+        assert (
+            httpx.get(f"{system.url}/ready", timeout=5).json()["status"] == "ready"
+        )  # what start waited for
+        wait_for(
+            system.url,
+            "the worker's counters on the API's /metrics",
+            lambda s: value(s, "spoc_tasks_total", task="spoc.outbox.relay", outcome="success") > 0,
+        )
