@@ -52,6 +52,11 @@ from broker.errors import (
 )
 from broker.keys.models import PartyKey
 from broker.limits import BodySizeLimit, make_limiter
+from broker.ops import logs
+from broker.ops import metrics as ops_metrics
+from broker.ops.http import RequestMetrics
+from broker.ops.ready import Readiness
+from broker.ops.state import StateCollector
 from broker.witness.protocol import ADD_CHECKPOINT
 
 log = logging.getLogger("spoc.api")
@@ -140,6 +145,7 @@ class RequestEdge:
             await send(message)
 
         token = CLIENT_REQUEST_ID.set(client_id)
+        log_token = logs.REQUEST_ID.set(rid)  # every log line of the request carries its id (broker.ops.logs)
         try:
             if declared_non_json_body(request):
                 declared = request.headers.get("content-type", "")[:100]
@@ -148,6 +154,7 @@ class RequestEdge:
                 return
             await self.app(scope, receive, send_with_id)
         finally:
+            logs.REQUEST_ID.reset(log_token)
             CLIENT_REQUEST_ID.reset(token)
 
 
@@ -514,6 +521,8 @@ def document_problems(app: FastAPI) -> None:
 def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = ()) -> FastAPI:
     """Build the API. ``routers`` lets the layers above (contact points, UI) add theirs."""
     settings = settings or get_settings()
+    logs.configure(settings)
+    ops_metrics.initialise()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -550,11 +559,14 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
             burst=settings.audit_denials_per_minute,
         )
     )
+    app.state.readiness = Readiness(app.state.sessionmaker, app.state.master_key, settings)
+    app.state.state_collector = StateCollector(app.state.sessionmaker, settings)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
     app.add_middleware(RequestEdge)
     app.add_middleware(SecurityHeaders, behind_tls=settings.behind_tls)
+    app.add_middleware(RequestMetrics)  # outermost: every answer counted, the edge's own 415s too
 
     from broker.accounts.api import router as auth_router
     from broker.audit.api import router as audit_router
@@ -565,6 +577,7 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
     from broker.hop.reconcile import router as reconcile_router
     from broker.keys.api import router as keys_router
     from broker.messages.api import router as messages_router
+    from broker.ops.api import router as ops_router
     from broker.region.api import router as region_router
     from broker.stats.api import router as stats_router
     from broker.witness.api import router as witness_router
@@ -582,13 +595,10 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
         reconcile_router,
         witness_router,
         stats_router,
+        ops_router,
         *routers,
     ):
         app.include_router(router)
-
-    @app.get("/health", operation_id="health", tags=["ops"])
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
 
     mount_docs(app)
     document_problems(app)

@@ -118,6 +118,21 @@ class Settings(BaseSettings):
     # Set when clients reach spoc over HTTPS (directly or through a TLS-terminating proxy): responses carry
     # Strict-Transport-Security and every cookie is marked Secure.
     behind_tls: bool = False
+    # Operations (docs/operations.md). ``/metrics`` answers callers from these networks (CIDRs, comma-separated in
+    # SPOC_METRICS_ALLOW; empty: none) or presenting ``Authorization: Bearer <SPOC_METRICS_TOKEN>``; anyone else
+    # gets 403. A worker with SPOC_WORKER_METRICS_PORT serves its own counters there (0: it does not), read from
+    # PROMETHEUS_MULTIPROC_DIR (broker.ops.metrics says why that directory).
+    metrics_allow: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = (
+        IPv4Network("127.0.0.1/32"),
+        IPv6Network("::1/128"),
+    )
+    metrics_token: SecretStr | None = None
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
+    # Log lines: one JSON object a line (``json``) or plain text (``text``); unset: text in development, JSON
+    # elsewhere. The level unset: WARNING in development (a terminal), INFO elsewhere (broker.ops.logs).
+    log_format: Literal["json", "text"] | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
     # Test suites only: new password hashes use argon2's cheapest parameters (broker.accounts.service).
     # Refused in production; never set by spoc itself.
     test_cheap_password_hash: bool = False
@@ -130,6 +145,8 @@ class Settings(BaseSettings):
             self.broker_url = f"sqla+sqlite:///{(self.data_dir / 'queue.db').resolve()}"
         if self.environment == "production" and self.master_key is None:
             raise ValueError("SPOC_MASTER_KEY must be set in production")
+        if self.metrics_token is not None and len(self.metrics_token.get_secret_value()) < 16:
+            raise ValueError("SPOC_METRICS_TOKEN must be at least 16 characters (or unset)")
         if self.environment == "production" and self.test_cheap_password_hash:
             raise ValueError("SPOC_TEST_CHEAP_PASSWORD_HASH is for test suites; unset it in production")
         one_source = self.login_source_account_burst + (
@@ -143,12 +160,25 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator("push_allowed_networks", mode="before")
+    @field_validator("push_allowed_networks", "metrics_allow", mode="before")
     @classmethod
     def _networks(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(ipaddress.ip_network(v.strip(), strict=False) for v in value.split(",") if v.strip())
         return value
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _no_empty_token(cls, value: object) -> object:
+        return None if value == "" else value  # SPOC_METRICS_TOKEN= (compose's empty default): no token
+
+    @property
+    def logs_as_json(self) -> bool:
+        return self.log_format == "json" if self.log_format else self.environment != "development"
+
+    @property
+    def logging_level(self) -> str:
+        return self.log_level or ("WARNING" if self.environment == "development" else "INFO")
 
     @property
     def is_sqlite(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +31,7 @@ from broker.directory.seed import AGENCIES, SeedResult, is_seeded, seed_region
 from broker.errors import InvalidInput, SpocError
 from broker.files import secure_data_dir
 from broker.migrate import upgrade
+from broker.ops.metrics import MULTIPROC_ENV
 from broker.region.sync import held_parties
 
 
@@ -182,9 +184,12 @@ def spawn(
 ) -> System:
     """Start API and worker+beat with ``env`` (the SPOC_* variables over ours); do not wait for them.
 
+    Both write their metrics into one directory, ``DATA_DIR/metrics`` emptied here (unless the environment
+    names another), so the API's ``/metrics`` adds the worker's counters up (``broker.ops.metrics``).
     The worker's node name carries the port (``spoc-PORT@host``), so several nodes on one machine (a region
     on embedded defaults) never answer for each other in Celery's remote control."""
     full_env = {**os.environ, **env}
+    full_env.setdefault(MULTIPROC_ENV, str(fresh_metrics_dir(data_dir)))
     api_cmd = [
         "uvicorn",
         "contact_points.app:create_app",
@@ -213,8 +218,18 @@ def spawn(
     return System(url=f"http://{host}:{port}", data_dir=data_dir, processes=[api, worker], log_dir=log_dir)
 
 
+def fresh_metrics_dir(data_dir: Path) -> Path:
+    """``data_dir/metrics``, emptied: the metrics files of processes that are gone would otherwise be added
+    to the new ones' (the directory holds counts only, nothing to keep)."""
+    folder = data_dir.resolve() / "metrics"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, mode=0o700)
+    return folder
+
+
 def wait_ready(systems: Sequence[System], *, timeout: float = 90.0) -> None:
-    """Wait until every system's API answers ``/health``; stop them all if one exits or the time runs out."""
+    """Wait until every system's API answers ``/ready`` (database, queue and keys usable, ``broker.ops.ready``);
+    stop them all if one exits or the time runs out."""
     waiting = list(systems)
     deadline = time.monotonic() + timeout
     while waiting and time.monotonic() < deadline:
@@ -226,13 +241,13 @@ def wait_ready(systems: Sequence[System], *, timeout: float = 90.0) -> None:
                 )
                 raise StartupFailed(f"a process of {system.url} exited at start-up; see its log{where}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{system.url}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{system.url}/ready", timeout=3).status_code == 200:
                     waiting.remove(system)
         if waiting:
             time.sleep(0.2)
     if waiting:
         stop_all(systems)
-        raise StartupFailed(f"the API did not answer at {waiting[0].url}/health within {timeout:.0f} s")
+        raise StartupFailed(f"the API was not ready at {waiting[0].url}/ready within {timeout:.0f} s")
 
 
 def start(

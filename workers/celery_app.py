@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+import workers.signals  # noqa: F401 - the worker's logs, metrics and request ids (Celery's signals)
 from broker.config import Settings, get_settings
 
 

@@ -8,6 +8,7 @@ Idempotent (a message is warned once and escalated once) and safe to run on seve
 from __future__ import annotations
 
 from broker.db import unit_of_work
+from broker.ops.metrics import count_deadlines
 from contact_points.review.monitor import check_deadlines
 from workers.celery_app import app
 from workers.runtime import runtime
@@ -18,4 +19,5 @@ from workers.tasks import SpocTask
 def check_review_deadlines() -> dict[str, int]:
     with unit_of_work(runtime().sessionmaker) as session:
         run = check_deadlines(session)
+    count_deadlines(warned=run.warned, breached=run.breached)  # after the commit: what was raised is kept
     return {"warned": run.warned, "breached": run.breached}

@@ -23,6 +23,7 @@ from broker.hop.outbound import hop_batch
 from broker.keys.service import DatabaseKeyStore, forget_old_nonces
 from broker.messages import idempotency
 from broker.messages.work import process as process_rows
+from broker.ops.metrics import count_deliveries
 from broker.outbox import service as outbox
 from workers.celery_app import app
 from workers.runtime import http, peer_http, runtime
@@ -92,13 +93,17 @@ def dispatch() -> int:
 @app.task(name="spoc.hop.send", base=SpocTask)
 def hop(ids: list[int]) -> dict[str, int]:
     """Send a batch of hops to peer nodes and record the outcomes (idempotent: settled rows are skipped)."""
-    return hop_batch(runtime().sessionmaker, runtime().master_key, ids, get_settings(), peer_http())
+    results = hop_batch(runtime().sessionmaker, runtime().master_key, ids, get_settings(), peer_http())
+    count_deliveries("hop", results)
+    return results
 
 
 @app.task(name="spoc.delivery.push", base=SpocTask)
 def push(ids: list[int]) -> dict[str, int]:
     """Push a batch to the agencies' endpoints and record the outcomes (idempotent: settled rows are skipped)."""
-    return push_batch(runtime().sessionmaker, runtime().master_key, ids, get_settings(), http())
+    results = push_batch(runtime().sessionmaker, runtime().master_key, ids, get_settings(), http())
+    count_deliveries("push", results)
+    return results
 
 
 @app.task(name="spoc.audit.sequence", base=SpocTask)

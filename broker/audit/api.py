@@ -63,11 +63,13 @@ def search_entries(
     action: Annotated[str | None, Query(max_length=64)] = None,
     message: Annotated[str | None, Query(max_length=64)] = None,
     actor: Annotated[str | None, Query(max_length=64)] = None,
+    request_id: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: Int64 | None = None,
 ) -> dict[str, Any]:
-    """Entries in the caller's scope, newest first; page on with ``before`` = the last id of a page."""
-    criteria = EntryFilter(since, until, country, agency, action, message, actor)
+    """Entries in the caller's scope, newest first; page on with ``before`` = the last id of a page.
+    ``request_id`` finds the entries of one request, from a log line's ``request_id`` (docs/operations.md)."""
+    criteria = EntryFilter(since, until, country, agency, action, message, actor, request_id)
     found = search(session, Scope.of(auditor.user), criteria, limit=limit, before=before)
     return {
         "scope": Scope.of(auditor.user).country,

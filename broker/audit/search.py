@@ -57,6 +57,7 @@ class EntryFilter:
     action: str | None = None
     message: str | None = None
     actor: str | None = None
+    request_id: str | None = None  # the server's id of the request (its log lines carry it: broker.ops.logs)
 
     def __post_init__(self) -> None:
         for name in ("since", "until"):
@@ -95,6 +96,8 @@ def _scoped(session: Session, scope: Scope, criteria: EntryFilter) -> Select[Aud
         stmt = stmt.where(AuditEntry.actor == criteria.actor)
     if criteria.message:
         stmt = stmt.where(AuditEntry.object_id == criteria.message)
+    if criteria.request_id:
+        stmt = stmt.where(AuditEntry.request_id == criteria.request_id)
     if criteria.agency:
         theirs = select(Message.id).where(
             or_(Message.sender_agency == criteria.agency, Message.destination_agency == criteria.agency)

@@ -9,6 +9,7 @@ twice does nothing the second time.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -17,7 +18,10 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from broker.db import utcnow
+from broker.ops import logs
 from broker.outbox.models import OutboxItem
+
+log = logging.getLogger("spoc.outbox")
 
 Handler = Callable[[Session, OutboxItem], None]
 Prefetch = Callable[[Session, Sequence[OutboxItem]], None]
@@ -26,7 +30,10 @@ Prefetch = Callable[[Session, Sequence[OutboxItem]], None]
 def enqueue(
     session: Session, *, kind: str, message_id: str | None = None, payload: dict[str, Any] | None = None
 ) -> None:
-    session.add(OutboxItem(kind=kind, message_id=message_id, payload=payload or {}))
+    """Add a row; one written while a request is handled keeps its id, for the worker's log lines."""
+    request_id = logs.REQUEST_ID.get()
+    payload = {**(payload or {}), "request_id": request_id} if request_id is not None else payload or {}
+    session.add(OutboxItem(kind=kind, message_id=message_id, payload=payload))
 
 
 def claim(session: Session, *, limit: int, redispatch_after: float) -> list[int]:
@@ -69,10 +76,18 @@ def process(
     done = 0
     for row in rows:
         try:
-            with session.begin_nested():  # one bad row must not undo the batch
+            # One bad row must not undo the batch; the row's lines carry the request that made it.
+            with session.begin_nested(), logs.bound(row.payload.get("request_id")):
                 handlers[row.kind](session, row)
         except Exception as exc:
             row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+            log.warning(
+                "outbox row %d (%s) of message %s failed: %s",
+                row.id,
+                row.kind,
+                row.message_id,
+                type(exc).__name__,
+            )
             continue
         row.done_at = utcnow()
         done += 1

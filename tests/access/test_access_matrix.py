@@ -62,6 +62,9 @@ MATRIX: list[tuple[str, str, Expect, Expect, Expect, Expect, Expect, Expect, Exp
     ("GET",  "/docs/start.js",                                          200, 200, 200,     200, 200,  200,  200),
     ("GET",  "/docs/assets",                                            200, 200, 200,     200, 200,  200,  200),
     ("GET",  "/health",                                                 200, 200, 200,     200, 200,  200,  200),
+    ("GET",  "/ready",                                                  200, 200, 200,     200, 200,  200,  200),
+    # metrics: by network or metrics token, never by role (the test client's address is no network)
+    ("GET",  "/metrics",                                                403, 403, 403,     403, 403,  403,  403),
     ("GET",  "/",                                                       303, 303, 303,     303, 303,  303,  303),
     ("GET",  "/static",                                                 200, 200, 200,     200, 200,  200,  200),
     ("GET",  "/v1/directory/countries",                                 200, 200, 200,     200, 200,  200,  200),
