@@ -566,6 +566,7 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
     from broker.keys.api import router as keys_router
     from broker.messages.api import router as messages_router
     from broker.region.api import router as region_router
+    from broker.retention.api import router as retention_router
     from broker.witness.api import router as witness_router
 
     for router in (
@@ -580,6 +581,7 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
         hop_router,
         reconcile_router,
         witness_router,
+        retention_router,
         *routers,
     ):
         app.include_router(router)

@@ -13,6 +13,7 @@ Each command is one unit of work at the edge; errors print one line with a remed
     spoc keys list|rotate|revoke   the key registry
     spoc region keygen|sign|verify|install|show   the signed regional directory
     spoc users add|list|lock|unlock|reset-password|set|totp   accounts (``broker.accounts.cli``)
+    spoc retention sweep|queue   delete content past its period; the compliance review queue
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from broker.config import Settings, get_settings
 from broker.errors import SpocError
 from broker.files import PRIVATE_UMASK
 from broker.region.cli import region_app
+from broker.retention.cli import retention_app
 
 if TYPE_CHECKING:
     from broker.demo import Row
@@ -50,6 +52,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(region_app, name="region")
 app.add_typer(users_app, name="users")
+app.add_typer(retention_app, name="retention")
 
 
 def fail(message: str) -> None:

@@ -52,6 +52,12 @@ class Message(Base):
     # The officer who wrote an own-initiative provision (they cannot approve it themselves).
     composed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
 
+    # Retention (``broker.retention``): when the content was deleted, irrevocably, and why (``period``: its
+    # retention period ended; ``review``: a compliance review decided so). The row then keeps only routing
+    # metadata: the envelope is its routing header without free text, and nothing can decrypt or rebuild it.
+    content_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    content_deletion: Mapped[str | None] = mapped_column(String(8), default=None)
+
     # concurrent decisions on one message: one wins, the other gets a conflict
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - SQLAlchemy reads this class attribute
 
