@@ -30,6 +30,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
+from broker.messages.models import Message
 from tests.access.world import AGENCY, CLASSIFICATIONS, ROLES, USERS, World
 
 ANON, AGENCY_ROLE, OFFICER, SUPERVISOR, AUDITOR, REGIONAL, ADMIN = ROLES
@@ -132,6 +133,18 @@ MATRIX: list[tuple[str, str, Expect, Expect, Expect, Expect, Expect, Expect, Exp
     ("GET",  "/ui/deliveries",                                          303, 303, 200,     200, 403,  403,  403),
     ("POST", "/ui/deliveries/{message_id}/retry",                       303, 303, UI_ACT,  303, 403,  403,  403),
     ("POST", "/ui/deliveries/{message_id}/reroute",                     303, 303, UI_ACT,  303, 403,  403,  403),
+    # --- retention (officers of the exchange's contact point, auditors): the exchange is HR's outbound one, still
+    # running, so a review is refused (409, audited) past authorisation; a release first sets the caller's own hold
+    ("GET",  "/v1/retention/review-queue",                              401, 401, 200,     200, 200,  200,  403),
+    ("GET",  "/v1/retention/{conversation_id}",                         401, 401, 200,     200, 200,  200,  403),
+    ("POST", "/v1/retention/{conversation_id}/hold",                    401, 401, 201,     201, 201,  201,  403),
+    ("POST", "/v1/retention/{conversation_id}/hold/release",            401, 401, 200,     200, 200,  200,  403),
+    ("POST", "/v1/retention/{conversation_id}/review",                  401, 401, 409,     409, 409,  409,  403),
+    ("GET",  "/ui/retention",                                           303, 303, 200,     200, 200,  200,  403),
+    ("GET",  "/ui/retention/{conversation_id}",                         303, 303, 200,     200, 200,  200,  403),
+    ("POST", "/ui/retention/{conversation_id}/hold",                    303, 303, 303,     303, 303,  303,  403),
+    ("POST", "/ui/retention/{conversation_id}/release",                 303, 303, 303,     303, 303,  303,  403),
+    ("POST", "/ui/retention/{conversation_id}/review",                  303, 303, 409,     409, 409,  409,  403),
     # --- auditors (API) -----------------------------------------------------------------------------------------
     ("POST", "/v1/audit/verify",                                        401, 401, 403,     403, 200,  200,  200),
     ("GET",  "/v1/audit/entries",                                       401, 401, 403,     403, 200,  200,  200),
@@ -266,6 +279,8 @@ class Call:
             "operation": "unlock",
             "notification_id": str(w.notes.get((self.row.path, self.username or ""), 1)),
         }
+        if "{conversation_id}" in self.row.path:
+            params["conversation_id"] = _conversation(w, w.outbound["UNCLASSIFIED"])
         if self.row.target is not None:
             params["message_id"] = self.message_id
         path = self.row.path.format(**params)
@@ -301,6 +316,29 @@ class Call:
         if form:
             body.setdefault("data", {}).setdefault("csrf", csrf)
         return body
+
+
+def _conversation(world: World, message_id: str) -> str:
+    with world.client.app.state.sessionmaker() as session:  # type: ignore[attr-defined]
+        message = session.get(Message, message_id)
+        assert message is not None
+        return message.conversation_id
+
+
+def _hold(call: Call) -> dict[str, Any]:
+    return {"json": {"reason": "access matrix"}}
+
+
+def _hold_then_release(call: Call) -> dict[str, Any]:
+    """Release needs a hold of the caller's own: set it first (refused, and harmless, for who may not)."""
+    if call.username is not None:
+        token = call.world.as_user(call.username).token
+        call.world.client.post(
+            f"/v1/retention/{_conversation(call.world, call.world.outbound['UNCLASSIFIED'])}/hold",
+            json={"reason": "access matrix"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    return {"json": {}} if call.row.path.startswith("/v1/") else {"data": {}}
 
 
 def _login_body(call: Call) -> dict[str, Any]:
@@ -383,6 +421,12 @@ BODIES: dict[tuple[str, str], Callable[[Call], dict[str, Any]]] = {
     ("GET", "/v1/audit/export"): lambda call: {"params": {"message": call.world.outbound["UNCLASSIFIED"]}},
     ("POST", "/v1/admin/keys/{kid}/revoke"): lambda call: {"json": {"reason": "access matrix"}},
     ("POST", "/v1/region/directory"): lambda call: {"json": {}},
+    ("POST", "/v1/retention/{conversation_id}/hold"): _hold,
+    ("POST", "/v1/retention/{conversation_id}/hold/release"): _hold_then_release,
+    ("POST", "/v1/retention/{conversation_id}/review"): lambda call: {"json": {"decision": "keep"}},
+    ("POST", "/ui/retention/{conversation_id}/hold"): lambda call: {"data": {"reason": "access matrix"}},
+    ("POST", "/ui/retention/{conversation_id}/release"): _hold_then_release,
+    ("POST", "/ui/retention/{conversation_id}/review"): lambda call: {"data": {"decision": "keep"}},
     ("POST", "/v1/hop/reconcile"): lambda call: {"json": {"peer": "xk"}},
     ("POST", "/ui/admin/users"): lambda call: {
         "data": {
