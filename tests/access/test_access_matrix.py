@@ -29,6 +29,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
+from sqlalchemy.orm import Session, sessionmaker
 
 from broker.messages.models import Message
 from tests.access.world import AGENCY, CLASSIFICATIONS, ROLES, USERS, World
@@ -319,7 +320,8 @@ class Call:
 
 
 def _conversation(world: World, message_id: str) -> str:
-    with world.client.app.state.sessionmaker() as session:  # type: ignore[attr-defined]
+    factory: sessionmaker[Session] = world.client.app.state.sessionmaker  # type: ignore[attr-defined]
+    with factory() as session:
         message = session.get(Message, message_id)
         assert message is not None
         return message.conversation_id

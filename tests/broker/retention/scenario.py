@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import Interval, literal, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from broker.crosscheck.service import run_batch
@@ -107,13 +107,19 @@ def cross_check(client: TestClient) -> None:
 
 def backdate(client: TestClient, conversation_id: str, days: int) -> None:
     """Move the conversation's times ``days`` back: it ended (or last moved) that long ago."""
-    shift = literal(timedelta(days=days), Interval())
+    shift = timedelta(days=days)
     with committed(client) as session:
-        session.execute(
-            update(Message)
-            .where(Message.conversation_id == conversation_id)
-            .values(updated_at=Message.updated_at - shift, received_at=Message.received_at - shift)
-        )
+        rows = session.execute(
+            select(Message.id, Message.updated_at, Message.received_at).where(
+                Message.conversation_id == conversation_id
+            )
+        ).all()
+        for message_id, updated_at, received_at in rows:
+            session.execute(
+                update(Message)
+                .where(Message.id == message_id)
+                .values(updated_at=updated_at - shift, received_at=received_at - shift)
+            )
 
 
 def run_sweep(client: TestClient) -> list[str]:
