@@ -124,9 +124,7 @@ def _ended_at() -> ColumnElement[datetime]:
     return func.max(Message.updated_at, type_=UTCDateTime)
 
 
-def _aggregate(
-    settings: Settings, now: datetime, *, within: Select[str] | Sequence[str] | None = None
-) -> Any:
+def _aggregate(settings: Settings, now: datetime, *within: Select[str] | Sequence[str]) -> Any:
     """Per conversation: when it ended (or last changed), whether it ended, whether content is left, and the
     latest ``ended_at`` its categories' periods allow before its content is due (one subquery)."""
     idle_cutoff = now - timedelta(days=settings.retention_idle_days)
@@ -147,9 +145,24 @@ def _aggregate(
         func.count(Message.id).label("messages"),
         cutoff.label("due_cutoff"),
     ).group_by(Message.conversation_id)
-    if within is not None:
-        query = query.where(Message.conversation_id.in_(within))
+    for conversations in within:
+        query = query.where(Message.conversation_id.in_(conversations))
     return query.subquery("exchanges")
+
+
+def _shortest_period(settings: Settings) -> int:
+    return min([settings.retention_default_days, *settings.retention_days_by_category.values()])
+
+
+def _with_content_since(cutoff: datetime) -> Select[str]:
+    """The conversations with a message that still holds content and last changed at ``cutoff`` or before.
+
+    A conversation that ended at ``cutoff`` or before has all its messages so (it ended at its latest change),
+    so this only narrows what the aggregate must read: through the partial index ``ix_messages_retention``,
+    to the candidates instead of every message the node ever held."""
+    return select(Message.conversation_id).where(
+        Message.content_deleted_at.is_(None), Message.updated_at <= cutoff
+    )
 
 
 def _active_hold(conversation: ColumnElement[str]) -> ColumnElement[bool]:
@@ -179,7 +192,7 @@ def due_for_deletion(
     """Up to ``limit`` conversations whose content is due for deletion (ended, past their period, content left,
     not held), longest ended first."""
     now = now or utcnow()
-    agg = _aggregate(settings, now)
+    agg = _aggregate(settings, now, _with_content_since(now - timedelta(days=_shortest_period(settings))))
     return list(
         session.scalars(
             select(agg.c.conversation_id)
@@ -268,7 +281,8 @@ def review_queue(
     """The exchanges in ``scope`` that ended ``retention_review_after_days`` ago or more, still hold content and
     were not reviewed since they ended; longest ended first."""
     now = now or utcnow()
-    agg = _aggregate(settings, now, within=scope.conversations())
+    review_after = now - timedelta(days=settings.retention_review_after_days)
+    agg = _aggregate(settings, now, scope.conversations(), _with_content_since(review_after))
     reviewed = exists(
         select(RetentionReview.id).where(
             RetentionReview.conversation_id == agg.c.conversation_id,
@@ -285,7 +299,7 @@ def review_queue(
         .where(
             agg.c.ended,
             agg.c.with_content > 0,
-            agg.c.ended_at <= now - timedelta(days=settings.retention_review_after_days),
+            agg.c.ended_at <= review_after,
             ~reviewed,
         )
         .order_by(agg.c.ended_at, agg.c.conversation_id)
@@ -348,7 +362,7 @@ def exchange(
     shown = _messages(session, scope, [conversation_id])[conversation_id]
     if not shown:
         raise NotFound(f"no exchange {conversation_id}")
-    agg = _aggregate(settings, now, within=[conversation_id])
+    agg = _aggregate(settings, now, [conversation_id])
     row = session.execute(select(agg.c.ended_at, agg.c.ended, agg.c.messages, agg.c.due_cutoff)).one()
     holds = session.scalars(
         select(RetentionHold)

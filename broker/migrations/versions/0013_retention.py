@@ -22,6 +22,14 @@ def upgrade() -> None:
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.add_column(sa.Column("content_deleted_at", UTCDateTime(), nullable=True))
         batch_op.add_column(sa.Column("content_deletion", sa.String(length=8), nullable=True))
+    op.create_index(
+        "ix_messages_retention",
+        "messages",
+        ["updated_at"],
+        unique=False,
+        postgresql_where=sa.text("content_deleted_at IS NULL"),
+        sqlite_where=sa.text("content_deleted_at IS NULL"),
+    )
     op.create_table(
         "retention_holds",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -61,6 +69,7 @@ def downgrade() -> None:
     op.drop_table("retention_reviews")
     op.drop_index("ix_retention_holds_active", table_name="retention_holds")
     op.drop_table("retention_holds")
+    op.drop_index("ix_messages_retention", table_name="messages")
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.drop_column("content_deletion")
         batch_op.drop_column("content_deleted_at")
