@@ -7,7 +7,8 @@
   free text, the urgency explanation, goes too (its reason code stays). Attachments travel inside the
   payload, so they go with it; no decrypted copy is ever stored;
 * the cross-check's keyed selector hashes (``forget_selectors``) and its links to and from the messages
-  (which cases share a person is itself derived from the content); the officers' notifications about them;
+  (which cases share a person is itself derived from the content); the officers' notifications about them,
+  and the cross-check's notices on other messages that name them;
 * the free text of the requests for onward dissemination (purpose, decision reason) and of the deadline
   events (reason; the Art. 5(2) reason code stays);
 * the signed event statements sent to or received from another node (``hops.event``), reduced to their
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, delete, func, literal_column, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, literal_column, or_, select, update
 from sqlalchemy.orm import Session
 
 from broker.audit.actions import AuditAction
@@ -135,6 +136,7 @@ def delete_content(
         .execution_options(synchronize_session=False)
     )
     selectors = forget_selectors(session, ids)
+    _forget_link_notices(session, ids)
     links = session.execute(
         delete(CrosscheckLink).where(
             or_(CrosscheckLink.message_id.in_(ids), CrosscheckLink.linked_message_id.in_(ids))
@@ -190,6 +192,33 @@ def delete_content(
         links=int(getattr(links, "rowcount", 0) or 0),
         skipped_held=sorted(held),
     )
+
+
+def _forget_link_notices(session: Session, ids: Sequence[str]) -> None:
+    """Delete the cross-check's notices on *other* messages that name one of ``ids`` (a link's notice goes to
+    the holder of the earlier message and names the new one by its short id): one query, one DELETE."""
+    deleted = set(ids)
+    pairs = {
+        (other, this[:8])
+        for this, other in session.execute(
+            select(CrosscheckLink.message_id, CrosscheckLink.linked_message_id).where(
+                CrosscheckLink.message_id.in_(ids)
+            )
+        )
+        if other not in deleted
+    }
+    if pairs:
+        session.execute(
+            delete(ReviewNotification).where(
+                ReviewNotification.kind == "crosscheck-link",
+                or_(
+                    *(
+                        and_(ReviewNotification.message_id == other, ReviewNotification.text.contains(short))
+                        for other, short in sorted(pairs)
+                    )
+                ),
+            )
+        )
 
 
 def _detach_events(session: Session, ids: Sequence[str]) -> None:

@@ -30,7 +30,7 @@ from broker.messages.clock import deadline_events
 from broker.messages.dissemination import requests_for
 from broker.messages.models import Message
 from broker.policy.service import CONDITIONS, NO_ONWARD_DISSEMINATION, cleared, dissemination_granted
-from broker.retention.exchanges import RetentionScope, exchange
+from broker.retention.exchanges import ExchangeView, RetentionScope, exchange
 from contact_points.review.content import Content
 from contact_points.review.present import summary, usernames
 from contact_points.review.scope import OFFICER_ROLES
@@ -87,10 +87,19 @@ def message_context(
         "agencies": _agencies(session, cp.country, message.classification) if "route" in actions else [],
         "officers": _officers(session, cp.id, message) if "assign" in actions else [],
         "refusal_grounds": codes("refusal_grounds"),
-        "retention": exchange(
-            session, request.app.state.settings, RetentionScope.of(session, user), message.conversation_id
-        ),
+        "retention": _retention(session, request, user, message),
     }
+
+
+def _retention(session: Session, request: Request, user: User, message: Message) -> ExchangeView | None:
+    """The exchange's retention as the officer's contact point holds it; None while the message is not yet in
+    its case file (forwarded to it, not yet received: the queue shows it, the case file does not hold it)."""
+    try:
+        return exchange(
+            session, request.app.state.settings, RetentionScope.of(session, user), message.conversation_id
+        )
+    except NotFound:
+        return None
 
 
 def _shown(content: Content) -> dict[str, Any]:

@@ -14,7 +14,13 @@ from sqlalchemy.orm import Session
 from broker.audit.models import AuditEntry
 from broker.crosscheck.models import CrosscheckLink, CrosscheckScan, SelectorHash
 from broker.delivery.models import InboxItem
-from broker.messages.models import CustodyStep, DeadlineEvent, IdempotencyRecord, Message
+from broker.messages.models import (
+    CustodyStep,
+    DeadlineEvent,
+    IdempotencyRecord,
+    Message,
+    ReviewNotification,
+)
 from broker.models import Base
 from tests.broker.retention.scenario import (
     PERSON,
@@ -57,6 +63,8 @@ def _another_case_about_the_same_person(client: TestClient, region: Region) -> s
 def test_deleting_an_exchange_leaves_no_content_in_any_table_and_the_log_verifies(
     client: TestClient, region: Region
 ) -> None:
+    other = _another_case_about_the_same_person(client, region)  # held by MK before the exchange below
+    cross_check(client)
     x = answered_exchange(
         client,
         region,
@@ -74,7 +82,6 @@ def test_deleting_an_exchange_leaves_no_content_in_any_table_and_the_log_verifie
         },
         purpose=PURPOSE,
     )
-    other = _another_case_about_the_same_person(client, region)
     cross_check(client)
     ids = [x.request_id, x.answer_id]
 
@@ -98,9 +105,15 @@ def test_deleting_an_exchange_leaves_no_content_in_any_table_and_the_log_verifie
         )
         custody = session.scalar(select(func.count()).where(CustodyStep.message_id.in_(ids)))
         deadlines = session.scalar(select(func.count()).where(DeadlineEvent.message_id.in_(ids)))
+        notices = session.scalars(
+            select(ReviewNotification.text).where(
+                ReviewNotification.message_id == other, ReviewNotification.kind == "crosscheck-link"
+            )
+        ).all()
         before = _dump(session)
     assert ours, "the cross-check hashed the exchange's selectors"
     assert links, "the cross-check linked the exchange to the other case about the same person"
+    assert any(x.request_id[:8] in text for text in notices), "MK's officers were told on the other case"
     digests = sorted(
         ours - theirs
     )  # a digest the other case shares (same person, same key) is not ours alone
@@ -162,6 +175,12 @@ def test_deleting_an_exchange_leaves_no_content_in_any_table_and_the_log_verifie
         assert "payload" in kept.envelope
         assert kept.content_deleted_at is None
         assert session.scalar(select(func.count()).where(SelectorHash.message_id == other))
+        notices = session.scalars(
+            select(ReviewNotification.text).where(
+                ReviewNotification.message_id == other, ReviewNotification.kind == "crosscheck-link"
+            )
+        ).all()
+        assert not [text for text in notices if x.request_id[:8] in text or x.answer_id[:8] in text]
         # One entry per message deleted, naming no content.
         entries = session.scalars(
             select(AuditEntry).where(AuditEntry.action == "retention:deleted", AuditEntry.object_id.in_(ids))
