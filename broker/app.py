@@ -579,6 +579,7 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
     from broker.messages.api import router as messages_router
     from broker.ops.api import router as ops_router
     from broker.region.api import router as region_router
+    from broker.retention.api import router as retention_router
     from broker.stats.api import router as stats_router
     from broker.witness.api import router as witness_router
 
@@ -596,6 +597,7 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
         witness_router,
         stats_router,
         ops_router,
+        retention_router,
         *routers,
     ):
         app.include_router(router)

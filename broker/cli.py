@@ -14,6 +14,7 @@ Each command is one unit of work at the edge; errors print one line with a remed
     spoc region keygen|sign|verify|install|show   the signed regional directory
     spoc users add|list|lock|unlock|reset-password|set|totp   accounts (``broker.accounts.cli``)
     spoc stats export --year YYYY   the Art. 18 statistics as CSV, JSON or printable HTML (``broker.stats.cli``)
+    spoc retention sweep|queue   delete content past its period; the compliance review queue
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from broker.config import Settings, get_settings
 from broker.errors import SpocError
 from broker.files import PRIVATE_UMASK
 from broker.region.cli import region_app
+from broker.retention.cli import retention_app
 from broker.stats.cli import stats_app
 
 if TYPE_CHECKING:
@@ -53,6 +55,7 @@ app.add_typer(schemas_app, name="schemas")
 app.add_typer(region_app, name="region")
 app.add_typer(users_app, name="users")
 app.add_typer(stats_app, name="stats")
+app.add_typer(retention_app, name="retention")
 
 
 def fail(message: str) -> None:

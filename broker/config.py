@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from broker.files import private_dir, write_private
+from schemas.codelists import codes
 
 
 class Settings(BaseSettings):
@@ -115,6 +116,18 @@ class Settings(BaseSettings):
     # Denied calls (401, 403, 404 out of scope, four eyes) are audit entries; at most this many a minute per
     # caller (per source address for anonymous calls) are written, the rest counted (broker.audit.denials).
     audit_denials_per_minute: int = Field(default=30, ge=1)
+    # Retention (docs/retention.md, ``broker.retention``): an exchange's content is deleted this many days after
+    # it ended (``retention_days_by_category`` overrides the default per category of crime; JSON in
+    # SPOC_RETENTION_DAYS_BY_CATEGORY, e.g. ``{"terrorism": 3650}``), unless a legal hold is set on it. An
+    # exchange counts as ended once every message of it is settled, or after ``retention_idle_days`` without
+    # activity; it enters the compliance review queue ``retention_review_after_days`` after it ended.
+    retention_default_days: int = Field(default=3 * 365, ge=1)
+    retention_days_by_category: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    retention_review_after_days: int = Field(default=183, ge=1)
+    retention_idle_days: int = Field(default=365, ge=1)
+    retention_sweep_interval_seconds: float = Field(default=3600.0, gt=0)
+    # Exchanges deleted per unit of work by the sweep (each batch commits on its own).
+    retention_batch_size: int = Field(default=100, ge=1, le=1000)
     # Set when clients reach spoc over HTTPS (directly or through a TLS-terminating proxy): responses carry
     # Strict-Transport-Security and every cookie is marked Secure.
     behind_tls: bool = False
@@ -159,6 +172,20 @@ class Settings(BaseSettings):
                 "smaller than SPOC_LOGIN_MAX_FAILURES"
             )
         return self
+
+    @field_validator("retention_days_by_category")
+    @classmethod
+    def _known_categories(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(value) - set(codes("categories")))
+        if unknown:
+            raise ValueError(
+                f"SPOC_RETENTION_DAYS_BY_CATEGORY names unknown categories: {', '.join(unknown)}"
+            )
+        return value
+
+    def retention_days(self, category: str) -> int:
+        """Days an exchange of ``category`` is kept after it ended."""
+        return self.retention_days_by_category.get(category, self.retention_default_days)
 
     @field_validator("push_allowed_networks", "metrics_allow", mode="before")
     @classmethod

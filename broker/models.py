@@ -32,6 +32,7 @@ from broker.messages.models import (
 )
 from broker.outbox.models import OutboxItem
 from broker.region.models import InstalledDirectory
+from broker.retention.models import RetentionHold, RetentionReview
 from broker.witness.models import WitnessLogState, WitnessSubmission
 
 # The hourly purge of expired Idempotency-Keys scans by age (migration 0003_delivery).
@@ -68,6 +69,8 @@ __all__ = [
     "Message",
     "OutboxItem",
     "PartyKey",
+    "RetentionHold",
+    "RetentionReview",
     "ReviewNotification",
     "SeenNonce",
     "SelectorHash",

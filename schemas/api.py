@@ -172,6 +172,11 @@ class MessageStatus(BaseModel):
     refusal_ground: RefusalGround | None = None
     """When the requested contact point refused the request (``refused``): its ground, from the closed list of
     Directive (EU) 2023/977 Art. 6."""
+    content_deleted: bool = False
+    """True once the content of the message was deleted under the retention rules: the exchange keeps only its
+    routing metadata (docs/retention.md)."""
+    content_deleted_at: Timestamp | None = None
+    """When its content was deleted."""
 
 
 class CustodyStep(BaseModel):

@@ -25,6 +25,7 @@ def create_celery(settings: Settings) -> Celery:
             "workers.review_tasks",
             "workers.region_tasks",
             "workers.crosscheck_tasks",
+            "workers.retention_tasks",
         ],
     )
     app.conf.update(
@@ -103,6 +104,12 @@ def create_celery(settings: Settings) -> Celery:
                 "task": "spoc.crosscheck.batch",
                 "schedule": settings.beat_interval_seconds * 5,
                 "options": {"expires": tick_expiry * 5},
+            },
+            # Retention: delete the content of exchanges past their period, held ones skipped (docs/retention.md).
+            "retention-sweep": {
+                "task": "spoc.retention.sweep",
+                "schedule": settings.retention_sweep_interval_seconds,
+                "options": {"expires": settings.retention_sweep_interval_seconds},
             },
         },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),

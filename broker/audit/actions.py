@@ -80,3 +80,10 @@ class AuditAction(StrEnum):
     STATS_REFUSED = "stats:refused"
     # --- the edge: a call refused because of who made it (401, 403, 404 out of scope, four eyes) ---
     ACCESS_DENIED = "access:denied"
+    # --- retention (docs/retention.md): an exchange's content deleted (one entry per message, no content), legal
+    # holds set and released, compliance reviews, and every refused attempt (no reason, held data, not ended) ---
+    RETENTION_DELETED = "retention:deleted"
+    RETENTION_HOLD_SET = "retention:hold-set"
+    RETENTION_HOLD_RELEASED = "retention:hold-released"
+    RETENTION_REVIEWED = "retention:reviewed"
+    RETENTION_REFUSED = "retention:refused"

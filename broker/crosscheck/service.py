@@ -3,7 +3,8 @@ read is compared with everything that contact point already holds, and the match
 
 One batch (:func:`run_batch`, the beat task ``spoc.crosscheck.batch`` and the tests) does, set-based:
 
-1. picks up to ``limit`` (contact point, message) pairs not yet cross-checked, where the contact point is
+1. picks up to ``limit`` (contact point, message) pairs not yet cross-checked (and whose content was not
+   deleted under the retention rules), where the contact point is
    held on this node and the message is in its case file: sent from its country, or received by it (it
    countersigned the arrival; before that the destination does not know of the message, even on a hub);
 2. decrypts each payload with the contact point's own keys, reads the structured content and derives its
@@ -98,7 +99,7 @@ def _candidates(session: Session, held: Sequence[str], limit: int) -> list[Any]:
         session.execute(
             select(ContactPoint.id.label("cp"), Message.id, Message.envelope, Message.origin_country)
             .join(ContactPoint, in_case_file)
-            .where(ContactPoint.id.in_(held), ~done)
+            .where(ContactPoint.id.in_(held), ~done, Message.content_deleted_at.is_(None))
             .order_by(Message.received_at, Message.id)
             .limit(limit)
         ).all()

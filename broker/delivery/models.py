@@ -8,7 +8,8 @@ A row is the message's delivery to one agency over one channel:
   ``next_attempt_at``) until the endpoint answers 2xx with a valid signed receipt, then it is
   ``delivered`` and acknowledged at once; after the last attempt it is ``dead`` (dead-lettered into the
   destination officers' queue with ``last_error``), from where an officer retries or re-routes it.
-- ``superseded``: an officer re-routed the message elsewhere; this row is kept as history.
+- ``superseded``: an officer re-routed the message elsewhere, or its content was deleted under the retention
+  rules before the agency took it (``broker.retention.deletion``); this row is kept as history.
 """
 
 from __future__ import annotations

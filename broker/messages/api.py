@@ -121,6 +121,8 @@ def _status(session: Session, message: Message, receipts: Sequence[InboxItem] = 
         refusal_ground=_refusal_ground(session, message),
         supersedes=message.supersedes,
         superseded_by=superseded_by,
+        content_deleted=message.content_deleted_at is not None,
+        content_deleted_at=message.content_deleted_at,
     )
 
 

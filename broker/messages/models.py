@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from broker.db import Base, JSONType, UTCDateTime, utcnow
@@ -51,6 +51,23 @@ class Message(Base):
     assigned_to: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
     # The officer who wrote an own-initiative provision (they cannot approve it themselves).
     composed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+
+    # Retention (``broker.retention``): when the content was deleted, irrevocably, and why (``period``: its
+    # retention period ended; ``review``: a compliance review decided so). The row then keeps only routing
+    # metadata: the envelope is its routing header without free text, and nothing can decrypt or rebuild it.
+    content_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    content_deletion: Mapped[str | None] = mapped_column(String(8), default=None)
+
+    # Retention's candidates (``broker.retention.exchanges``): messages with content, by last change; the
+    # messages whose content was deleted, ever more of them, are not in it.
+    __table_args__ = (
+        Index(
+            "ix_messages_retention",
+            "updated_at",
+            postgresql_where=text("content_deleted_at IS NULL"),
+            sqlite_where=text("content_deleted_at IS NULL"),
+        ),
+    )
 
     # concurrent decisions on one message: one wins, the other gets a conflict
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - SQLAlchemy reads this class attribute

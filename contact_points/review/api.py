@@ -207,6 +207,8 @@ def read_cp_message_content(
         "notice": content.notice,
         "conditions": content.conditions,
         "acknowledgement_required": content.acknowledgement_required,
+        "content_deleted": content.deleted_at is not None,
+        "content_deleted_at": content.deleted_at.isoformat() if content.deleted_at else None,
         "payload_b64": base64.b64encode(content.plaintext).decode()
         if content.plaintext is not None
         else None,

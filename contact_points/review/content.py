@@ -7,12 +7,15 @@
   object (so they are as confidential as the content); the server decrypts to show them, and that view
   is audited too (outcome ``conditions-only``).
 * Every decryption for a person is an audit entry; content itself never enters the log.
+* A message whose content was deleted under the retention rules (``broker.retention``) says so: there is
+  nothing left to decrypt, so nothing is read and nothing is audited.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -37,6 +40,13 @@ class Content:
     conditions: str | None = None
     """H3: the provider's conditions, shown before the content (and with it)."""
     acknowledgement_required: bool = False
+    deleted_at: datetime | None = None
+    """When the content was deleted under the retention rules (then there is none to read)."""
+
+
+def deleted_notice(when: datetime) -> str:
+    """What a message whose content was deleted shows instead of it."""
+    return f"Content deleted on {when:%Y-%m-%d} under the retention rules."
 
 
 def _countries(message: Message) -> list[str]:
@@ -78,6 +88,9 @@ def read_content(
 ) -> Content:
     """Decrypt the payload for a cleared officer; every read (and every refused read) is audited."""
     message, cp, _ = message_in_scope(session, user, message_id)
+    if message.content_deleted_at is not None:
+        when = message.content_deleted_at
+        return Content(False, deleted_notice(when), None, deleted_at=when)
     countries = _countries(message)
     if not cleared(user.clearance, message.classification):
         record(

@@ -66,6 +66,8 @@ def summary(
         "received_at": message.received_at.isoformat(),
         "assigned_to": (names or {}).get(message.assigned_to) if message.assigned_to else None,
         "supersedes": message.supersedes,
+        "content_deleted": message.content_deleted_at is not None,
+        "content_deleted_at": message.content_deleted_at.isoformat() if message.content_deleted_at else None,
     }
 
 

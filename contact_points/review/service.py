@@ -141,6 +141,8 @@ def unread(
     """Why ``user`` cannot have read ``message``'s content as an officer of ``cp`` (so may not pass it on),
     or None: not cleared, the payload does not open with the contact point's held keys (a recipient entry
     can name its key and still be garbage), or H3 conditions this officer has not acknowledged."""
+    if message.content_deleted_at is not None:
+        return "its content was deleted under the retention rules: there is nothing to pass on"
     if not cleared(user.clearance, message.classification):
         return f"passing on a {message.classification} message needs clearance at or above it"
     if CONDITIONS in message.handling_codes and not acknowledged(session, user, message):

@@ -3,7 +3,9 @@ the history of its deadline, and of the conversation it belongs to (amendments, 
 
 Signature status is computed on every view, from the parties' registered keys: the first hop is the
 originator's detached signature of the envelope; each later hop is a contact point's countersignature,
-which must also name this message, its digest, its position and its decision.
+which must also name this message, its digest, its position and its decision. Once the content was deleted
+under the retention rules the originator's signature has nothing left to cover: that step says so
+(``content-deleted``); the contact points' countersignatures name the digest, which stays, and still verify.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class Hop:
     to_state: str
     reason: str | None
     refusal_ground: str | None
-    signature: str  # verified | invalid
+    signature: str  # verified | invalid | content-deleted
     detail: str = ""
 
 
@@ -45,6 +47,11 @@ def _created_at(header: dict[str, Any]) -> datetime:
 
 
 def _check(keys: DatabaseKeyStore, message: Message, step: CustodyStep) -> tuple[str, str]:
+    if step.seq == 0 and message.content_deleted_at is not None:
+        return "content-deleted", (
+            f"the content was deleted on {message.content_deleted_at:%Y-%m-%d} under the retention rules: "
+            "the originator's signature of it can no longer be checked"
+        )
     try:
         if step.seq == 0:
             header, payload = message.envelope["header"], message.envelope["payload"]

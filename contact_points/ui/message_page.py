@@ -1,7 +1,9 @@
 """What the message page shows: header, urgency, deadline and its history, the chain of custody with each
 signature checked, the conversation, the payload if the officer is cleared (and acknowledged H3) — as
 labelled fields when it is structured content (``schemas.content``), as text otherwise — the messages the
-cross-check linked it to, and the decisions open to this officer — only those.
+cross-check linked it to, the decisions open to this officer — only those — and the exchange's retention (when
+its content is due for deletion, its legal holds, a form to set one). A message whose content was deleted under
+the retention rules says so in place of the content.
 
 A linked message is shown by its metadata always (it is in the officer's own contact point's case file,
 which is what a link is made in); its content only by the same rule as opening it (``read_content``:
@@ -28,6 +30,7 @@ from broker.messages.clock import deadline_events
 from broker.messages.dissemination import requests_for
 from broker.messages.models import Message
 from broker.policy.service import CONDITIONS, NO_ONWARD_DISSEMINATION, cleared, dissemination_granted
+from broker.retention.exchanges import ExchangeView, RetentionScope, exchange
 from contact_points.review.content import Content
 from contact_points.review.present import summary, usernames
 from contact_points.review.scope import OFFICER_ROLES
@@ -84,7 +87,19 @@ def message_context(
         "agencies": _agencies(session, cp.country, message.classification) if "route" in actions else [],
         "officers": _officers(session, cp.id, message) if "assign" in actions else [],
         "refusal_grounds": codes("refusal_grounds"),
+        "retention": _retention(session, request, user, message),
     }
+
+
+def _retention(session: Session, request: Request, user: User, message: Message) -> ExchangeView | None:
+    """The exchange's retention as the officer's contact point holds it; None while the message is not yet in
+    its case file (forwarded to it, not yet received: the queue shows it, the case file does not hold it)."""
+    try:
+        return exchange(
+            session, request.app.state.settings, RetentionScope.of(session, user), message.conversation_id
+        )
+    except NotFound:
+        return None
 
 
 def _shown(content: Content) -> dict[str, Any]:

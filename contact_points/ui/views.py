@@ -39,6 +39,7 @@ from contact_points.ui.common import templates as templates
 from contact_points.ui.deliveries import dead_letter_count
 from contact_points.ui.message_page import message_context
 from contact_points.ui.outcome import confirmation, with_outcome
+from contact_points.ui.retention import DONE as RETENTION_DONE
 from schemas.codelists import codes
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -302,7 +303,9 @@ def message_page(
     if principal is None:
         return RedirectResponse(login_url(f"/ui/messages/{message_id}"), status_code=303)
     context = message_context(session, keys, principal, request, message_id)
-    context["confirmation"] = confirmation(session, principal.user, message_id, done)
+    context["confirmation"] = confirmation(session, principal.user, message_id, done) or RETENTION_DONE.get(
+        done or ""
+    )
     return page(request, principal, "message.html", context)
 
 
@@ -312,11 +315,13 @@ def include_routers() -> None:
     from contact_points.ui.admin import router as admin_router
     from contact_points.ui.dashboard import router as dashboard_router
     from contact_points.ui.deliveries import router as deliveries_router
+    from contact_points.ui.retention import router as retention_router
 
     router.include_router(actions_router)
     router.include_router(admin_router)
     router.include_router(deliveries_router)
     router.include_router(dashboard_router)
+    router.include_router(retention_router)
 
 
 include_routers()

@@ -29,7 +29,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
+from sqlalchemy.orm import Session, sessionmaker
 
+from broker.messages.models import Message
 from tests.access.world import AGENCY, CLASSIFICATIONS, ROLES, USERS, World
 
 ANON, AGENCY_ROLE, OFFICER, SUPERVISOR, AUDITOR, REGIONAL, ADMIN = ROLES
@@ -136,6 +138,18 @@ MATRIX: list[tuple[str, str, Expect, Expect, Expect, Expect, Expect, Expect, Exp
     ("GET",  "/ui/deliveries",                                          303, 303, 200,     200, 403,  403,  403),
     ("POST", "/ui/deliveries/{message_id}/retry",                       303, 303, UI_ACT,  303, 403,  403,  403),
     ("POST", "/ui/deliveries/{message_id}/reroute",                     303, 303, UI_ACT,  303, 403,  403,  403),
+    # --- retention (officers of the exchange's contact point, auditors): the exchange is HR's outbound one, still
+    # running, so a review is refused (409, audited) past authorisation; a release first sets the caller's own hold
+    ("GET",  "/v1/retention/review-queue",                              401, 401, 200,     200, 200,  200,  403),
+    ("GET",  "/v1/retention/{conversation_id}",                         401, 401, 200,     200, 200,  200,  403),
+    ("POST", "/v1/retention/{conversation_id}/hold",                    401, 401, 201,     201, 201,  201,  403),
+    ("POST", "/v1/retention/{conversation_id}/hold/release",            401, 401, 200,     200, 200,  200,  403),
+    ("POST", "/v1/retention/{conversation_id}/review",                  401, 401, 409,     409, 409,  409,  403),
+    ("GET",  "/ui/retention",                                           303, 303, 200,     200, 200,  200,  403),
+    ("GET",  "/ui/retention/{conversation_id}",                         303, 303, 200,     200, 200,  200,  403),
+    ("POST", "/ui/retention/{conversation_id}/hold",                    303, 303, 303,     303, 303,  303,  403),
+    ("POST", "/ui/retention/{conversation_id}/release",                 303, 303, 303,     303, 303,  303,  403),
+    ("POST", "/ui/retention/{conversation_id}/review",                  303, 303, 409,     409, 409,  409,  403),
     # --- auditors (API) -----------------------------------------------------------------------------------------
     ("POST", "/v1/audit/verify",                                        401, 401, 403,     403, 200,  200,  200),
     ("GET",  "/v1/audit/entries",                                       401, 401, 403,     403, 200,  200,  200),
@@ -276,6 +290,8 @@ class Call:
             "operation": "unlock",
             "notification_id": str(w.notes.get((self.row.path, self.username or ""), 1)),
         }
+        if "{conversation_id}" in self.row.path:
+            params["conversation_id"] = _conversation(w, w.outbound["UNCLASSIFIED"])
         if self.row.target is not None:
             params["message_id"] = self.message_id
         path = self.row.path.format(**params)
@@ -311,6 +327,30 @@ class Call:
         if form:
             body.setdefault("data", {}).setdefault("csrf", csrf)
         return body
+
+
+def _conversation(world: World, message_id: str) -> str:
+    factory: sessionmaker[Session] = world.client.app.state.sessionmaker  # type: ignore[attr-defined]
+    with factory() as session:
+        message = session.get(Message, message_id)
+        assert message is not None
+        return message.conversation_id
+
+
+def _hold(call: Call) -> dict[str, Any]:
+    return {"json": {"reason": "access matrix"}}
+
+
+def _hold_then_release(call: Call) -> dict[str, Any]:
+    """Release needs a hold of the caller's own: set it first (refused, and harmless, for who may not)."""
+    if call.username is not None:
+        token = call.world.as_user(call.username).token
+        call.world.client.post(
+            f"/v1/retention/{_conversation(call.world, call.world.outbound['UNCLASSIFIED'])}/hold",
+            json={"reason": "access matrix"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    return {"json": {}} if call.row.path.startswith("/v1/") else {"data": {}}
 
 
 def _login_body(call: Call) -> dict[str, Any]:
@@ -396,6 +436,12 @@ BODIES: dict[tuple[str, str], Callable[[Call], dict[str, Any]]] = {
     ("GET", "/v1/stats/aggregate"): lambda call: {"params": {"year": "2026"}},
     ("GET", "/ui/dashboard"): lambda call: {"params": {"year": "2026", "contact_point": "HR-SPOC"}},
     ("POST", "/v1/region/directory"): lambda call: {"json": {}},
+    ("POST", "/v1/retention/{conversation_id}/hold"): _hold,
+    ("POST", "/v1/retention/{conversation_id}/hold/release"): _hold_then_release,
+    ("POST", "/v1/retention/{conversation_id}/review"): lambda call: {"json": {"decision": "keep"}},
+    ("POST", "/ui/retention/{conversation_id}/hold"): lambda call: {"data": {"reason": "access matrix"}},
+    ("POST", "/ui/retention/{conversation_id}/release"): _hold_then_release,
+    ("POST", "/ui/retention/{conversation_id}/review"): lambda call: {"data": {"decision": "keep"}},
     ("POST", "/v1/hop/reconcile"): lambda call: {"json": {"peer": "xk"}},
     ("POST", "/ui/admin/users"): lambda call: {
         "data": {

@@ -75,7 +75,7 @@ def _caller(client: TestClient, region: Region, path: str) -> httpx.Client:
             transport=client._transport,
             headers=officer_headers(client, region, "regional-auditor"),
         )
-    if path.startswith(("/v1/cp", "/ui")):
+    if path.startswith(("/v1/cp", "/ui", "/v1/retention")):
         headers = officer_headers(client, region, "hr-officer")
         browser = httpx.Client(base_url="http://testserver", transport=client._transport, headers=headers)
         browser.cookies.set("spoc_session", headers["Authorization"].removeprefix("Bearer "))

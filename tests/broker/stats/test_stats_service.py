@@ -8,12 +8,14 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
 import pytest
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from broker.audit.service import SYSTEM
 from broker.db import make_engine
 from broker.directory.models import ContactPoint
 from broker.messages.models import Message
+from broker.retention.deletion import delete_content
 from broker.stats.period import InvalidPeriod, Period, parse_period
 from broker.stats.service import aggregate, art18, dashboard
 from tests.broker.stats.traffic import ANSWER_SECONDS_IN, COMPLIANCE, EXPECTED, MEDIAN_IN, P90_IN, YEAR
@@ -53,14 +55,13 @@ def _hr(session: Session) -> ContactPoint:
 
 
 def _delete_content(session: Session) -> int:
-    """Stand-in for retention's content deletion (being built in broker/retention/; swapped in at merge):
-    every message keeps its routing header and loses its payload and signature, as after retention."""
-    keep_header = func.jsonb_build_object("header", Message.envelope["header"])  # PostgreSQL: this world's
-    result = session.execute(
-        update(Message).values(envelope=keep_header).execution_options(synchronize_session=False)
-    )
+    """Retention's irrevocable deletion (``broker.retention.deletion``) of every exchange of the year, as the
+    sweep or a "delete now" review would do it: the messages keep their routing metadata only."""
+    conversations = sorted(set(session.scalars(select(Message.conversation_id))))
+    deleted = delete_content(session, conversations, basis="review", actor=SYSTEM)
+    session.flush()
     session.expire_all()
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult
+    return deleted.messages
 
 
 def test_every_art18_figure_of_a_seeded_year(session: Session) -> None:
@@ -79,7 +80,8 @@ def test_the_same_figures_after_the_content_is_deleted(session: Session) -> None
     board_before = dashboard(session, _hr(session), Period.of_year(YEAR), now=NOW)
     assert _delete_content(session) > 30
     payloads = session.scalars(select(Message.envelope)).all()
-    assert all(set(envelope) == {"header"} for envelope in payloads)
+    assert all("payload" not in envelope for envelope in payloads)
+    assert session.scalar(select(func.count()).where(Message.content_deleted_at.is_(None))) == 0
     after = art18(session, _hr(session), Period.of_year(YEAR), now=NOW)
     assert after.model_dump(exclude={"generated_at"}) == before.model_dump(exclude={"generated_at"})
     assert dashboard(session, _hr(session), Period.of_year(YEAR), now=NOW) == board_before
