@@ -70,6 +70,16 @@ SAME: list[tuple[dict[str, Any], dict[str, Any], str]] = [
         {"organisations": [{"name": "BALKAN TRANS DOO"}]},
         "a company with its legal form written two ways",
     ),
+    (  # selectors that cannot be normalised are kept as text and still matched exactly
+        {"phone_numbers": [{"number": "+999 123 4567"}]},
+        {"phone_numbers": [{"number": "+999-1234567"}]},
+        "a phone no numbering plan knows, as written",
+    ),
+    (
+        {"bank_accounts": [{"iban": "ZZ72 1234 5678 9012 3"}]},
+        {"bank_accounts": [{"iban": "zz72-1234567890123"}]},
+        "an IBAN of no known country, as written",
+    ),
 ]
 
 DIFFERENT: list[tuple[dict[str, Any], dict[str, Any], str]] = [
@@ -93,6 +103,11 @@ DIFFERENT: list[tuple[dict[str, Any], dict[str, Any], str]] = [
         {"vehicles": [{"registration_number": "PG 456-CD"}]},
         {"vehicles": [{"registration_number": "PG 456-CE"}]},
         "plates one letter apart",
+    ),
+    (
+        {"phone_numbers": [{"number": "+998 555 0001"}]},
+        {"phone_numbers": [{"number": "+998 555 0002"}]},
+        "unknown-plan phones one digit apart",
     ),
 ]
 
@@ -143,6 +158,8 @@ def test_same_linked_different_not(
     assert found["two letters swapped"] == ["person-name~"]
     assert found["a phone in national and international form"] == ["phone"]
     assert found["one passport number under two names"] == ["document"]
+    assert found["a phone no numbering plan knows, as written"] == ["phone-text"]
+    assert found["an IBAN of no known country, as written"] == ["iban-text"]
     # Nothing links across pairs: each pair's messages link only to each other. (Messages that HTTP tests
     # of this run committed may share a selector with a pair; they are not this test's.)
     ours = [m for a, b, *_ in pairs for m in (a, b)]
