@@ -29,6 +29,7 @@ import orjson
 import psycopg
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, create_engine, func, select, text
 
 from broker.audit import checkpoints as cps
@@ -329,6 +330,17 @@ def test_a_request_crosses_to_another_node_and_its_answer_comes_back(region: Reg
     # (and the agency); AL's node holds AL-SPOC's key only (test_no_node_holds_another_country_s_private_key).
 
 
+def _peer_up(node: Node, peer: str) -> float | None:
+    """``spoc_endpoint_up{kind="peer"}`` for ``peer`` in a scrape of the node's running API (``/metrics``)."""
+    scraped = httpx.get(node.url + "/metrics", timeout=15)
+    assert scraped.status_code == 200, scraped.text
+    for family in text_string_to_metric_families(scraped.text):
+        for sample in family.samples:
+            if sample.name == "spoc_endpoint_up" and sample.labels == {"kind": "peer", "endpoint": peer}:
+                return float(sample.value)
+    return None
+
+
 def test_a_peer_killed_mid_flight_gets_every_message_once_when_it_is_back(region: Region) -> None:
     xk, mk = region.nodes["XK"], region.nodes["MK"]
     asker = xk.agency("XK-KP")
@@ -357,6 +369,7 @@ def test_a_peer_killed_mid_flight_gets_every_message_once_when_it_is_back(region
 
     _wait("XK's hops to MK failing while MK is down", failed_while_down)
     assert "ConnectError" in str(xk.scalar(select(Hop.last_error).where(Hop.message_id == ids[-1])))
+    assert _peer_up(xk, "mk") == 0.0  # the operator's /metrics says so before any officer notices
 
     mk.start()  # the same command, the same database and queue namespace
     _wait("MK's node back", mk.ready, timeout=90)
@@ -370,6 +383,7 @@ def test_a_peer_killed_mid_flight_gets_every_message_once_when_it_is_back(region
         return int(xk.scalar(query)) == len(ids)
 
     _wait("every hop receipted by MK", all_receipted)
+    assert _peer_up(xk, "mk") == 1.0
     for message_id in ids:  # 0 lost, 0 duplicated: on both sides, in every table that records the hop
         assert xk.scalar(select(func.count()).select_from(Hop).where(Hop.message_id == message_id)) == 1
         assert mk.scalar(select(func.count()).select_from(Hop).where(Hop.message_id == message_id)) == 1
