@@ -1,6 +1,8 @@
 """The compliance review pages (officers and auditors): the review queue, one exchange's retention with its
 legal holds, and the forms that hold, release and review (keep, delete now, hold). The message page carries the
-same hold form for officers (``contact_points.ui.message_page``).
+same hold form for officers (``contact_points.ui.message_page``). *Delete now* is irrevocable, so it is a link to
+the exchange's page with ``?confirm=delete``, which asks first (and says why not, when held or partly out of
+scope); only the form there posts the deletion.
 
 Every form carries the session's CSRF token. A refusal of the rules (no reason, held data, not ended) rolls the
 request back, is recorded (``retention:refused``) and re-renders the page with the reason and its status; a
@@ -82,12 +84,14 @@ def exchange_page(
     session: DbSession,
     settings: SettingsDep,
     done: Annotated[str | None, Query(max_length=16)] = None,
+    confirm: Annotated[str | None, Query(max_length=16)] = None,
 ) -> Response:
     principal = _reviewer(request, session)
     if principal is None:
         return RedirectResponse(login_url(f"/ui/retention/{conversation_id}"), status_code=303)
     context = _exchange_context(session, settings, principal, conversation_id)
     context["confirmation"] = DONE.get(done or "")
+    context["confirm_delete"] = confirm == "delete"
     return page(request, principal, "retention_exchange.html", context)
 
 
