@@ -273,7 +273,13 @@ CSRF_HEADER = "x-csrf-token"
 
 def csrf_ok(expected: str | None, given: str | None) -> bool:
     """Constant-time comparison of the session's CSRF token with the one the request carries."""
-    return bool(expected) and bool(given) and hmac.compare_digest(str(expected), str(given))
+    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500), which a forged
+    # form field or a latin-1 header value can carry.
+    return (
+        bool(expected)
+        and bool(given)
+        and hmac.compare_digest(str(expected).encode(), str(given).encode("utf-8", "surrogatepass"))
+    )
 
 
 def api_principal(request: Request, principal: Annotated[Principal, Depends(current_principal)]) -> Principal:

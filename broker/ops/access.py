@@ -31,4 +31,6 @@ def admitted(settings: Settings, *, client: str | None, authorization: str | Non
         address = ipaddress.ip_address(client)
     except ValueError:  # not an address (a test client's name, a Unix socket)
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # an IPv4 caller of a dual-stack socket (``::ffff:a.b.c.d``)
     return any(address in network for network in settings.metrics_allow)

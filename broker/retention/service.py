@@ -32,6 +32,7 @@ from broker.audit.service import Actor, record
 from broker.config import Settings
 from broker.db import utcnow
 from broker.errors import Conflict, NotPermitted, PolicyRefused, SpocError
+from broker.messages.models import Message
 from broker.retention.deletion import Deleted, delete_content
 from broker.retention.exchanges import (
     ExchangeView,
@@ -75,13 +76,16 @@ def set_hold(
     actor: Actor,
     now: datetime | None = None,
 ) -> RetentionHold:
-    """Put the exchange under a legal hold; PolicyRefused without a reason."""
+    """Put the exchange under a legal hold; PolicyRefused without a reason, Conflict once its content is gone
+    (deleted before, or by a deletion that held the exchange's lock while this waited for it)."""
     scope = RetentionScope.of(session, user)
     view = exchange(session, settings, scope, conversation_id, now=now)
     given = _reason(reason)
     if given is None:
         raise PolicyRefused("a legal hold needs a reason (the case, the order or the rule that requires it)")
     lock_messages(session, [conversation_id])  # a deletion running now finishes first, or waits for this
+    if not _content_left(session, conversation_id):  # read after the lock: a deletion that ran first is seen
+        raise Conflict("the content of this exchange was already deleted: there is nothing left to hold")
     hold = RetentionHold(
         conversation_id=conversation_id,
         reason=given,
@@ -211,6 +215,17 @@ def review(
         },
     )
     return Reviewed(row, deleted)
+
+
+def _content_left(session: Session, conversation_id: str) -> bool:
+    return (
+        session.scalar(
+            select(Message.id)
+            .where(Message.conversation_id == conversation_id, Message.content_deleted_at.is_(None))
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def _reviewable(view: ExchangeView) -> None:

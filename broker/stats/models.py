@@ -6,7 +6,7 @@ Names follow docs/statistics.md, which defines each figure; ``format`` versions 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,6 +29,12 @@ __all__ = [
 
 ART18_FORMAT: Final = "spoc-art18/v1"
 AGGREGATE_FORMAT: Final = "spoc-stats-aggregate/v1"
+
+
+Count = Annotated[int, Field(ge=0, le=2**53)]
+"""A number of requests (at most what a JSON number holds exactly)."""
+Seconds = Annotated[int, Field(ge=0, le=1000 * 366 * 86400)]
+"""An answer time: at most the longest period statistics cover (a thousand years, ``broker.stats.period``)."""
 
 
 class _Doc(BaseModel):
@@ -126,18 +132,22 @@ class Aggregate(_Doc):
     """One contact point's aggregate counts, as its node publishes them to its peers (GET /v1/stats/aggregate).
 
     ``received`` … ``judicial_delays`` are about requests the contact point received (what it answered);
-    ``sent`` counts the requests its country sent. Answer times in seconds, pauses for clarification excluded."""
+    ``sent`` counts the requests its country sent. Answer times in seconds, pauses for clarification excluded.
+
+    Bounded, because a peer's document is read by another node's dashboard: no count is negative, and no
+    answer time is longer than a period can be (a hostile peer's absurd figure is refused as unverifiable,
+    never drawn, never an error of the page)."""
 
     contact_point: str
     country: str
-    sent: int
-    received: int
-    answered: int
-    answered_late: int
-    refused: int
-    open: int = Field(description="Still waiting for the answer (overdue ones included)")
-    overdue: int
-    paused: int = Field(description="Waiting for the requester's clarification")
-    judicial_delays: int
-    median_answer_seconds: int | None
-    p90_answer_seconds: int | None
+    sent: Count
+    received: Count
+    answered: Count
+    answered_late: Count
+    refused: Count
+    open: Count = Field(description="Still waiting for the answer (overdue ones included)")
+    overdue: Count
+    paused: Count = Field(description="Waiting for the requester's clarification")
+    judicial_delays: Count
+    median_answer_seconds: Seconds | None
+    p90_answer_seconds: Seconds | None

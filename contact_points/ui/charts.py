@@ -120,7 +120,7 @@ def column_chart(
     height = top_pad + plot_h + bottom
     top = _nice(max((v for _, _, values in series for v in values), default=0))
     group = (WIDTH - left - 8) / max(1, len(categories))
-    bar = min(22.0, (group - 6) / max(1, len(series)))
+    bar = max(1.0, min(22.0, (group - 6) / max(1, len(series))))  # never narrower than a line, never negative
     parts = [_defs(chart_id, [k for k, _, _ in series]), _legend(chart_id, [(k, t) for k, t, _ in series], 4)]
     for i in range(5):  # grid lines and their values
         value = top * i // 4
@@ -136,7 +136,7 @@ def column_chart(
             h = plot_h * value / top
             x, y = x0 + si * bar, top_pad + plot_h - h
             parts.append(
-                f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar - 2:.1f}" height="{h:.1f}" '
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(bar - 2, 0.5):.1f}" height="{h:.1f}" '
                 f'fill="{_paint(chart_id, key)}" stroke="#1b1f24" stroke-width="0.6">'
                 f"<title>{escape(f'{category}: {value} {label.lower()}')}</title></rect>"
             )

@@ -12,6 +12,7 @@ each with its table a click away.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -51,6 +52,9 @@ BUCKETS = (
 )
 WEEKLY_UP_TO = timedelta(days=92)
 """A period up to about a quarter is shown week by week; a longer one month by month."""
+MONTHLY_UP_TO = timedelta(days=3 * 366)
+"""A period up to about three years is shown month by month; a longer one (up to the thousand years a period
+may span) year by year, so the chart and its table stay a few hundred bars at most."""
 
 Text = Annotated[str | None, Query(max_length=40)]
 
@@ -147,27 +151,47 @@ def _ground(code: str) -> str:
         return code
 
 
+def _unit(period: Period) -> str:
+    span = period.end - period.start
+    return "week" if span <= WEEKLY_UP_TO else "month" if span <= MONTHLY_UP_TO else "year"
+
+
+def _week(day: date) -> str:
+    iso = day.isocalendar()
+    return f"{iso.year}-W{iso.week:02d}"
+
+
+def _month(day: date) -> str:
+    return f"{day:%Y-%m}"
+
+
+def _year(day: date) -> str:
+    return f"{day:%Y}"
+
+
+_KEYS: dict[str, Callable[[date], str]] = {"week": _week, "month": _month, "year": _year}
+
+
+def _next_bucket(day: date, unit: str) -> date:
+    """The first day of the bucket after ``day``'s (next Monday, first of next month, 1 January next)."""
+    if unit == "week":
+        return day + timedelta(days=7 - day.weekday())
+    if unit == "month":
+        return date(day.year + day.month // 12, day.month % 12 + 1, 1)
+    return date(day.year + 1, 1, 1)
+
+
 def _buckets_of(period: Period) -> tuple[list[str], Any]:
-    """The categories of the volumes chart (weeks or months of the period) and the day → category map."""
+    """The categories of the volumes chart (weeks, months or years of the period) and the day → category map,
+    one step per category (never per day: a period may span a thousand years)."""
+    unit = _unit(period)
+    key = _KEYS[unit]
     first, last = period.start.date(), (period.end - timedelta(microseconds=1)).date()
-    if period.end - period.start <= WEEKLY_UP_TO:
-
-        def key(day: date) -> str:
-            iso = day.isocalendar()
-            return f"{iso.year}-W{iso.week:02d}"
-
-    else:
-
-        def key(day: date) -> str:
-            return f"{day:%Y-%m}"
-
     names: list[str] = []
     day = first
     while day <= last:
-        name = key(day)
-        if not names or names[-1] != name:
-            names.append(name)
-        day += timedelta(days=1)
+        names.append(key(day))
+        day = _next_bucket(day, unit)
     return names, key
 
 
@@ -178,7 +202,7 @@ def _context(board: Dashboard, period: Period, *, now: datetime) -> dict[str, An
         for day, n in days.items():
             volumes[direction][key(day)] = volumes[direction].get(key(day), 0) + n
     volume_rows = [(name, volumes["in"][name], volumes["out"][name]) for name in names]
-    unit = "week" if period.end - period.start <= WEEKLY_UP_TO else "month"
+    unit = _unit(period)
 
     compliance = {
         d: [(country, board.compliance[d][country]) for country in sorted(board.compliance[d])]
@@ -270,6 +294,8 @@ def _context(board: Dashboard, period: Period, *, now: datetime) -> dict[str, An
 
 
 def _short(name: str, unit: str) -> str:
+    if unit == "year":
+        return name
     if unit == "month":
         return datetime.strptime(name, "%Y-%m").strftime("%b %y")
     return name.split("-", 1)[1]

@@ -195,3 +195,21 @@ def test_a_quarter_is_shown_week_by_week(http: TestClient, world: World) -> None
     assert "Requests per week" in volumes
     assert _row(volumes, "2025-W23") == ["1", "0"]  # R6 (2 June)
     assert _row(volumes, "2025-W24") == ["1", "0"]  # R7 (10 June)
+
+
+def test_a_very_long_period_is_shown_year_by_year_and_stays_small(http: TestClient, world: World) -> None:
+    """The longest period the form takes (a thousand years) is drawn year by year: a page of bounded size,
+    with no bar of negative width, and the 2025 requests in the row of 2025."""
+    _as(http, world, "hr-supervisor")
+    answer = http.get("/ui/dashboard", params={"from": "2000-01-01", "to": "2999-12-31"})
+    assert answer.status_code == 200
+    assert len(answer.text) < 1_000_000
+    volumes = _table(answer.text, "table-volumes")
+    assert "Requests per year" in volumes
+    assert _row(volumes, "2999") == ["0", "0"]
+    assert _row(volumes, "2025") != ["0", "0"]
+    assert not re.search(r'width="-', answer.text)
+    years = _table(
+        http.get("/ui/dashboard", params={"from": "2023-01-01", "to": "2026-01-01"}).text, "table-volumes"
+    )
+    assert "Requests per month" in years, "three years are still shown month by month"

@@ -116,6 +116,18 @@ def test_metrics_refused_elsewhere_and_the_refusal_audited(app: FastAPI) -> None
     assert "guessed-token-value" not in str(entry.details)
 
 
+def test_an_ipv4_caller_on_a_dual_stack_socket_is_judged_by_its_ipv4_address(app: FastAPI) -> None:
+    """A server bound to ``::`` sees an IPv4 caller as ``::ffff:a.b.c.d``: the same host, the same rule (the
+    loopback admitted, any other address refused), and a forwarded-for header changes nothing."""
+    with TestClient(app, client=("::ffff:127.0.0.1", 50000)) as mapped_loopback:
+        assert mapped_loopback.get("/metrics").status_code == 200
+    with TestClient(app, client=("::ffff:198.51.100.7", 40000)) as mapped_outside:
+        assert mapped_outside.get("/metrics").status_code == 403
+    with TestClient(app, client=("198.51.100.7", 40000)) as outside:
+        forged = {"X-Forwarded-For": "127.0.0.1", "X-Real-IP": "127.0.0.1", "Forwarded": "for=127.0.0.1"}
+        assert outside.get("/metrics", headers=forged).status_code == 403
+
+
 def test_metrics_with_the_token_from_anywhere(settings: Settings, region: Region) -> None:
     from contact_points.app import create_app
 

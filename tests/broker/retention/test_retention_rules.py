@@ -5,6 +5,7 @@ and a review takes it off, audited."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import httpx
@@ -15,7 +16,10 @@ from sqlalchemy import select
 
 from broker.audit.models import AuditEntry
 from broker.config import Settings
+from broker.db import unit_of_work
 from broker.messages.models import Message
+from broker.retention.models import RetentionHold
+from broker.retention.service import sweep
 from tests.broker.messages.spoc_builders import agency_http
 from tests.broker.retention.scenario import answered_exchange, backdate, committed, run_sweep
 from tests.factories import Region, agency_client, officer_client
@@ -216,3 +220,41 @@ def test_periods_are_per_category_and_checked() -> None:
     assert settings.retention_review_after_days == 183
     with pytest.raises(ValidationError, match="jaywalking"):
         Settings(retention_days_by_category={"jaywalking": 10})
+
+
+def test_a_hold_that_waited_for_the_sweep_is_refused_not_set_on_deleted_content(
+    client: TestClient, region: Region
+) -> None:
+    """The sweep has locked the exchange and is deleting it when an officer's hold arrives: the hold waits for
+    the sweep's commit and is then refused (409, audited), never answered 201 "held" over content that is gone.
+    The same for a hold asked after the deletion."""
+    x = answered_exchange(client, region)
+    backdate(client, x.conversation_id, PERIOD + 10)
+    answers: list[httpx.Response] = []
+    with _bearer(client, region, "al-officer") as al:
+
+        def hold() -> None:
+            answers.append(al.post(f"/v1/retention/{x.conversation_id}/hold", json={"reason": "court order"}))
+
+        state = client.app.state  # type: ignore[attr-defined]
+        with unit_of_work(state.sessionmaker) as session:
+            assert sweep(session, state.settings).conversations == [
+                x.conversation_id
+            ]  # locked, not committed
+            racing = threading.Thread(target=hold)
+            racing.start()
+            racing.join(timeout=1.0)
+            assert racing.is_alive(), "the hold waits for the sweep's lock"
+        racing.join(timeout=10)
+        assert not racing.is_alive()
+        [raced] = answers
+        problem = _problem(raced, 409)
+        assert "deleted" in problem["detail"]
+        _problem(al.post(f"/v1/retention/{x.conversation_id}/hold", json={"reason": "court order"}), 409)
+    assert _deleted(client, x.request_id)
+    with committed(client) as session:
+        assert not session.scalars(
+            select(RetentionHold).where(RetentionHold.conversation_id == x.conversation_id)
+        ).all()
+    refused = _entries(client, "retention:refused", x.conversation_id)
+    assert [e.details["attempt"] for e in refused] == ["hold", "hold"]

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
-from sqlalchemy import func, select
+from sqlalchemy import Engine, event, func, select
 from typer.testing import CliRunner
 
 from broker.audit.service import sequence_all, verify_log
@@ -73,3 +74,50 @@ def test_retention_on_sqlite(tmp_path: Path) -> None:
     done = CliRunner().invoke(cli, ["retention", "sweep"], env=env)
     assert done.exit_code == 0, done.output
     assert "content deleted: 0 exchanges, 0 messages" in done.output
+
+
+def test_deleted_content_is_not_left_in_the_sqlite_files(tmp_path: Path) -> None:
+    """Irrevocably: after the sweep, neither the database file nor its journal holds the payload's ciphertext
+    or the free text, in free pages or anywhere, even with SQLite built with upstream's default
+    (``secure_delete`` off; Debian's build turns it on, which would hide the leak here)."""
+    from contact_points.app import create_app
+
+    def upstream_default(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute("PRAGMA secure_delete=OFF")
+
+    event.listen(Engine, "connect", upstream_default, insert=True)
+    try:
+        settings = Settings(
+            data_dir=tmp_path, master_key=SecretStr(MasterKey.generate_secret()), environment="test"
+        )
+        seeded = prepare(settings)
+        assert seeded is not None
+        explanation = "Vranjesevic-urgency: the courier crosses at Qafe Thane tonight"
+        purpose = "Vranjesevic-purpose: joint investigation team with Podgorica"
+        with TestClient(create_app(settings)) as client:
+            x = answered_exchange(
+                client,
+                Region(seeded, tmp_path),
+                payload=person_content("Known addresses."),
+                priority={
+                    "level": "urgent",
+                    "urgency_reason": "threat-to-life-or-physical-integrity",
+                    "urgency_explanation": explanation,
+                    "information_access": "indirect",
+                },
+                purpose=purpose,
+            )
+            with committed(client) as session:
+                needles = [explanation, purpose]
+                for m in session.scalars(select(Message).where(Message.conversation_id == x.conversation_id)):
+                    needles += [m.envelope["payload"]["ciphertext"], m.envelope["payload"]["iv"]]
+            backdate(client, x.conversation_id, 4 * 365)
+            assert run_sweep(client) == [x.conversation_id]
+    finally:
+        event.remove(Engine, "connect", upstream_default)
+    files = {f.name: f.read_bytes() for f in tmp_path.iterdir() if f.name.startswith("spoc.db")}
+    assert "spoc.db" in files
+    left = [
+        (name, needle[:24]) for name, data in files.items() for needle in needles if needle.encode() in data
+    ]
+    assert not left, f"still stored after deletion: {left}"

@@ -103,3 +103,28 @@ def test_auditors_have_the_page_and_admins_do_not(client: TestClient, region: Re
     log_in(client, "admin", region.password("admin"))
     assert client.get("/ui/retention").status_code == 403
     assert client.get(f"/ui/retention/{x.conversation_id}").status_code == 403
+
+
+def test_a_csrf_token_that_is_not_ascii_is_refused_like_any_wrong_one(
+    client: TestClient, region: Region
+) -> None:
+    """A forged token with a non-ASCII character is a 403 (audited), not a server error, on the forms and on the
+    API called with the session cookie."""
+    x = answered_exchange(client, region)
+    log_in(client, "al-officer", region.password("al-officer"))
+    hold = f"/ui/retention/{x.conversation_id}/hold"
+    refused = client.post(hold, data={"csrf": "é-forged", "reason": "x"}, follow_redirects=False)
+    assert refused.status_code == 403
+    api = client.post(
+        f"/v1/retention/{x.conversation_id}/hold",
+        json={"reason": "x"},
+        headers={"X-CSRF-Token": "é-forged".encode("latin-1")},
+    )
+    assert api.status_code == 403
+    with committed(client) as session:
+        denied = session.scalars(
+            select(AuditEntry).where(
+                AuditEntry.action == "access:denied", AuditEntry.object_id == x.conversation_id
+            )
+        ).all()
+    assert len(denied) == 2

@@ -12,8 +12,11 @@ import pytest
 from sqlalchemy import select
 
 from broker.audit.models import AuditEntry
+from broker.crypto.countersign import sign_stats
 from broker.db import unit_of_work
 from broker.keys.service import DatabaseKeyStore
+from broker.region.sync import TRANSPORT_PARTY
+from broker.stats.models import AGGREGATE_FORMAT
 from broker.stats.peers import AGGREGATE_PATH, PeerCache, PeerFigures, fetch_all, prepare
 from broker.stats.period import Period
 from tests.broker.hop.nodes import Node, make_region_of_two, peers
@@ -163,3 +166,60 @@ def test_the_dashboard_shows_the_region_with_the_peers_figures(nodes: dict[str, 
     assert re.search(
         r'<th scope="row">XK</th><td>node xk</td><td colspan="9"><strong>unreachable</strong>', page.text
     )
+
+
+@pytest.mark.parametrize(
+    "lie",
+    [
+        {"median_answer_seconds": 10**15},  # beyond any time span: no answer takes 30 million years
+        {"p90_answer_seconds": -5},
+        {"received": -3},
+    ],
+)
+def test_a_peer_signing_absurd_figures_is_unreachable_and_the_page_still_answers(
+    nodes: dict[str, Node], lie: dict[str, int]
+) -> None:
+    """A hostile node of the region signs, with its own transport key, counts no node can have (negative) or
+    an answer time no clock can hold: it is shown as unreachable, and AL's dashboard still answers."""
+    xk_state = nodes["XK"].client.app.state  # type: ignore[attr-defined]
+    with unit_of_work(xk_state.sessionmaker) as session:
+        key = DatabaseKeyStore(session, xk_state.master_key).signing_key(TRANSPORT_PARTY)
+    row = {
+        "contact_point": "XK-SPOC",
+        "country": "XK",
+        "sent": 1,
+        "received": 3,
+        "answered": 1,
+        "answered_late": 0,
+        "refused": 1,
+        "open": 1,
+        "overdue": 1,
+        "paused": 0,
+        "judicial_delays": 0,
+        "median_answer_seconds": 86400,
+        "p90_answer_seconds": 86400,
+        **lie,
+    }
+
+    def hostile(request: httpx.Request) -> httpx.Response:
+        statement = {
+            "format": AGGREGATE_FORMAT,
+            "node": "xk",
+            "for": "al",
+            "from": request.url.params["from"],
+            "to": request.url.params["to"],
+            "at": "2026-01-01T00:00:00Z",
+            "contact_points": [row],
+        }
+        return httpx.Response(200, json={"token": sign_stats(statement, key=key)})
+
+    [figures] = _answering(hostile).figures(_requests(nodes["AL"]))  # type: ignore[arg-type]
+    assert figures.status == "unreachable"
+    assert "did not answer with its signed aggregates" in figures.detail
+
+    al = nodes["AL"]
+    al.client.app.state.peer_stats = _answering(hostile)  # type: ignore[attr-defined]
+    log_in(al.client, "al-supervisor", al.seed.accounts["al-supervisor"].password)
+    page = al.client.get("/ui/dashboard", params={"year": "2025"})
+    assert page.status_code == 200
+    assert "Node xk (XK) is unreachable" in page.text
