@@ -15,6 +15,8 @@ takes the process out of rotation and ``broker.launcher`` waits for 200 before i
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Callable
 
 import redis
@@ -29,6 +31,8 @@ from broker.keys.models import PartyKey
 
 OK = "ok"
 TIMEOUT_SECONDS = 2.0
+CACHE_SECONDS = 2.0
+"""How long one round of checks answers ``/ready`` (per process)."""
 
 
 class Readiness:
@@ -36,6 +40,8 @@ class Readiness:
 
     def __init__(self, factory: sessionmaker[Session], master: MasterKey, settings: Settings) -> None:
         self._factory = factory
+        self._lock = threading.Lock()
+        self._last: tuple[float, dict[str, str]] | None = None
         self._master = master
         self._broker_url = settings.broker_url
         self._redis = (
@@ -47,7 +53,20 @@ class Readiness:
         )
 
     def check(self) -> dict[str, str]:
-        """Each check's result: ``"ok"`` or ``"failed: <kind of error>"``."""
+        """Each check's result: ``"ok"`` or ``"failed: <kind of error>"``.
+
+        ``/ready`` is anonymous (load balancers call it), so one answer serves every caller for
+        ``CACHE_SECONDS``: a flood of probes costs one round of checks (a query, a ping, unsealing the keys)
+        per process per interval, not one per request."""
+        now = time.monotonic()
+        with self._lock:
+            if self._last is not None and now - self._last[0] < CACHE_SECONDS:
+                return dict(self._last[1])
+            results = self._run()
+            self._last = (time.monotonic(), results)
+            return dict(results)
+
+    def _run(self) -> dict[str, str]:
         checks: dict[str, Callable[[], None]] = {
             "database": self._database,
             "queue": self._queue,

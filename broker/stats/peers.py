@@ -200,6 +200,7 @@ class PeerCache:
     client_factory: Callable[[], httpx.Client] = peer_client
     ok_seconds: float = 300.0
     failed_seconds: float = 60.0
+    max_entries: int = 512
     _kept: dict[tuple[str, str, str], tuple[float, PeerFigures]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -218,7 +219,18 @@ class PeerCache:
                     fresh[_key(request)] = got
                     ttl = self.ok_seconds if got.status == "ok" else self.failed_seconds
                     self._kept[_key(request)] = (now + ttl, got)
+                self._forget(now)
         return [fresh[k] for k in keyed]
+
+    def _forget(self, now: float) -> None:
+        """Bounded: expired answers go, and beyond ``max_entries`` (every period a supervisor ever asked
+        for, per peer) those expiring first go too. Called with the lock held."""
+        for key in [k for k, (until, _) in self._kept.items() if until <= now]:
+            del self._kept[key]
+        if len(self._kept) > self.max_entries:
+            by_expiry = sorted(self._kept, key=lambda k: self._kept[k][0])
+            for key in by_expiry[: len(self._kept) - self.max_entries]:
+                del self._kept[key]
 
 
 def _key(request: PeerRequest) -> tuple[str, str, str]:

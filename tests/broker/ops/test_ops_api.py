@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +18,7 @@ from broker.audit.models import AuditEntry
 from broker.config import Settings
 from broker.crypto import MasterKey
 from broker.ops.metrics import REGISTRY
+from broker.ops.ready import CACHE_SECONDS
 from tests.broker.messages.spoc_builders import committed, officer_headers
 from tests.factories import Region, deliver_request
 
@@ -55,6 +57,31 @@ def test_health_and_ready(local: TestClient) -> None:
     ready = local.get("/ready")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "checks": {"database": "ok", "queue": "ok", "keys": "ok"}}
+
+
+def test_a_flood_of_ready_probes_costs_one_round_of_checks(local: TestClient) -> None:
+    """``/ready`` is anonymous: within ``CACHE_SECONDS`` every probe gets the same answer, and the keys are
+    unsealed once (the counter reads the process's own readiness object; nothing is replaced)."""
+    readiness = local.app.state.readiness  # type: ignore[attr-defined]
+    rounds = 0
+    run = readiness._run
+
+    def counted() -> dict[str, str]:
+        nonlocal rounds
+        rounds += 1
+        return run()  # type: ignore[no-any-return]
+
+    readiness._last = None
+    readiness._run = counted
+    started = time.monotonic()
+    try:
+        answers = {local.get("/ready").status_code for _ in range(50)}
+    finally:
+        readiness._run = run
+    elapsed = time.monotonic() - started
+    assert answers == {200}
+    assert rounds <= 1 + int(elapsed / CACHE_SECONDS)  # one round per window, however slow this machine
+    assert rounds < 50
 
 
 def test_not_ready_names_each_failed_check_and_no_secret(settings: Settings, region: Region) -> None:

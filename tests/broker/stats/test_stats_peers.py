@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -143,6 +144,22 @@ def test_the_cache_asks_once(nodes: dict[str, Node]) -> None:
     again = cache.figures(requests)  # type: ignore[arg-type]
     assert first == again
     assert len(asked) == 1
+
+
+def test_the_cache_is_bounded(nodes: dict[str, Node]) -> None:
+    """Every period a supervisor asks for is a key: past ``max_entries`` the answers expiring first go."""
+    cache = _answering(lambda request: httpx.Response(503))
+    cache.max_entries = 3
+    state = nodes["AL"].client.app.state  # type: ignore[attr-defined]
+    for month in range(1, 11):
+        period = Period(
+            start=datetime(2025, month, 1, tzinfo=UTC), end=datetime(2025, month + 1, 1, tzinfo=UTC)
+        )
+        with unit_of_work(state.sessionmaker) as session:
+            requests = list(prepare(session, DatabaseKeyStore(session, state.master_key), period))
+        assert cache.figures(requests)[0].status == "unreachable"
+    assert len(cache._kept) == 3
+    assert {key[1][:7] for key in cache._kept} == {"2025-08", "2025-09", "2025-10"}
 
 
 def test_the_dashboard_shows_the_region_with_the_peers_figures(nodes: dict[str, Node]) -> None:
