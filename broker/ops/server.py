@@ -32,6 +32,8 @@ from broker.ops.metrics import MULTIPROC_ENV, multiprocess_dir, scrape_registry
 log = logging.getLogger("spoc.ops")
 PROBLEM = "application/problem+json"
 REFUSAL_LOG_SECONDS = 60.0
+REQUEST_TIMEOUT_SECONDS = 10.0
+REFUSALS_REMEMBERED = 1024
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
@@ -45,6 +47,10 @@ class _Server6(_Server):
 
 
 class _Quiet(WSGIRequestHandler):
+    # A caller that connects and sends nothing (or trickles) is dropped after this many seconds, rather than
+    # holding a thread for ever (StreamRequestHandler sets it on the socket).
+    timeout = REQUEST_TIMEOUT_SECONDS
+
     def log_message(self, format: str, *args: Any) -> None:
         """Scrapes are not logged line by line (Prometheus scrapes every few seconds)."""
 
@@ -66,6 +72,8 @@ def metrics_app(settings: Settings) -> Callable[[dict[str, Any], StartResponse],
         if not admitted(settings, client=client, authorization=environ.get("HTTP_AUTHORIZATION")):
             source = str(client)
             now = time.monotonic()
+            if len(refused_at) >= REFUSALS_REMEMBERED:  # bounded: many sources only log more often
+                refused_at.clear()
             if now - refused_at.get(source, -REFUSAL_LOG_SECONDS) >= REFUSAL_LOG_SECONDS:
                 refused_at[source] = now
                 log.warning("worker metrics refused to %s (not in SPOC_METRICS_ALLOW, no token)", source)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
 from broker.config import Settings
 from broker.errors import InvalidInput
+from broker.launcher import free_port
 from broker.ops import server
 from broker.ops.metrics import MULTIPROC_ENV, count_deliveries
 
@@ -49,3 +54,22 @@ def test_the_port_needs_a_shared_directory(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv(MULTIPROC_ENV, raising=False)
     with pytest.raises(InvalidInput, match=MULTIPROC_ENV):
         server.serve(Settings(environment="test", worker_metrics_port=1))
+
+
+def test_a_silent_caller_is_dropped_not_kept(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A caller that connects and sends nothing gets its connection closed after the handler's timeout
+    (shortened here so the test does not wait 10 s), and the port still serves the next scrape."""
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    monkeypatch.setattr(server._Quiet, "timeout", 0.5)
+    port = free_port()
+    running = server.serve(Settings(environment="test", worker_metrics_port=port))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as silent:
+            started = time.monotonic()
+            assert silent.recv(1024) == b""  # closed by the server, not by our own 5 s timeout
+            assert time.monotonic() - started < 4
+        answer = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        assert answer.status_code == 200
+    finally:
+        running.shutdown()
+        running.server_close()
