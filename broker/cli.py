@@ -215,6 +215,16 @@ def bench(
             "in-process stand-in, no server) and print its rate and CPU per message."
         ),
     ] = False,
+    audit_only: Annotated[
+        bool,
+        typer.Option(
+            help="Instead: only the audit log on a fresh PostgreSQL database: appends/s against the same "
+            "run's batched-rows limit, and full verification entries/s."
+        ),
+    ] = False,
+    audit_entries: Annotated[
+        int, typer.Option(min=1000, max=10_000_000, help="Entries for --audit-only.")
+    ] = 100_000,
 ) -> None:
     """Measure the exchange on the real stack (PostgreSQL, Redis, API, workers) next to this machine's limits.
 
@@ -226,7 +236,7 @@ def bench(
     ``--hop-only`` measures just that, printed beside the latest single-node run in ``--out``.
     ``--api-processes`` and ``--workers`` set the stack's process counts (more API processes than cores
     shows that nothing is serialised outside PostgreSQL); ``--generator-only`` measures the load generator
-    alone (MESSAGES envelopes, no server).
+    alone (MESSAGES envelopes, no server); ``--audit-only`` the audit log alone (appends and verification).
     """
     from rich.console import Console
 
@@ -240,6 +250,19 @@ def bench(
         from broker.bench.report import generator_rows
 
         for measure, figure in generator_rows(measure_generator(messages)):
+            typer.echo(f"{measure}: {figure}")
+        return
+    if audit_only:
+        from broker.bench.audit import audit_rows, run_audit
+
+        with console.status("audit benchmark") as status:
+
+            def tell_audit(line: str) -> None:
+                status.update(line)
+                console.log(line)
+
+            audited = run_audit(audit_entries, tell_audit)
+        for measure, figure in audit_rows(audited):
             typer.echo(f"{measure}: {figure}")
         return
     if crosscheck:

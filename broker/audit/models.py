@@ -80,6 +80,9 @@ class AuditLeaf(Base):
     entry_id: Mapped[int] = mapped_column(BigId, ForeignKey("audit_entries.id"), unique=True)
     leaf_hash: Mapped[str] = mapped_column(String(64))  # hex SHA-256(0x00 || canonical entry), RFC 6962
     chain_hash: Mapped[str] = mapped_column(String(64))  # hex SHA-256(prev chain || leaf hash)
+    # The canonical entry exactly as hashed into ``leaf_hash`` (kept by the sequencer since migration 0015,
+    # NULL before): verification hashes these bytes and checks the entry's columns against them.
+    document: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
 
 
 class AuditNode(Base):

@@ -7,7 +7,8 @@ Three steps, for speed and for integrity under concurrency:
 2. ``sequence_pending()`` — one sequencer at a time (a PostgreSQL advisory lock; SQLite's write lock) —
    takes a batch of committed pending entries in id order, gives them the next consecutive positions,
    computes each RFC 6962 leaf hash ``SHA-256(0x00 || canonical(entry))`` (canonical = RFC 8785) and a
-   running chain hash ``SHA-256(prev_chain || leaf)``, inserts the leaves, stores the Merkle subtrees the
+   running chain hash ``SHA-256(prev_chain || leaf)``, inserts the leaves with the canonical bytes they
+   hash (``document``, so that verification need not rebuild them), stores the Merkle subtrees the
    batch completes (``broker.audit.tree``) and clears the queue. Batches make appends cheap; the lock
    makes forks impossible. The chain hash predates the tree and is kept: it pins each leaf to its
    predecessor, which lets the verifier name the exact position of a rewrite.
@@ -174,9 +175,18 @@ def sequence_pending(session: Session, *, limit: int = 5000) -> int:
     rows = []
     leaves = []
     for entry in entries:
-        leaf = leaf_hash(entry_document(entry))
+        document = canonical(entry_document(entry))
+        leaf = merkle.leaf_hash(document)
         prev = chain_hash(prev, leaf)
-        rows.append({"seq": seq, "entry_id": entry.id, "leaf_hash": leaf.hex(), "chain_hash": prev})
+        rows.append(
+            {
+                "seq": seq,
+                "entry_id": entry.id,
+                "leaf_hash": leaf.hex(),
+                "chain_hash": prev,
+                "document": document,
+            }
+        )
         leaves.append(leaf)
         seq += 1
     tree.insert_rows(session, AuditLeaf, rows)
@@ -225,7 +235,7 @@ class LogReport:
         return f"audit log FAILED at position {self.first_bad_seq}: {self.problem}"
 
 
-def verify_log(session: Session, *, batch: int = 5000) -> LogReport:
+def verify_log(session: Session, *, batch: int = 16384) -> LogReport:
     """Recompute every leaf, link, subtree and checkpoint root; stop at and name the first bad position.
 
     The work is in ``broker.audit.verify`` (imported here, late, because it needs the checkpoint and alert
