@@ -25,13 +25,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from broker.audit.document import entry_document
 from broker.audit.merkle import Node
 from broker.audit.models import AuditEntry, AuditLeaf, AuditNode
-from broker.audit.service import entry_document
+from broker.audit.rows import ENTRY_COLUMNS, entry_from_columns, psycopg_connection
 from broker.audit.tree import among
 
 __all__ = ["Batch", "Row", "generic_batches", "postgres_batches", "stored_nodes"]
@@ -103,18 +103,12 @@ def generic_batches(session: Session, batch: int) -> Iterator[Batch]:
         after = leaves[-1].seq + 1
 
 
-# One range of positions: each leaf with its entry's columns as ``entry_document`` renders them (the time
-# as RFC 3339 UTC with microseconds, by PostgreSQL), NULLs when the entry is missing. The two jsonb
-# columns come as text and are parsed by orjson here: psycopg's jsonb loader, a Python call per value,
-# cost five times the parse.
-_ROWS = """
-SELECT l.seq, l.entry_id, l.leaf_hash, l.chain_hash, l.document, e.id,
-       to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), e.actor, e.role, e.action,
-       e.object_type, e.object_id, e.countries::text, e.outcome, e.request_id, e.details::text
-FROM audit_leaves l LEFT JOIN audit_entries e ON e.id = l.entry_id
-WHERE l.seq >= %s AND l.seq < %s
-ORDER BY l.seq
-"""
+# One range of positions: each leaf with its entry (``rows.ENTRY_COLUMNS``), NULLs when it is missing.
+_ROWS = (
+    f"SELECT l.seq, l.entry_id, l.leaf_hash, l.chain_hash, l.document, {ENTRY_COLUMNS} "  # noqa: S608 - constant
+    "FROM audit_leaves l LEFT JOIN audit_entries e ON e.id = l.entry_id "
+    "WHERE l.seq >= %s AND l.seq < %s ORDER BY l.seq"
+)
 
 # The stored nodes of the given per-level index ranges.
 _NODES = """
@@ -141,29 +135,12 @@ def completed_ranges(first: int, last: int) -> list[tuple[int, int, int]]:
 
 def _read(cursor: Any, start: int, end: int) -> Batch:
     """Leaves ``[start, end)`` with their entries, and the stored nodes that range completes."""
-    rows: list[Row] = []
-    loads = orjson.loads
-    for seq, entry_id, leaf, link, document, eid, at, actor, role, action, *rest in cursor.execute(
-        _ROWS, (start, end), binary=True
-    ).fetchall():
-        if eid is None:
-            rows.append((seq, entry_id, leaf, link, document, None))
-            continue
-        object_type, object_id, countries, outcome, request_id, details = rest
-        entry = {
-            "id": eid,
-            "at": at,
-            "actor": actor,
-            "role": role,
-            "action": action,
-            "object_type": object_type,
-            "object_id": object_id,
-            "countries": loads(countries),
-            "outcome": outcome,
-            "request_id": request_id,
-            "details": loads(details),
-        }
-        rows.append((seq, entry_id, leaf, link, document, entry))
+    rows: list[Row] = [
+        (seq, entry_id, leaf, link, document, None if columns[0] is None else entry_from_columns(columns))
+        for seq, entry_id, leaf, link, document, *columns in cursor.execute(
+            _ROWS, (start, end), binary=True
+        ).fetchall()
+    ]
     nodes: dict[Node, bytes] = {}
     if rows:
         ranges = completed_ranges(start, rows[-1][0])
@@ -185,9 +162,7 @@ def postgres_batches(session: Session, batch: int) -> Iterator[Batch]:
 
     size = 1 << max(0, batch - 1).bit_length()
     connection = session.connection()
-    own = connection.connection.driver_connection
-    if not isinstance(own, psycopg.Connection):
-        raise TypeError("postgres_batches needs a psycopg (3) connection")
+    own = psycopg_connection(session)
     (last,) = own.execute("SELECT coalesce(max(seq), -1) FROM audit_leaves").fetchone() or (-1,)
     starts = range(0, int(last) + 1, size)
     (wrote,) = own.execute("SELECT txid_current_if_assigned()").fetchone() or (None,)

@@ -30,10 +30,7 @@ position after the last checkpoint that still matches, which is as precise as si
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import hashlib
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -43,6 +40,7 @@ from sqlalchemy.orm import Session
 from broker.audit.checkpoints import accepted_origins, log_public_keys, open_checkpoint
 from broker.audit.merkle import EMPTY_ROOT, Frontier, Node
 from broker.audit.models import AuditCheckpoint, AuditEntry, AuditLeaf, AuditPending
+from broker.audit.rows import no_cyclic_gc, uses_psycopg
 from broker.audit.scan import generic_batches, postgres_batches, stored_nodes
 from broker.audit.service import GENESIS, LogReport
 from broker.crypto.canonical import canonical
@@ -90,20 +88,6 @@ def verify_stored_log(session: Session, *, batch: int = 16384) -> LogReport:
         return _verify(session, batch)
 
 
-@contextlib.contextmanager
-def no_cyclic_gc() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector: the walk allocates a few small containers per entry and
-    frees them all (no cycles), yet each allocation burst made the collector traverse every live batch,
-    which cost more than the hashing (about 60 % of the reader's time measured)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _verify(session: Session, batch: int) -> LogReport:
     pending = session.scalar(select(func.count()).select_from(AuditPending)) or 0
     checkpoints, problem = _signed_checkpoints(session)
@@ -116,7 +100,7 @@ def _verify(session: Session, batch: int) -> LogReport:
     def fail(seq: int, why: str) -> LogReport:
         return LogReport(False, expected_seq, prev, pending, seq, why, checkpoints=len(checkpoints))
 
-    postgres = session.get_bind().dialect.name == "postgresql"
+    postgres = uses_psycopg(session)
     sha256 = hashlib.sha256
     batches = postgres_batches(session, batch) if postgres else generic_batches(session, batch)
     for found in batches:

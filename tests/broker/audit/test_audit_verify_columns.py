@@ -49,6 +49,7 @@ LEAF_EDITS = {
     "leaf_hash": "UPDATE audit_leaves SET leaf_hash = repeat('ab', 32) WHERE seq = :seq",
     "chain_hash": "UPDATE audit_leaves SET chain_hash = repeat('cd', 32) WHERE seq = :seq",
     "entry_id": "UPDATE audit_leaves SET entry_id = :spare WHERE seq = :seq",
+    "entry_id-dangling": "UPDATE audit_leaves SET entry_id = -1 WHERE seq = :seq",  # no FK on PostgreSQL
     "seq": "UPDATE audit_leaves SET seq = seq + 1000000 WHERE seq = :seq",
 }
 EDITS = {**ENTRY_EDITS, **LEAF_EDITS}
