@@ -21,6 +21,15 @@ def _errors(phase: dict[str, Any]) -> str:
     )
 
 
+def _resident(step: dict[str, Any]) -> str:
+    found = step.get("resident") or {}
+    parts = [
+        f"{role} {r['total_mb']:,.0f} MB in {r['processes']:.0f} processes"
+        for role, r in sorted(found.items())
+    ]
+    return "; resident " + ", ".join(parts) if parts else ""
+
+
 def generator_rows(alone: dict[str, Any]) -> list[tuple[str, str]]:
     """The load generator measured alone (``broker.bench.load.measure_generator``)."""
     out = [
@@ -119,7 +128,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str]]:
             (
                 f"at {step['factor']}x stored ({step['messages_stored']:,} messages, {step['log_size']:,} log entries)",
                 f"submit p50 {_f(step['p50_ms'], 1)} ms, p99 {_f(step['p99_ms'], 1)} ms; "
-                f"inclusion proof {_f(step['inclusion_proof_ms'], 2)} ms",
+                f"inclusion proof {_f(step['inclusion_proof_ms'], 2)} ms{_resident(step)}",
             )
         )
     out += generator_rows(results.get("generator_alone", {})) if results.get("generator_alone") else []

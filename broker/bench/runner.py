@@ -16,10 +16,10 @@ from typing import Any
 import psycopg
 from sqlalchemy import func, select
 
-from broker.audit.bench import write_entries
 from broker.audit.models import AuditPending
 from broker.audit.service import sequence_all, verify_log
 from broker.bench import cpu, limits
+from broker.bench.audit import queue_entries
 from broker.bench.load import ROUTES, LoadPool, measure_generator, officers_until_done, plan
 from broker.bench.stack import Stack, running
 from broker.crypto.bench import primitive_rates
@@ -52,37 +52,34 @@ def measure_limits(stack: Stack, say: Say) -> dict[str, Any]:
 
 
 def measure_audit(stack: Stack, say: Say, *, entries: int) -> dict[str, Any]:
-    """Write ``entries`` audit entries, then time the sequencer appending that backlog to the log.
+    """Queue ``entries`` audit entries, then time the sequencer appending that backlog to the log, and a
+    full verification of the whole log (the exchange's entries included).
 
-    The entries are committed in one transaction, so the backlog appears at once: the stack's own beat
-    sequencer and this one then compete for it under the same lock, and the rate is the backlog divided
-    by the time until the queue is empty, whoever appended it. (Committed in small transactions, the
-    beat would drain them while they are written and the figure would be the write rate.)
+    The entries are queued by one bulk statement (``broker.bench.audit.queue_entries``), so the backlog
+    appears at once: the stack's own beat sequencer and this one then compete for it under the same lock,
+    and the rate is the backlog divided by the time until the queue is empty, whoever appended it.
     """
     say(f"audit: {entries} entries")
     engine = make_engine(stack.settings)
     factory = make_sessionmaker(engine)
     try:
-        begun = time.perf_counter()
-        write_entries(factory, entries, batch=entries)  # one transaction: the backlog appears at once
-        wrote = time.perf_counter() - begun
+        queue_entries(stack.dsn, entries)
         begun = time.perf_counter()
         with unit_of_work(factory) as session:
-            sequence_all(session)
+            sequence_all(session, batch=stack.settings.audit_batch_size)
         while True:
             with unit_of_work(factory) as session:
                 if not session.scalar(select(func.count()).select_from(AuditPending)):
                     break
             time.sleep(0.01)
-        appended = entries
         sequenced = time.perf_counter() - begun
         begun = time.perf_counter()
         with unit_of_work(factory) as session:
             report = verify_log(session)
         verified = time.perf_counter() - begun
         result: dict[str, Any] = {
-            "entries_written_per_s": entries / wrote,
-            "entries_appended_per_s": appended / sequenced if sequenced else None,
+            "entries": entries,
+            "entries_appended_per_s": entries / sequenced if sequenced else None,
             "log_size": report.size,
             "verify_entries_per_s": report.size / verified if verified else None,
             "verified": report.ok,
@@ -248,7 +245,7 @@ def run(
             if scaling:  # before the audit phase, whose synthetic entries are not the exchange's volume
                 probe = max(100, messages // 10)
                 results["scaling"] = measure_scaling(stack, pool, say, probes=[plan(probe) for _ in range(3)])
-        results["audit"] = measure_audit(stack, say, entries=20000)
+        results["audit"] = measure_audit(stack, say, entries=100_000)
     results["ratios"] = ratios(results)
     return results
 
@@ -329,7 +326,8 @@ def _grow_log(stack: Stack, count: int) -> None:
 def measure_scaling(
     stack: Stack, pool: LoadPool, say: Say, *, probes: list[list[tuple[str, tuple[str, str]]]]
 ) -> list[dict[str, Any]]:
-    """Submit latency and inclusion-proof time at 1x, 4x and 16x the volume stored by the run so far.
+    """Submit latency, inclusion-proof time and the API's and worker's resident memory (after the probe)
+    at 1x, 4x and 16x the volume stored by the run so far.
 
     The stored messages and the audit log are grown between probes (copies of stored messages; real
     audit entries through the sequencer); each probe submits the same number of fresh envelopes at
@@ -351,8 +349,10 @@ def measure_scaling(
             messages, log = _stored(stack.dsn)
             say(f"scaling: {factor}x ({messages} messages, {log} log entries)")
             phase = _submit_phase(stack, pool, probe, concurrency=4)
+            roots = {"api": stack.processes[0].pid, "worker": stack.processes[1].pid}
             out.append(
                 {
+                    "resident": cpu.resident_mb(roots),
                     "factor": factor,
                     "messages_stored": messages,
                     "log_size": log,
@@ -403,6 +403,13 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
             out["accepted_batched_vs_bare_queue"] = batched / rabbit
         if delivered:
             out["delivered_vs_bare_queue"] = delivered / rabbit
+    scaling = results.get("scaling", [])
+    if len(scaling) >= 2:
+        first, last = scaling[0].get("resident", {}), scaling[-1].get("resident", {})
+        for role in ("api", "worker"):
+            if first.get(role, {}).get("total_mb") and last.get(role, {}).get("total_mb"):
+                factor = scaling[-1]["factor"]
+                out[f"{role}_resident_{factor}x_vs_1x"] = last[role]["total_mb"] / first[role]["total_mb"]
     appended = results.get("audit", {}).get("entries_appended_per_s")
     if appended:
         out["audit_append_vs_postgres_batched"] = appended / lim["postgres_batched_rows_per_s"]
