@@ -10,10 +10,10 @@ Two sources:
 
 * :func:`postgres_batches` reads with psycopg directly, in binary (no hex decoding of bytes, ``jsonb``
   parsed by orjson), one join of leaves and entries per range of positions, and the tree nodes the range
-  completes. When the verifying transaction has written nothing, a second connection reads in a thread
-  on the same snapshot (``pg_export_snapshot``), so PostgreSQL producing the next batch overlaps Python
-  checking this one; a transaction with writes of its own (which another connection cannot see), or
-  inside a savepoint (which cannot export its snapshot), reads on its own connection.
+  completes. When the verifying transaction has written nothing, two more connections read the ranges
+  ahead in threads on the same snapshot (``pg_export_snapshot``), so PostgreSQL producing the next ranges
+  overlaps Python checking this one; a transaction with writes of its own (which another connection
+  cannot see), or inside a savepoint (which cannot export its snapshot), reads on its own connection.
 * :func:`generic_batches` reads through SQLAlchemy on any database (SQLite, the embedded default).
 """
 
@@ -34,7 +34,7 @@ from broker.audit.models import AuditEntry, AuditLeaf, AuditNode
 from broker.audit.rows import ENTRY_COLUMNS, entry_from_columns, psycopg_connection
 from broker.audit.tree import among
 
-__all__ = ["Batch", "Row", "generic_batches", "postgres_batches", "stored_nodes"]
+__all__ = ["Batch", "Row", "completed_ranges", "generic_batches", "postgres_batches", "stored_nodes"]
 
 Row = tuple[int, int, str, str, bytes | None, dict[str, Any] | None]
 """``(seq, entry_id, leaf_hash, chain_hash, document, entry)``: see the module docstring."""
@@ -153,57 +153,76 @@ def _read(cursor: Any, start: int, end: int) -> Batch:
     return Batch(rows, nodes)
 
 
-def postgres_batches(session: Session, batch: int) -> Iterator[Batch]:
+def postgres_batches(session: Session, batch: int, *, readers: int = 2) -> Iterator[Batch]:
     """PostgreSQL, through psycopg in binary: ranges of ``batch`` positions (rounded up to a power of two).
 
-    See the module docstring for when a second connection reads ahead in a thread."""
-    import psycopg
-    from psycopg import sql
-
+    When it can (see the module docstring), ``readers`` connections on this transaction's snapshot read
+    the ranges ahead in threads, taking turns: while one waits for PostgreSQL to produce its range,
+    another turns its rows into Python objects and this thread checks the previous range. (One reader
+    alone left PostgreSQL idle while it parsed, and itself idle while PostgreSQL worked.)"""
     size = 1 << max(0, batch - 1).bit_length()
     connection = session.connection()
     own = psycopg_connection(session)
     (last,) = own.execute("SELECT coalesce(max(seq), -1) FROM audit_leaves").fetchone() or (-1,)
-    starts = range(0, int(last) + 1, size)
+    starts = list(range(0, int(last) + 1, size))
     (wrote,) = own.execute("SELECT txid_current_if_assigned()").fetchone() or (None,)
     # Our own writes are invisible to any other connection, and a savepoint cannot export its snapshot:
     # then read here, on our own connection.
-    if wrote is not None or connection.in_nested_transaction():
+    if wrote is not None or connection.in_nested_transaction() or len(starts) < 2:
         cursor = own.cursor()
         for start in starts:
             yield _read(cursor, start, start + size)
         return
     (snapshot,) = own.execute("SELECT pg_export_snapshot()").fetchone() or ("",)
-    reader = psycopg.connect(own.info.dsn, password=own.info.password, autocommit=True)
-    ahead: queue.Queue[Batch | BaseException | None] = queue.Queue(maxsize=2)
-    stop = threading.Event()
-
-    def read_ahead() -> None:
-        try:
-            reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            reader.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-            cursor = reader.cursor()
-            for start in starts:
-                if stop.is_set():
-                    break
-                ahead.put(_read(cursor, start, start + size))
-            ahead.put(None)
-        except BaseException as exc:
-            ahead.put(exc)
-
-    thread = threading.Thread(target=read_ahead, name="spoc-audit-verify-reader", daemon=True)
-    thread.start()
+    turns = [_Reader(own, snapshot, starts[i::readers], size) for i in range(min(readers, len(starts)))]
     try:
-        while (item := ahead.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        for index in range(len(starts)):
+            yield turns[index % len(turns)].next()
     finally:
-        stop.set()
-        while thread.is_alive():  # unblock a reader waiting to put
+        for reader in turns:
+            reader.close()
+
+
+class _Reader:
+    """One read-ahead connection on an exported snapshot, reading its share of the ranges in a thread."""
+
+    def __init__(self, own: Any, snapshot: str, starts: list[int], size: int) -> None:
+        import psycopg
+
+        self._connection = psycopg.connect(own.info.dsn, password=own.info.password, autocommit=True)
+        self._ahead: queue.Queue[Batch | BaseException] = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(snapshot, starts, size), name="spoc-audit-verify-reader", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, snapshot: str, starts: list[int], size: int) -> None:
+        from psycopg import sql
+
+        try:
+            self._connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            self._connection.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            cursor = self._connection.cursor()
+            for start in starts:
+                if self._stop.is_set():
+                    return
+                self._ahead.put(_read(cursor, start, start + size))
+        except BaseException as exc:  # handed to the verifying thread, which raises it
+            self._ahead.put(exc)
+
+    def next(self) -> Batch:
+        item = self._ahead.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():  # unblock a reader waiting to put
             try:
-                ahead.get(timeout=0.1)
+                self._ahead.get(timeout=0.1)
             except queue.Empty:
                 continue
-        thread.join()
-        reader.close()
+        self._thread.join()
+        self._connection.close()

@@ -9,13 +9,14 @@ In one pass over the log, in position order, batch by batch:
   (``audit_leaves.document``) and compared with the stored leaf (altered bytes or leaf), and each chain
   link with the stored link (a rewritten leaf);
 * each entry's columns are compared with those bytes (an altered entry): the entry's document is rebuilt
-  from its columns as the sequencer builds it and must serialise to exactly the stored bytes (orjson with
-  sorted keys, which is RFC 8785 for the values spoc writes; the full RFC 8785 implementation decides any
-  other value, so nothing honest is refused). Equal JSON texts are equal values, so this is as strict as
-  re-canonicalising the entry, as every leaf was verified before the bytes were kept; leaves appended
-  before then (``document`` NULL) are still verified by re-canonicalising their entries. So each stored
-  column (an entry's field, the bytes, the leaf hash, the link) fails at its own position, and only a
-  consistent rewrite of all of them (and of the nodes) is left to the signed checkpoints, as before;
+  from its columns as the sequencer builds it and must serialise to exactly the stored bytes. The
+  serialisation is orjson with sorted keys, which is RFC 8785 for the values spoc writes; when it differs,
+  the full RFC 8785 form decides, so no honest entry is refused. Two equal JSON texts are one value
+  (``true`` is not ``1``), so this is exactly as strict as hashing the re-canonicalised entry, as the
+  verifier did before the bytes were kept; leaves from before then (``document`` NULL) are still verified
+  that way. So an edit of any one stored column (an entry's field, the bytes, the leaf hash, the link) is
+  caught at its own position, and only a consistent rewrite of all of them (and of the nodes) is left to
+  the signed checkpoints, as before;
 * the Merkle frontier is extended with the recomputed leaves; every complete subtree it produces is
   compared with the stored ``audit_nodes`` row that proofs are served from (a doctored proof source);
 * whenever the recomputed tree reaches the size of a signed checkpoint, its root must equal the signed
@@ -38,11 +39,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from broker.audit.checkpoints import accepted_origins, log_public_keys, open_checkpoint
+from broker.audit.document import GENESIS
 from broker.audit.merkle import EMPTY_ROOT, Frontier, Node
 from broker.audit.models import AuditCheckpoint, AuditEntry, AuditLeaf, AuditPending
 from broker.audit.rows import no_cyclic_gc, uses_psycopg
 from broker.audit.scan import generic_batches, postgres_batches, stored_nodes
-from broker.audit.service import GENESIS, LogReport
+from broker.audit.service import LogReport
 from broker.crypto.canonical import canonical
 from broker.crypto.note import ED25519, NoteKey
 from broker.errors import InvalidInput, VerificationError
