@@ -246,7 +246,7 @@ def bench(
 
     console = Console()
     if generator_only:
-        from broker.bench.load import measure_generator
+        from broker.bench.pool import measure_generator
         from broker.bench.report import generator_rows
 
         for measure, figure in generator_rows(measure_generator(messages)):

@@ -20,7 +20,8 @@ from broker.audit.models import AuditPending
 from broker.audit.service import sequence_all, verify_log
 from broker.bench import cpu, limits
 from broker.bench.audit import queue_entries
-from broker.bench.load import ROUTES, LoadPool, measure_generator, officers_until_done, plan
+from broker.bench.load import ROUTES, officers_until_done, plan
+from broker.bench.pool import LoadPool, measure_generator
 from broker.bench.stack import Stack, running
 from broker.crypto.bench import primitive_rates
 from broker.db import make_engine, make_sessionmaker, unit_of_work

@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from broker.bench.generator import EnvelopeFactory, fake_exchange, route_payload
-from broker.bench.load import ROUTES, LoadPool, _post, credentials, plan
+from broker.bench.load import ROUTES, credentials, plan
+from broker.bench.pool import LoadPool, _post
 from broker.client.agency import AgencyClient
 from broker.config import Settings
 from broker.crypto import KeyPair, MasterKey, open_sealed, verify_envelope
