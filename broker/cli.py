@@ -210,6 +210,27 @@ def bench(
             "true links found, false links and the cost per message."
         ),
     ] = 0,
+    api_processes: Annotated[
+        int, typer.Option(min=1, max=64, help="uvicorn worker processes of the API under test.")
+    ] = 2,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Celery worker processes under test.")] = 2,
+    generator_only: Annotated[
+        bool,
+        typer.Option(
+            help="Instead: measure the load generator alone (envelopes built, signed and sent to an "
+            "in-process stand-in, no server) and print its rate and CPU per message."
+        ),
+    ] = False,
+    audit_only: Annotated[
+        bool,
+        typer.Option(
+            help="Instead: only the audit log on a fresh PostgreSQL database: appends/s against the same "
+            "run's batched-rows limit, and full verification entries/s."
+        ),
+    ] = False,
+    audit_entries: Annotated[
+        int, typer.Option(min=1000, max=10_000_000, help="Entries for --audit-only.")
+    ] = 100_000,
 ) -> None:
     """Measure the exchange on the real stack (PostgreSQL, Redis, API, workers) next to this machine's limits.
 
@@ -219,6 +240,9 @@ def bench(
     XK: each its own PostgreSQL database, Redis database, uvicorn and Celery worker) and measures the hop between
     them: messages/s node to node and the latency the hop adds (origin approval to destination receipt);
     ``--hop-only`` measures just that, printed beside the latest single-node run in ``--out``.
+    ``--api-processes`` and ``--workers`` set the stack's process counts (more API processes than cores
+    shows that nothing is serialised outside PostgreSQL); ``--generator-only`` measures the load generator
+    alone (MESSAGES envelopes, no server); ``--audit-only`` the audit log alone (appends and verification).
     """
     from rich.console import Console
 
@@ -227,6 +251,26 @@ def bench(
     from broker.bench.runner import write
 
     console = Console()
+    if generator_only:
+        from broker.bench.pool import measure_generator
+        from broker.bench.report import generator_rows
+
+        for measure, figure in generator_rows(measure_generator(messages)):
+            typer.echo(f"{measure}: {figure}")
+        return
+    if audit_only:
+        from broker.bench.audit import audit_rows, run_audit
+
+        with console.status("audit benchmark") as status:
+
+            def tell_audit(line: str) -> None:
+                status.update(line)
+                console.log(line)
+
+            audited = run_audit(audit_entries, tell_audit)
+        for measure, figure in audit_rows(audited):
+            typer.echo(f"{measure}: {figure}")
+        return
     if crosscheck:
         from broker.bench.crosscheck import run as run_crosscheck
 
@@ -271,7 +315,15 @@ def bench(
             status.update(line)
             console.log(line)
 
-        results = run_bench(messages=messages, levels=parsed, out_dir=out, say=say, batch=batch)
+        results = run_bench(
+            messages=messages,
+            levels=parsed,
+            out_dir=out,
+            say=say,
+            batch=batch,
+            api_processes=api_processes,
+            workers=workers,
+        )
         if hop_messages:
             from broker.bench.hop import run_hop
 

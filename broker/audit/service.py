@@ -4,13 +4,15 @@ Three steps, for speed and for integrity under concurrency:
 
 1. ``record()`` adds an ``AuditEntry`` and an ``AuditPending`` row in the caller's transaction, so an
    entry exists if and only if the change it records committed. It never reads other entries.
-2. ``sequence_pending()`` — one sequencer at a time (a PostgreSQL advisory lock; SQLite's write lock) —
-   takes a batch of committed pending entries in id order, gives them the next consecutive positions,
-   computes each RFC 6962 leaf hash ``SHA-256(0x00 || canonical(entry))`` (canonical = RFC 8785) and a
-   running chain hash ``SHA-256(prev_chain || leaf)``, inserts the leaves, stores the Merkle subtrees the
-   batch completes (``broker.audit.tree``) and clears the queue. Batches make appends cheap; the lock
-   makes forks impossible. The chain hash predates the tree and is kept: it pins each leaf to its
-   predecessor, which lets the verifier name the exact position of a rewrite.
+2. ``sequence_pending()`` / ``sequence_all()`` (``broker.audit.sequencer``) — one sequencer at a time (a
+   PostgreSQL advisory lock; SQLite's write lock) — take a batch of committed pending entries in id order,
+   give them the next consecutive positions, compute each RFC 6962 leaf hash ``SHA-256(0x00 ||
+   canonical(entry))`` (canonical = RFC 8785, ``broker.audit.document``) and a running chain hash
+   ``SHA-256(prev_chain || leaf)``, insert the leaves with the canonical bytes they hash (``document``, so
+   that verification need not rebuild them), store the Merkle subtrees the batch completes
+   (``broker.audit.tree``) and clear the queue. Batches make appends cheap; the lock makes forks
+   impossible. The chain hash predates the tree and is kept: it pins each leaf to its predecessor, which
+   lets the verifier name the exact position of a rewrite.
 3. ``verify_log()`` recomputes every leaf, link, stored subtree and signed checkpoint root from the
    stored entries and names the first bad position (``broker.audit.verify``).
 
@@ -19,23 +21,34 @@ Entries never hold message content: ids, parties, countries, decisions and outco
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
-from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from broker.audit import merkle, tree
 from broker.audit.actions import AuditAction
-from broker.audit.models import AuditEntry, AuditLeaf, AuditPending
-from broker.crypto.canonical import canonical
+from broker.audit.document import GENESIS, EntryFields, chain_hash, entry_document, leaf_hash
+from broker.audit.models import AuditEntry, AuditPending
+from broker.audit.sequencer import sequence_all, sequence_pending
 from broker.db import utcnow
 
-GENESIS = "00" * 32
+__all__ = [
+    "CLIENT_REQUEST_ID",
+    "GENESIS",
+    "SYSTEM",
+    "Actor",
+    "EntryFields",
+    "LogReport",
+    "chain_hash",
+    "entry_document",
+    "leaf_hash",
+    "record",
+    "sequence_all",
+    "sequence_pending",
+    "verify_log",
+]
 
 
 @dataclass(frozen=True)
@@ -94,110 +107,6 @@ def _with_client_request_id(details: dict[str, Any]) -> dict[str, Any]:
     return {**details, "client_request_id": client_id}
 
 
-class EntryFields(Protocol):
-    """An audit entry's fields: an ``AuditEntry`` or a plain row of ``audit_entries`` (the sequencer's)."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def at(self) -> datetime: ...
-    @property
-    def actor(self) -> str: ...
-    @property
-    def role(self) -> str: ...
-    @property
-    def action(self) -> str: ...
-    @property
-    def object_type(self) -> str: ...
-    @property
-    def object_id(self) -> str | None: ...
-    @property
-    def countries(self) -> list[str]: ...
-    @property
-    def outcome(self) -> str: ...
-    @property
-    def request_id(self) -> str | None: ...
-    @property
-    def details(self) -> dict[str, Any]: ...
-
-
-def entry_document(entry: EntryFields) -> dict[str, Any]:
-    """The exact document hashed into the log: every field, times as RFC 3339 UTC with microseconds."""
-    return {
-        "id": entry.id,
-        "at": entry.at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "actor": entry.actor,
-        "role": entry.role,
-        "action": entry.action,
-        "object_type": entry.object_type,
-        "object_id": entry.object_id,
-        "countries": list(entry.countries),
-        "outcome": entry.outcome,
-        "request_id": entry.request_id,
-        "details": entry.details,
-    }
-
-
-def leaf_hash(document: dict[str, Any]) -> bytes:
-    """RFC 6962 leaf hash of an entry: ``SHA-256(0x00 || RFC 8785 canonical JSON of its document)``."""
-    return merkle.leaf_hash(canonical(document))
-
-
-def chain_hash(previous_hex: str, leaf: bytes) -> str:
-    return hashlib.sha256(bytes.fromhex(previous_hex) + leaf).hexdigest()
-
-
-def sequence_pending(session: Session, *, limit: int = 5000) -> int:
-    """Append up to ``limit`` committed pending entries to the log; returns how many were appended.
-
-    Under the log lock (``tree.lock_log``) the last position is read and extended by one writer at a
-    time; entries committed by other transactions meanwhile wait in the queue for the next batch.
-    """
-    tree.lock_log(session)
-    # Plain rows, not ORM objects: nothing here is modified, and the identity map would cost more than
-    # the hashing.
-    connection = session.connection()
-    entries = connection.execute(
-        select(AuditEntry.__table__)
-        .join(AuditPending, AuditPending.entry_id == AuditEntry.id)
-        .order_by(AuditEntry.id)
-        .limit(limit)
-    ).all()
-    if not entries:
-        return 0
-    ids = [entry.id for entry in entries]
-    last = session.execute(
-        select(AuditLeaf.seq, AuditLeaf.chain_hash).order_by(AuditLeaf.seq.desc()).limit(1)
-    ).first()
-    seq, prev = (last[0] + 1, last[1]) if last else (0, GENESIS)
-    first = seq
-    rows = []
-    leaves = []
-    for entry in entries:
-        leaf = leaf_hash(entry_document(entry))
-        prev = chain_hash(prev, leaf)
-        rows.append({"seq": seq, "entry_id": entry.id, "leaf_hash": leaf.hex(), "chain_hash": prev})
-        leaves.append(leaf)
-        seq += 1
-    tree.insert_rows(session, AuditLeaf, rows)
-    tree.extend(session, first, leaves)
-    # "fetch" keeps queue rows this session holds in step with the delete.
-    session.execute(
-        delete(AuditPending).where(tree.among(AuditPending.entry_id, ids, connection.dialect.name)),
-        execution_options={"synchronize_session": "fetch"},
-    )
-    session.flush()
-    return len(rows)
-
-
-def sequence_all(session: Session, *, batch: int = 5000) -> int:
-    """Append everything pending, ``batch`` entries at a time, in the caller's transaction."""
-    total = 0
-    while n := sequence_pending(session, limit=batch):
-        total += n
-    return total
-
-
 @dataclass(frozen=True)
 class LogReport:
     """The outcome of a full verification: size, Merkle root and chain head, or the first bad position.
@@ -225,7 +134,7 @@ class LogReport:
         return f"audit log FAILED at position {self.first_bad_seq}: {self.problem}"
 
 
-def verify_log(session: Session, *, batch: int = 5000) -> LogReport:
+def verify_log(session: Session, *, batch: int = 16384) -> LogReport:
     """Recompute every leaf, link, subtree and checkpoint root; stop at and name the first bad position.
 
     The work is in ``broker.audit.verify`` (imported here, late, because it needs the checkpoint and alert

@@ -22,6 +22,7 @@ from sqlalchemy.orm import QueryableAttribute, Session
 from broker.audit import merkle
 from broker.audit.merkle import Frontier, Node
 from broker.audit.models import AuditLeaf, AuditNode
+from broker.audit.rows import copy_rows, uses_psycopg
 
 _LOG_LOCK = 0x5B0C_A0D1  # PostgreSQL advisory lock key of the one log writer (sequencer, checkpoints)
 
@@ -158,27 +159,44 @@ def extend(session: Session, start: int, leaves: Sequence[bytes]) -> bytes:
 def insert_rows(
     session: Session, model: type[AuditLeaf] | type[AuditNode], rows: Sequence[Mapping[str, object]]
 ) -> None:
-    """Insert the sequencer's rows (leaves, nodes) in as few round trips as the database allows.
+    """Insert the sequencer's rows (leaves, nodes), given as mappings of column to value."""
+    if rows:
+        columns = list(rows[0])
+        insert_tuples(session, model, columns, [tuple(row[name] for name in columns) for row in rows])
 
-    PostgreSQL: one ``INSERT … SELECT FROM unnest(arrays)`` statement per call: a fixed statement with one
-    parameter per column, so it is prepared once and costs one round trip whatever the batch size (an
-    executemany costs a pipeline message per row, a multi-row VALUES a new statement per batch). Each
-    column travels as one comma-separated text that PostgreSQL splits and casts (integers, hex strings,
-    bytea in ``\\x`` hex form): the driver's per-element array encoding in Python cost more than the hashing.
-    Other databases (SQLite, in-process): a plain executemany.
+
+def insert_tuples(
+    session: Session,
+    model: type[AuditLeaf] | type[AuditNode],
+    columns: Sequence[str],
+    rows: Sequence[Sequence[object]],
+) -> None:
+    """Insert the sequencer's rows (tuples in ``columns`` order) in as few round trips as the database allows.
+
+    PostgreSQL through psycopg: one ``COPY ... FROM STDIN (FORMAT BINARY)`` (``broker.audit.rows``): no
+    statement to parse and no text to split and cast, about a third of the CPU, on both sides, of the
+    statement below. PostgreSQL through another driver: one ``INSERT … SELECT FROM unnest(arrays)``
+    statement per call, a fixed statement with one parameter per column (prepared once, one round trip
+    whatever the batch size), each column travelling as one comma-separated text that PostgreSQL splits
+    and casts (integers, hex strings, bytea in ``\\x`` hex form): the driver's per-element array encoding
+    in Python cost more than the hashing. Other databases (SQLite, in-process): a plain executemany.
     """
     if not rows:
         return
-    columns = list(rows[0])
-    table = model.__table__
-    if session.get_bind().dialect.name != "postgresql":
-        session.execute(insert(model), list(rows))
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql" and uses_psycopg(session):
+        copy_rows(session, model.__table__, columns, rows)
         return
+    mappings = [dict(zip(columns, row, strict=True)) for row in rows]
+    if dialect != "postgresql":
+        session.execute(insert(model), mappings)
+        return
+    table = model.__table__
     params: dict[str, object] = {}
     arrays = []
-    for name in columns:
+    for at, name in enumerate(columns):
         array_type = _PG_ARRAY[type(table.c[name].type).__name__]
-        values = [row[name] for row in rows]
+        values = [row[at] for row in rows]
         joined = _joined(values)
         if joined is None:  # a value the text form cannot carry: send a real array
             params[name] = values

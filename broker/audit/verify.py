@@ -1,9 +1,22 @@
 """Full verification of the stored log: the one place the whole tree is recomputed from the entries.
 
+The rows are read by ``broker.audit.scan`` (on PostgreSQL in binary, read ahead on a second connection
+on the same snapshot); this module checks them.
+
 In one pass over the log, in position order, batch by batch:
 
-* each entry's RFC 6962 leaf hash is recomputed from its canonical document and compared with the stored
-  leaf (an altered entry), and each chain link with the stored link (a rewritten leaf);
+* each leaf's RFC 6962 hash is recomputed from the canonical bytes the sequencer hashed and kept
+  (``audit_leaves.document``) and compared with the stored leaf (altered bytes or leaf), and each chain
+  link with the stored link (a rewritten leaf);
+* each entry's columns are compared with those bytes (an altered entry): the entry's document is rebuilt
+  from its columns as the sequencer builds it and must serialise to exactly the stored bytes. The
+  serialisation is orjson with sorted keys, which is RFC 8785 for the values spoc writes; when it differs,
+  the full RFC 8785 form decides, so no honest entry is refused. Two equal JSON texts are one value
+  (``true`` is not ``1``), so this is exactly as strict as hashing the re-canonicalised entry, as the
+  verifier did before the bytes were kept; leaves from before then (``document`` NULL) are still verified
+  that way. So an edit of any one stored column (an entry's field, the bytes, the leaf hash, the link) is
+  caught at its own position, and only a consistent rewrite of all of them (and of the nodes) is left to
+  the signed checkpoints, as before;
 * the Merkle frontier is extended with the recomputed leaves; every complete subtree it produces is
   compared with the stored ``audit_nodes`` row that proofs are served from (a doctored proof source);
 * whenever the recomputed tree reaches the size of a signed checkpoint, its root must equal the signed
@@ -18,52 +31,23 @@ position after the last checkpoint that still matches, which is as precise as si
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+import orjson
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from broker.audit.checkpoints import accepted_origins, log_public_keys, open_checkpoint
+from broker.audit.document import GENESIS
 from broker.audit.merkle import EMPTY_ROOT, Frontier, Node
-from broker.audit.models import AuditCheckpoint, AuditEntry, AuditLeaf, AuditNode, AuditPending
-from broker.audit.service import GENESIS, LogReport, chain_hash, entry_document, leaf_hash
-from broker.audit.tree import among
+from broker.audit.models import AuditCheckpoint, AuditEntry, AuditLeaf, AuditPending
+from broker.audit.rows import no_cyclic_gc, uses_psycopg
+from broker.audit.scan import generic_batches, postgres_batches, stored_nodes
+from broker.audit.service import LogReport
+from broker.crypto.canonical import canonical
 from broker.crypto.note import ED25519, NoteKey
-from broker.errors import VerificationError
-
-
-def _check(leaf_row: Any, entry: Any, expected_seq: int, prev: str) -> tuple[bytes | None, str]:
-    """One position: in order, its entry hashes to its leaf, and its chain link holds."""
-    if leaf_row.seq != expected_seq:
-        return None, f"position {expected_seq} is missing"
-    leaf = leaf_hash(entry_document(entry))
-    if leaf.hex() != leaf_row.leaf_hash:
-        return None, f"entry {entry.id} does not match its leaf hash (entry altered)"
-    if chain_hash(prev, leaf) != leaf_row.chain_hash:
-        return None, f"entry {entry.id}'s chain link is broken (leaf rewritten)"
-    return leaf, ""
-
-
-def _stored_nodes(session: Session, computed: dict[Node, bytes]) -> dict[Node, bytes]:
-    """The stored nodes among ``computed``: one range condition per level (they are contiguous)."""
-    spans: dict[int, list[int]] = {}
-    for level, index in computed:
-        low_high = spans.setdefault(level, [index, index])
-        low_high[0], low_high[1] = min(low_high[0], index), max(low_high[1], index)
-    if not spans:
-        return {}
-    rows = session.execute(
-        select(AuditNode.level, AuditNode.idx, AuditNode.hash).where(
-            or_(
-                *(
-                    and_(AuditNode.level == lv, AuditNode.idx.between(lo, hi))
-                    for lv, (lo, hi) in spans.items()
-                )
-            )
-        )
-    ).all()
-    return {(int(lv), int(ix)): bytes(h) for lv, ix, h in rows}
+from broker.errors import InvalidInput, VerificationError
 
 
 def _signed_checkpoints(session: Session) -> tuple[list[AuditCheckpoint], str | None]:
@@ -86,8 +70,27 @@ def _signed_checkpoints(session: Session) -> tuple[list[AuditCheckpoint], str | 
     return rows, None
 
 
-def verify_stored_log(session: Session, *, batch: int = 5000) -> LogReport:
-    """Recompute the whole log from its entries; see the module docstring for what is compared."""
+def _matches(entry: dict[str, Any], document: bytes) -> bool:
+    """Whether ``entry`` (rebuilt from the columns) is the JSON value the stored canonical bytes encode.
+
+    orjson with sorted keys first: equal texts parse to equal values (``true`` is not ``1``), and for the
+    values spoc writes it is RFC 8785 already, so an honest entry costs one serialisation. Otherwise the
+    full RFC 8785 form decides (floats, say), so an honest entry is never refused."""
+    if orjson.dumps(entry, option=orjson.OPT_SORT_KEYS) == document:
+        return True
+    try:
+        return canonical(entry) == document
+    except InvalidInput:
+        return False
+
+
+def verify_stored_log(session: Session, *, batch: int = 16384) -> LogReport:
+    """Recompute the whole log from its stored bytes and entries; see the module docstring."""
+    with no_cyclic_gc():
+        return _verify(session, batch)
+
+
+def _verify(session: Session, batch: int) -> LogReport:
     pending = session.scalar(select(func.count()).select_from(AuditPending)) or 0
     checkpoints, problem = _signed_checkpoints(session)
     if problem is not None:
@@ -99,36 +102,34 @@ def verify_stored_log(session: Session, *, batch: int = 5000) -> LogReport:
     def fail(seq: int, why: str) -> LogReport:
         return LogReport(False, expected_seq, prev, pending, seq, why, checkpoints=len(checkpoints))
 
-    while True:
-        # Plain rows, not ORM objects: the walk reads each row once, and identity-mapping a million
-        # objects would cost more than hashing them.
-        connection = session.connection()
-        leaves: Sequence[Any] = connection.execute(
-            select(AuditLeaf.__table__)
-            .where(AuditLeaf.seq >= expected_seq)
-            .order_by(AuditLeaf.seq)
-            .limit(batch)
-        ).all()
-        if not leaves:
-            break
-        entries = {
-            e.id: e
-            for e in connection.execute(
-                select(AuditEntry.__table__).where(
-                    among(AuditEntry.id, [leaf.entry_id for leaf in leaves], connection.dialect.name)
-                )
-            )
-        }
-        rows = [(leaf, entries.get(leaf.entry_id)) for leaf in leaves]
+    postgres = uses_psycopg(session)
+    sha256 = hashlib.sha256
+    batches = postgres_batches(session, batch) if postgres else generic_batches(session, batch)
+    for found in batches:
         computed: dict[Node, bytes] = {}
-        for leaf_row, entry in rows:
+        for seq, entry_id, stored_leaf, stored_link, kept, entry in found.rows:
+            if seq != expected_seq:
+                return fail(expected_seq, f"position {expected_seq} is missing")
             if entry is None:
-                return fail(expected_seq, f"the entry of position {leaf_row.seq} is missing (deleted)")
-            leaf, why = _check(leaf_row, entry, expected_seq, prev)
-            if leaf is None:
-                return fail(expected_seq, why)
+                return fail(seq, f"the entry of position {seq} is missing (deleted)")
+            if kept is None:  # appended before the bytes were kept: the entry is what was hashed
+                try:
+                    document = canonical(entry)
+                except InvalidInput:
+                    return fail(seq, f"entry {entry_id} cannot be the entry that was hashed (entry altered)")
+            elif _matches(entry, kept):
+                document = kept
+            else:
+                return fail(seq, f"entry {entry_id} does not match the bytes its leaf hashes (entry altered)")
+            leaf = sha256(b"\x00" + document).digest()
+            if leaf.hex() != stored_leaf:
+                return fail(
+                    seq, f"entry {entry_id} does not match its leaf hash (entry, bytes or leaf altered)"
+                )
+            if sha256(bytes.fromhex(prev) + leaf).hexdigest() != stored_link:
+                return fail(seq, f"entry {entry_id}'s chain link is broken (leaf rewritten)")
             computed.update(frontier.append(leaf))
-            prev = leaf_row.chain_hash
+            prev = stored_link
             expected_seq += 1
             while waiting and waiting[0].size == expected_seq:
                 checkpoint = waiting.pop(0)
@@ -139,7 +140,7 @@ def verify_stored_log(session: Session, *, batch: int = 5000) -> LogReport:
                         f"{checkpoint.id} of size {checkpoint.size} (log rewritten)",
                     )
                 matched = expected_seq
-        stored = _stored_nodes(session, computed)
+        stored = found.nodes if found.nodes is not None else stored_nodes(session, computed)
         bad = sorted(
             (index << level, level, index)
             for (level, index), h in computed.items()

@@ -76,3 +76,24 @@ def per_message(
         role: round(seconds * 1000 / messages, 2)
         for role, seconds in sorted(spent.items(), key=lambda kv: -kv[1])
     }
+
+
+def resident_mb(roots: dict[str, int]) -> dict[str, dict[str, float]]:
+    """Resident memory of each role's process tree (``roots``: role -> root pid), from ``/proc``: the total,
+    the largest single process and how many processes; {} without ``/proc``."""
+    now = sample()
+    out: dict[str, dict[str, float]] = {}
+    for pid in now.by_pid:
+        role = _role(pid, now, now, roots)
+        if role not in roots:
+            continue
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+        found = out.setdefault(role, {"total_mb": 0.0, "max_mb": 0.0, "processes": 0})
+        found["total_mb"] = round(found["total_mb"] + kb / 1024, 1)
+        found["max_mb"] = round(max(found["max_mb"], kb / 1024), 1)
+        found["processes"] += 1
+    return out

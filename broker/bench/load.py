@@ -1,26 +1,24 @@
-"""Load generation: agency systems submitting pre-built envelopes over HTTP, scripted officers deciding.
+"""Load generation: which agencies send to whom, how messages are cut into requests, scripted officers.
 
-Envelopes are built (sealed and signed) before the clock starts, so the figures measure the exchange,
-not the load generator's crypto; each HTTP request is still signed per call (RFC 9421), as in real use.
-Load runs in several processes (one GIL each), each with a few threads holding their own HTTP client.
+The load processes that send them are ``broker.bench.pool``. ``build_envelopes`` is the slow, faithful
+path (every envelope sealed and signed by the real client) for in-process profiles and tests.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
-import queue
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
-from broker.client.agency import AgencyClient, ClientError
+from broker.client.agency import AgencyClient
 from broker.client.credentials import AgencyCredentials
 from broker.client.officer import OfficerClient
 
@@ -72,87 +70,32 @@ def build_envelopes(
     return out
 
 
-Work = tuple[str, list[dict[str, Any]]]
-"""One request's worth: the sending agency and its envelopes (one, or a batch)."""
+T = TypeVar("T")
+
+Work = tuple[str, list[tuple[str, str]]]
+"""One request's worth: the sending agency and its messages, (target agency, message id) each (one, or a batch)."""
 
 
-def chunks(envelopes: Sequence[tuple[str, dict[str, Any]]], batch: int) -> list[Work]:
-    """Requests of ``batch`` envelopes of one sender each (a batch is one agency's), in order."""
-    if batch <= 1:
-        return [(sender, [env]) for sender, env in envelopes]
-    by_sender: dict[str, list[dict[str, Any]]] = {}
-    for sender, env in envelopes:
-        by_sender.setdefault(sender, []).append(env)
+def plan(count: int) -> list[tuple[str, tuple[str, str]]]:
+    """``count`` messages spread over ``ROUTES``, each with a fresh id: (sender, (target, message id)).
+    Only ids: the envelopes are made and signed by the load processes (``broker.bench.pool``)."""
     return [
-        (sender, envs[i : i + batch])
-        for sender, envs in by_sender.items()
-        for i in range(0, len(envs), batch)
+        (ROUTES[i % len(ROUTES)][0], (ROUTES[i % len(ROUTES)][1], str(uuid.uuid4()))) for i in range(count)
     ]
 
 
-def _submit_worker(
-    url: str,
-    data_dir: str,
-    work: Sequence[Work],
-    threads: int,
-    rate: float | None,
-    results: Any,
-) -> None:
-    """One load process: ``threads`` threads pull requests and send them; per-request latencies and the
-    number of envelopes accepted go to ``results``. ``rate`` is in requests per second."""
-    todo: queue.Queue[tuple[float, str, list[dict[str, Any]]]] = queue.Queue()
-    start = time.perf_counter()
-    for i, (sender, envs) in enumerate(work):
-        todo.put((start + i / rate if rate else 0.0, sender, envs))
-    latencies: list[float] = []
-    errors: list[str] = []
-    accepted = 0
-    lock = threading.Lock()
-
-    def run() -> None:
-        nonlocal accepted
-        clients: dict[str, AgencyClient] = {}
-        try:
-            while True:
-                try:
-                    due, sender, envs = todo.get_nowait()
-                except queue.Empty:
-                    return
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                client = clients.get(sender)
-                if client is None:
-                    client = clients[sender] = AgencyClient(
-                        url, credentials(Path(data_dir), sender), timeout=30
-                    )
-                began = time.perf_counter()
-                try:
-                    if len(envs) == 1:
-                        client.submit(envs[0])
-                        took, problems = 1, []
-                    else:
-                        answer = client.submit_batch(envs)
-                        took = int(answer["accepted"])
-                        problems = [str(r["problem"])[:200] for r in answer["results"] if r["problem"]]
-                    elapsed = time.perf_counter() - began
-                    with lock:
-                        latencies.append(elapsed)
-                        accepted += took
-                        errors.extend(problems)
-                except (ClientError, httpx.HTTPError) as exc:
-                    with lock:
-                        errors.extend([str(exc)[:200]] * len(envs))
-        finally:
-            for client in clients.values():
-                client.close()
-
-    pool = [threading.Thread(target=run) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    results.put((latencies, errors, accepted))
+def chunks(items: Sequence[tuple[str, T]], batch: int) -> list[tuple[str, list[T]]]:
+    """Requests of ``batch`` items of one sender each (a batch is one agency's), in order."""
+    if batch <= 1:
+        return [(sender, [item]) for sender, item in items]
+    by_sender: dict[str, list[T]] = {}
+    for sender, item in items:
+        by_sender.setdefault(sender, []).append(item)
+    return [
+        (sender, group[i : i + batch])
+        for sender, group in by_sender.items()
+        for i in range(0, len(group), batch)
+    ]
 
 
 @dataclass
@@ -162,6 +105,9 @@ class SubmitResult:
     errors: list[str]
     seconds: float
     latencies: list[float] = field(repr=False)  # per request (a batch is one request)
+    generator_cpu_s: float = 0.0  # CPU time of the load processes within the timed window
+    load_processes: int = 0
+    threads_per_process: int = 0
 
     @property
     def rate(self) -> float:
@@ -172,47 +118,6 @@ class SubmitResult:
             return float("nan")
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
-
-
-def submit_all(
-    url: str,
-    data_dir: Path,
-    envelopes: Sequence[tuple[str, dict[str, Any]]],
-    *,
-    concurrency: int,
-    processes: int = 2,
-    rate: float | None = None,
-    batch: int = 1,
-) -> SubmitResult:
-    """Submit every envelope with ``concurrency`` requests in flight (closed loop), or at ``rate`` msg/s;
-    ``batch`` > 1 sends them ``batch`` at a time through ``POST /v1/messages/batches``."""
-    # spawn, not fork: the caller has threads (officers, a progress bar); a forked child can inherit a
-    # lock one of them held and hang for ever.
-    ctx = mp.get_context("spawn")
-    results: Any = ctx.Queue()
-    work = chunks(envelopes, batch)
-    shares = [work[i::processes] for i in range(processes)]
-    per_rate = rate / processes / max(1, batch) if rate else None
-    threads = max(1, concurrency // processes)
-    began = time.perf_counter()
-    procs = [
-        ctx.Process(target=_submit_worker, args=(url, str(data_dir), share, threads, per_rate, results))
-        for share in shares
-    ]
-    for p in procs:
-        p.start()
-    latencies: list[float] = []
-    errors: list[str] = []
-    accepted = 0
-    for _ in procs:
-        lat, err, took = results.get(timeout=600)
-        latencies += lat
-        errors += err
-        accepted += took
-    for p in procs:
-        p.join()
-    seconds = time.perf_counter() - began
-    return SubmitResult(len(envelopes), accepted, errors, seconds, latencies)
 
 
 def officers_until_done(

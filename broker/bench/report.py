@@ -21,8 +21,49 @@ def _errors(phase: dict[str, Any]) -> str:
     )
 
 
+def _resident(step: dict[str, Any]) -> str:
+    found = step.get("resident") or {}
+    parts = [
+        f"{role} {r['total_mb']:,.0f} MB in {r['processes']:.0f} processes"
+        for role, r in sorted(found.items())
+    ]
+    return "; resident " + ", ".join(parts) if parts else ""
+
+
+def generator_rows(alone: dict[str, Any]) -> list[tuple[str, str]]:
+    """The load generator measured alone (``broker.bench.load.measure_generator``)."""
+    out = [
+        (
+            "generator alone: envelopes signed + requests signed per CPU-second (one core, no HTTP)",
+            _f(alone.get("signed_per_s_one_core")),
+        )
+    ]
+    for name in ("single", "batched"):
+        phase = alone.get(name)
+        if phase:
+            how = "one per request" if phase["batch"] == 1 else f"batches of {phase['batch']}"
+            out.append(
+                (
+                    f"generator alone: msg/s sent, {how}, concurrency {phase['concurrency']} "
+                    f"({alone.get('load_processes')} load processes, no server)",
+                    f"{_f(phase['sent_per_s'])} (generator CPU {phase['generator_cpu_ms_per_msg']:.2f} ms/msg"
+                    f"{'; ' + str(phase['errors']) + ' errors' if phase['errors'] else ''})",
+                )
+            )
+    return out
+
+
 def rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     lim, out = results["limits"], []
+    counts = results.get("processes")
+    if counts:
+        out.append(
+            (
+                "processes (on {cpus} cores)".format(**counts),
+                f"API {counts['api_processes']}, workers {counts['worker_processes']}, beat "
+                f"{counts['beat_processes']}, sequencers {counts['sequencers']}, load {counts['load_processes']}",
+            )
+        )
     for phase in results["submit"]:
         out.append(
             (
@@ -45,6 +86,9 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{role} {ms:.1f}" for role, ms in phase["cpu_ms_per_accepted"].items() if ms >= 0.1
             )
             how = f" in batches of {phase['batch']}" if phase.get("batch", 1) > 1 else ""
+            own = phase.get("generator_cpu_ms_per_msg")
+            if own is not None:
+                shares += f" (load processes alone {own:.2f})"
             out.append((f"CPU ms per accepted message{how} at concurrency {phase['concurrency']}", shares))
     at500 = results.get("submit_at_500", {})
     if at500:
@@ -84,9 +128,10 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str]]:
             (
                 f"at {step['factor']}x stored ({step['messages_stored']:,} messages, {step['log_size']:,} log entries)",
                 f"submit p50 {_f(step['p50_ms'], 1)} ms, p99 {_f(step['p99_ms'], 1)} ms; "
-                f"inclusion proof {_f(step['inclusion_proof_ms'], 2)} ms",
+                f"inclusion proof {_f(step['inclusion_proof_ms'], 2)} ms{_resident(step)}",
             )
         )
+    out += generator_rows(results.get("generator_alone", {})) if results.get("generator_alone") else []
     for name, value in results.get("ratios", {}).items():
         out.append((f"ratio: {name.replace('_', ' ')}", _f(value, 2)))
     return out

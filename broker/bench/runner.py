@@ -16,11 +16,12 @@ from typing import Any
 import psycopg
 from sqlalchemy import func, select
 
-from broker.audit.bench import write_entries
 from broker.audit.models import AuditPending
 from broker.audit.service import sequence_all, verify_log
 from broker.bench import cpu, limits
-from broker.bench.load import ROUTES, build_envelopes, officers_until_done, submit_all
+from broker.bench.audit import queue_entries
+from broker.bench.load import ROUTES, officers_until_done, plan
+from broker.bench.pool import LoadPool, measure_generator
 from broker.bench.stack import Stack, running
 from broker.crypto.bench import primitive_rates
 from broker.db import make_engine, make_sessionmaker, unit_of_work
@@ -52,37 +53,34 @@ def measure_limits(stack: Stack, say: Say) -> dict[str, Any]:
 
 
 def measure_audit(stack: Stack, say: Say, *, entries: int) -> dict[str, Any]:
-    """Write ``entries`` audit entries, then time the sequencer appending that backlog to the log.
+    """Queue ``entries`` audit entries, then time the sequencer appending that backlog to the log, and a
+    full verification of the whole log (the exchange's entries included).
 
-    The entries are committed in one transaction, so the backlog appears at once: the stack's own beat
-    sequencer and this one then compete for it under the same lock, and the rate is the backlog divided
-    by the time until the queue is empty, whoever appended it. (Committed in small transactions, the
-    beat would drain them while they are written and the figure would be the write rate.)
+    The entries are queued by one bulk statement (``broker.bench.audit.queue_entries``), so the backlog
+    appears at once: the stack's own beat sequencer and this one then compete for it under the same lock,
+    and the rate is the backlog divided by the time until the queue is empty, whoever appended it.
     """
     say(f"audit: {entries} entries")
     engine = make_engine(stack.settings)
     factory = make_sessionmaker(engine)
     try:
-        begun = time.perf_counter()
-        write_entries(factory, entries, batch=entries)  # one transaction: the backlog appears at once
-        wrote = time.perf_counter() - begun
+        queue_entries(stack.dsn, entries)
         begun = time.perf_counter()
         with unit_of_work(factory) as session:
-            sequence_all(session)
+            sequence_all(session, batch=stack.settings.audit_batch_size)
         while True:
             with unit_of_work(factory) as session:
                 if not session.scalar(select(func.count()).select_from(AuditPending)):
                     break
             time.sleep(0.01)
-        appended = entries
         sequenced = time.perf_counter() - begun
         begun = time.perf_counter()
         with unit_of_work(factory) as session:
             report = verify_log(session)
         verified = time.perf_counter() - begun
         result: dict[str, Any] = {
-            "entries_written_per_s": entries / wrote,
-            "entries_appended_per_s": appended / sequenced if sequenced else None,
+            "entries": entries,
+            "entries_appended_per_s": entries / sequenced if sequenced else None,
             "log_size": report.size,
             "verify_entries_per_s": report.size / verified if verified else None,
             "verified": report.ok,
@@ -130,16 +128,24 @@ def delivered_stats(dsn: str, message_ids: list[str]) -> dict[str, Any]:
 
 
 def _submit_phase(
-    stack: Stack, envelopes: list[Any], *, concurrency: int, rate: float | None = None, batch: int = 1
+    stack: Stack,
+    pool: LoadPool,
+    messages: list[tuple[str, tuple[str, str]]],
+    *,
+    concurrency: int,
+    rate: float | None = None,
+    batch: int = 1,
 ) -> dict[str, Any]:
-    """Submit ``envelopes`` and report rates, per-request latency and CPU per accepted message."""
+    """Submit ``messages`` and report rates, per-request latency and CPU per accepted message (by role, and
+    the load processes' own CPU per message sent)."""
     before = cpu.sample()
-    result = submit_all(
-        stack.url, stack.settings.data_dir, envelopes, concurrency=concurrency, rate=rate, batch=batch
-    )
+    result = pool.run(messages, concurrency=concurrency, rate=rate, batch=batch)
     roots = {"api": stack.processes[0].pid, "worker": stack.processes[1].pid}
     return {
         "cpu_ms_per_accepted": cpu.per_message(before, cpu.sample(), roots=roots, messages=result.accepted),
+        "generator_cpu_ms_per_msg": round(result.generator_cpu_s * 1000 / result.sent, 3)
+        if result.sent
+        else None,
         "concurrency": concurrency,
         "batch": batch,
         "offered_per_s": rate,
@@ -166,10 +172,16 @@ def run(
     say: Say,
     scaling: bool = True,
     batch: int = 100,
+    api_processes: int = 2,
+    workers: int = 2,
+    load_processes: int = 2,
 ) -> dict[str, Any]:
     """The whole benchmark. ``messages`` per concurrency level; the end-to-end phase max(1000, half of it),
     submitted in batches of up to 50 and decided by scripted officers a page at a time;
-    batched submission (``batch`` envelopes per request; 0 or 1 skips it) twice as many per level."""
+    batched submission (``batch`` envelopes per request; 0 or 1 skips it) twice as many per level.
+
+    ``api_processes`` uvicorn workers and ``workers`` Celery worker processes (the stack's one beat runs
+    the audit sequencer, one at a time under the log's lock); ``load_processes`` load processes."""
     results: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": _cpus(), "python": platform.python_version(), "platform": platform.platform()},
@@ -180,70 +192,75 @@ def run(
             "batch": batch,
             "batch_levels": list(BATCH_LEVELS) if batch > 1 else [],
         },
+        "processes": processes(api_processes, workers, load_processes),
     }
-    with tempfile.TemporaryDirectory(prefix="spoc-bench-") as tmp, running(Path(tmp)) as stack:
+    say("the generator alone (no server)")
+    results["generator_alone"] = measure_generator(min(2000, max(400, messages)), processes=load_processes)
+    with (
+        tempfile.TemporaryDirectory(prefix="spoc-bench-") as tmp,
+        running(Path(tmp), api_workers=api_processes, worker_concurrency=workers) as stack,
+    ):
         results["limits"] = measure_limits(stack, say)
         end_to_end = max(1000, messages // 2)
         open_loop = max(500, messages // 2)
         batched = max(2000, 2 * messages) if batch > 1 else 0
-        total = (
-            messages * len(levels)
-            + batched * len(BATCH_LEVELS)
-            + end_to_end
-            + open_loop
-            + (3 * max(100, messages // 10) if scaling else 0)
-        )
-        say(f"building {total} signed, sealed envelopes")
-        envelopes = build_envelopes(stack.url, stack.settings.data_dir, total)
-        cursor = 0
-
-        def take(n: int) -> list[Any]:
-            nonlocal cursor
-            chunk = envelopes[cursor : cursor + n]
-            cursor += n
-            return chunk
-
-        # End to end first, while the queues are empty: officers then work on exactly this flow.
-        say(f"end to end: {end_to_end} messages through both contact points to the agencies")
-        e2e = take(end_to_end)
-        ids = [env["header"]["message_id"] for _, env in e2e]
-        countries = sorted({s.split("-")[0] for s, _ in ROUTES} | {t.split("-")[0] for _, t in ROUTES})
-        phase: dict[str, Any] = {}
-        submitter = threading.Thread(
-            target=lambda: phase.update(_submit_phase(stack, e2e, concurrency=8, batch=min(batch, 50))),
-            daemon=True,
-        )
-        begun = time.perf_counter()
-        submitter.start()
-        decisions = officers_until_done(
-            stack.url, stack.settings.data_dir, countries, end_to_end, timeout=max(60.0, end_to_end / 10)
-        )
-        submitter.join()
-        _wait_delivered(stack.dsn, ids, timeout=60)
-        results["end_to_end"] = {
-            **delivered_stats(stack.dsn, ids),
-            "submitted": phase,
-            "decisions": decisions,
-            "wall_s": time.perf_counter() - begun,
-        }
-        results["submit"] = []
-        for level in levels:
-            say(f"submit: {messages} messages at concurrency {level}")
-            results["submit"].append(_submit_phase(stack, take(messages), concurrency=level))
-        results["submit_batched"] = []
-        for level in BATCH_LEVELS if batch > 1 else ():
-            say(f"submit: {batched} messages in batches of {batch}, {level} batches in flight")
-            results["submit_batched"].append(
-                _submit_phase(stack, take(batched), concurrency=level, batch=batch)
+        say(f"starting {load_processes} load processes (each route's payload sealed once)")
+        with LoadPool(stack.url, stack.settings.data_dir, processes=load_processes) as pool:
+            # End to end first, while the queues are empty: officers then work on exactly this flow.
+            say(f"end to end: {end_to_end} messages through both contact points to the agencies")
+            e2e = plan(end_to_end)
+            ids = [message_id for _, (_, message_id) in e2e]
+            countries = sorted({s.split("-")[0] for s, _ in ROUTES} | {t.split("-")[0] for _, t in ROUTES})
+            phase: dict[str, Any] = {}
+            submitter = threading.Thread(
+                target=lambda: phase.update(
+                    _submit_phase(stack, pool, e2e, concurrency=8, batch=min(batch, 50))
+                ),
+                daemon=True,
             )
-        say(f"submit: {open_loop} messages offered at 500 msg/s")
-        results["submit_at_500"] = _submit_phase(stack, take(open_loop), concurrency=64, rate=500.0)
-        if scaling:  # before the audit phase, whose synthetic entries are not the exchange's volume
-            probe = max(100, messages // 10)
-            results["scaling"] = measure_scaling(stack, say, probes=[take(probe) for _ in range(3)])
-        results["audit"] = measure_audit(stack, say, entries=20000)
+            begun = time.perf_counter()
+            submitter.start()
+            decisions = officers_until_done(
+                stack.url, stack.settings.data_dir, countries, end_to_end, timeout=max(60.0, end_to_end / 10)
+            )
+            submitter.join()
+            _wait_delivered(stack.dsn, ids, timeout=60)
+            results["end_to_end"] = {
+                **delivered_stats(stack.dsn, ids),
+                "submitted": phase,
+                "decisions": decisions,
+                "wall_s": time.perf_counter() - begun,
+            }
+            results["submit"] = []
+            for level in levels:
+                say(f"submit: {messages} messages at concurrency {level}")
+                results["submit"].append(_submit_phase(stack, pool, plan(messages), concurrency=level))
+            results["submit_batched"] = []
+            for level in BATCH_LEVELS if batch > 1 else ():
+                say(f"submit: {batched} messages in batches of {batch}, {level} batches in flight")
+                results["submit_batched"].append(
+                    _submit_phase(stack, pool, plan(batched), concurrency=level, batch=batch)
+                )
+            say(f"submit: {open_loop} messages offered at 500 msg/s")
+            results["submit_at_500"] = _submit_phase(stack, pool, plan(open_loop), concurrency=64, rate=500.0)
+            if scaling:  # before the audit phase, whose synthetic entries are not the exchange's volume
+                probe = max(100, messages // 10)
+                results["scaling"] = measure_scaling(stack, pool, say, probes=[plan(probe) for _ in range(3)])
+        results["audit"] = measure_audit(stack, say, entries=100_000)
     results["ratios"] = ratios(results)
     return results
+
+
+def processes(api: int, workers: int, load: int) -> dict[str, int]:
+    """How many processes of each stage a run used, and the cores they shared."""
+    return {
+        "cpus": _cpus(),
+        "api_processes": api,
+        "worker_processes": workers,
+        "beat_processes": 1,
+        "sequencers": 1,  # the beat's audit task; one appends at a time (the log's advisory lock)
+        "load_processes": load,
+    }
 
 
 def _stored(dsn: str) -> tuple[int, int]:
@@ -307,8 +324,11 @@ def _grow_log(stack: Stack, count: int) -> None:
         engine.dispose()
 
 
-def measure_scaling(stack: Stack, say: Say, *, probes: list[list[Any]]) -> list[dict[str, Any]]:
-    """Submit latency and inclusion-proof time at 1x, 4x and 16x the volume stored by the run so far.
+def measure_scaling(
+    stack: Stack, pool: LoadPool, say: Say, *, probes: list[list[tuple[str, tuple[str, str]]]]
+) -> list[dict[str, Any]]:
+    """Submit latency, inclusion-proof time and the API's and worker's resident memory (after the probe)
+    at 1x, 4x and 16x the volume stored by the run so far.
 
     The stored messages and the audit log are grown between probes (copies of stored messages; real
     audit entries through the sequencer); each probe submits the same number of fresh envelopes at
@@ -329,9 +349,11 @@ def measure_scaling(stack: Stack, say: Say, *, probes: list[list[Any]]) -> list[
                     sequence_all(session)
             messages, log = _stored(stack.dsn)
             say(f"scaling: {factor}x ({messages} messages, {log} log entries)")
-            phase = _submit_phase(stack, probe, concurrency=4)
+            phase = _submit_phase(stack, pool, probe, concurrency=4)
+            roots = {"api": stack.processes[0].pid, "worker": stack.processes[1].pid}
             out.append(
                 {
+                    "resident": cpu.resident_mb(roots),
                     "factor": factor,
                     "messages_stored": messages,
                     "log_size": log,
@@ -382,6 +404,13 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
             out["accepted_batched_vs_bare_queue"] = batched / rabbit
         if delivered:
             out["delivered_vs_bare_queue"] = delivered / rabbit
+    scaling = results.get("scaling", [])
+    if len(scaling) >= 2:
+        first, last = scaling[0].get("resident", {}), scaling[-1].get("resident", {})
+        for role in ("api", "worker"):
+            if first.get(role, {}).get("total_mb") and last.get(role, {}).get("total_mb"):
+                factor = scaling[-1]["factor"]
+                out[f"{role}_resident_{factor}x_vs_1x"] = last[role]["total_mb"] / first[role]["total_mb"]
     appended = results.get("audit", {}).get("entries_appended_per_s")
     if appended:
         out["audit_append_vs_postgres_batched"] = appended / lim["postgres_batched_rows_per_s"]
