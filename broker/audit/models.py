@@ -78,7 +78,7 @@ class AuditLeaf(Base):
     __tablename__ = "audit_leaves"
 
     seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
-    # The entry this leaf hashes. No foreign key on PostgreSQL (migration 0015): checking it cost the
+    # The entry this leaf hashes. No foreign key on PostgreSQL (migration 0014): checking it cost the
     # sequencer more PostgreSQL CPU per append than writing the leaf, because each check locks the entry
     # row (FOR KEY SHARE), which writes to the entries' heap. What it guarded is guaranteed otherwise: the
     # sequencer reads the entry in the transaction that inserts the leaf, entries can never be deleted
@@ -87,7 +87,7 @@ class AuditLeaf(Base):
     entry_id: Mapped[int] = mapped_column(BigId, unique=True)
     leaf_hash: Mapped[str] = mapped_column(String(64))  # hex SHA-256(0x00 || canonical entry), RFC 6962
     chain_hash: Mapped[str] = mapped_column(String(64))  # hex SHA-256(prev chain || leaf hash)
-    # The canonical entry exactly as hashed into ``leaf_hash`` (kept by the sequencer since migration 0015,
+    # The canonical entry exactly as hashed into ``leaf_hash`` (kept by the sequencer since migration 0014,
     # NULL before): verification hashes these bytes and checks the entry's columns against them.
     document: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
 

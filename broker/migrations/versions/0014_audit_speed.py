@@ -15,7 +15,7 @@ append-only triggers), the sequencer reads each entry in the transaction that ap
 full verification names a leaf whose entry is missing. SQLite keeps the key (dropping it there means
 rebuilding the table, which would drop its triggers).
 
-Revision ID: 0015
+Revision ID: 0014
 Revises: 0012
 """
 
@@ -24,8 +24,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0015"
-down_revision: str | Sequence[str] | None = "0012"
+revision: str = "0014"
+down_revision: str | Sequence[str] | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
