@@ -19,7 +19,7 @@ from broker.audit.actions import AuditAction
 from broker.audit.service import SYSTEM, Actor, record
 from broker.crosscheck.content import check_payload
 from broker.crypto import countersign, digest, open_with_any, verify_envelope
-from broker.db import Base, utcnow
+from broker.db import Base, insert_all, utcnow
 from broker.delivery.models import InboxItem
 from broker.directory.models import Agency, ContactPoint
 from broker.directory.service import contact_point_for, get_agency
@@ -121,8 +121,8 @@ def submit_batch(
     Every envelope gets exactly the checks of :func:`submit` and is accepted or refused on its own: the
     checks only read, so a refused envelope leaves nothing behind and the next one goes on. What a batch
     saves is everything around them: one request signature, one transaction, one query for ids already
-    stored, and one flush that writes the messages (then one for their custody steps and deadline events)
-    as multi-row INSERTs instead of a dozen statements per message.
+    stored, and one set-based INSERT per table for the whole batch (:func:`_store`) instead of a dozen
+    statements and the unit of work's bookkeeping per message.
     """
     outcomes: list[Admitted | SpocError] = []
     in_batch: set[str] = set()
@@ -151,18 +151,16 @@ def submit_batch(
                 outcomes.append(exc)
     stored = set(session.scalars(select(Message.id).where(Message.id.in_(in_batch)))) if in_batch else set()
     results: list[Message | SpocError] = []
-    dependents: list[Base] = []
+    to_store: list[Admitted] = []
     for outcome in outcomes:
         if isinstance(outcome, SpocError):
             results.append(outcome)
         elif outcome.message.id in stored:
             results.append(Conflict(f"message {outcome.message.id} was already submitted"))
         else:
-            dependents += _store(session, outcome, actor=actor, flush=False)
+            to_store.append(outcome)
             results.append(outcome.message)
-    session.flush()
-    session.add_all(dependents)
-    session.flush()
+    _store(session, to_store, actor=actor)
     return results
 
 
@@ -195,10 +193,9 @@ def submit_from_contact_point(
         envelope.signature,
         resolve=lambda kid: keys.resolve_at(kid, party_id=contact_point.id, at=now),
     )
-    message = _accept(session, keys, envelope=envelope, raw=raw, actor=actor, supersedes=None)
-    message.composed_by = composed_by
-    session.flush()
-    return message
+    return _accept(
+        session, keys, envelope=envelope, raw=raw, actor=actor, supersedes=None, composed_by=composed_by
+    )
 
 
 def resubmit(
@@ -250,12 +247,14 @@ def _accept(
     raw: Mapping[str, Any],
     actor: Actor,
     supersedes: Message | None,
+    composed_by: int | None = None,
 ) -> Message:
     """The checks and the storing every sender shares, after its own signature and accreditation checks."""
     admitted = _admit(session, keys, envelope=envelope, raw=raw, supersedes=supersedes)
     if session.get(Message, admitted.message.id) is not None:
         raise Conflict(f"message {admitted.message.id} was already submitted")
-    _store(session, admitted, actor=actor, flush=True)
+    admitted.message.composed_by = composed_by
+    _store(session, [admitted], actor=actor)
     return admitted.message
 
 
@@ -354,65 +353,70 @@ def new_message(
     )
 
 
-def _store(session: Session, admitted: Admitted, *, actor: Actor, flush: bool) -> list[Base]:
-    """Add an admitted message and its audit entries. With ``flush`` the message is written at once and the
-    rows that refer to it (its first custody step, its deadline event) are added too; without, they are
-    returned for the caller to add once it has written the message rows.
+def _store(session: Session, batch: Sequence[Admitted], *, actor: Actor) -> None:
+    """Write admitted messages with their audit entries, first custody steps and deadline events.
 
-    The message is queued for review before its row is first written: one INSERT in state origin-review,
-    not an INSERT and an UPDATE; both steps keep their audit entries, in order. The rows that refer to the
-    message come back rather than being added here because the unit of work orders INSERTs by relationship,
-    not by foreign key: a batch adds every message, flushes once, then adds these.
+    Set-based: one INSERT per table for the whole batch (``broker.db.insert_all``), not the unit of work's
+    per-object flush; the messages stay in the session as persistent objects, as written. A message is
+    queued for review before its row is first written: one INSERT in state origin-review, not an INSERT
+    and an UPDATE; both steps keep their audit entries, in order, message after message (an amendment's
+    and an answer's entries about the original follow the entries of the message that caused them).
+    Audit entries go through ``broker.audit.service.record`` and are written by the closing flush.
     """
-    message, envelope, original = admitted.message, admitted.envelope, admitted.original
-    session.add(message)
-    record(
-        session,
-        actor=actor,
-        action=AuditAction.MESSAGE_SUBMITTED,
-        object_type="message",
-        object_id=message.id,
-        countries=_countries(message),
-        details={
-            "type": message.type,
-            "category": message.category,
-            "classification": message.classification,
-            "legal_basis": admitted.legal_basis,
-            "digest": message.digest,
-        },
-    )
-    transition(
-        session, message, State.ORIGIN_REVIEW, actor=SYSTEM, action=AuditAction.MESSAGE_QUEUED, flush=flush
-    )
-    dependents: list[Base] = [
-        CustodyStep(
-            message_id=message.id,
-            seq=0,
-            party=envelope.header.sender_agency,
-            actor=envelope.header.sender_agency,
-            decision="submitted",
-            to_state=State.SUBMITTED,
-            signature=envelope.signature,
-        )
-    ]
-    if message.deadline_at is not None:
-        dependents.append(deadline_row(message, "set", actor=actor))
-    if flush:  # the message row is written: its dependents go in now, before what an amendment adds
-        session.add_all(dependents)
-        dependents = []
-    if admitted.supersedes is not None:
-        _supersede(session, admitted.supersedes, message, actor=actor)
-    if original is not None and original.state == State.DELIVERED and message.type != "clarification":
-        transition(
-            session,
-            original,
-            State.ANSWERED,
-            actor=actor,
-            action=AuditAction.MESSAGE_ANSWERED,
-            details={"answer": message.id},
-            flush=flush,
-        )
-    return dependents
+    messages: list[Message] = []
+    dependents: list[list[Base]] = [[], []]  # custody steps, deadline events: after the message rows
+    with session.no_autoflush:
+        for admitted in batch:
+            message, envelope, original = admitted.message, admitted.envelope, admitted.original
+            record(
+                session,
+                actor=actor,
+                action=AuditAction.MESSAGE_SUBMITTED,
+                object_type="message",
+                object_id=message.id,
+                countries=_countries(message),
+                details={
+                    "type": message.type,
+                    "category": message.category,
+                    "classification": message.classification,
+                    "legal_basis": admitted.legal_basis,
+                    "digest": message.digest,
+                },
+            )
+            transition(
+                session, message, State.ORIGIN_REVIEW, actor=SYSTEM, action=AuditAction.MESSAGE_QUEUED,
+                flush=False,
+            )  # fmt: skip
+            messages.append(message)
+            dependents[0].append(
+                CustodyStep(
+                    message_id=message.id,
+                    seq=0,
+                    party=envelope.header.sender_agency,
+                    actor=envelope.header.sender_agency,
+                    decision="submitted",
+                    to_state=State.SUBMITTED,
+                    signature=envelope.signature,
+                )
+            )
+            if message.deadline_at is not None:
+                dependents[1].append(deadline_row(message, "set", actor=actor))
+            if admitted.supersedes is not None:
+                _supersede(session, admitted.supersedes, message, actor=actor)
+            if original is not None and original.state == State.DELIVERED and message.type != "clarification":
+                transition(
+                    session,
+                    original,
+                    State.ANSWERED,
+                    actor=actor,
+                    action=AuditAction.MESSAGE_ANSWERED,
+                    details={"answer": message.id},
+                    flush=False,
+                )
+    insert_all(session, messages, keep=True)
+    for rows in dependents:
+        insert_all(session, rows)
+    session.flush()
 
 
 def _start_clock(message: Message, *, header: RoutingHeader, supersedes: Message | None) -> None:
@@ -443,6 +447,7 @@ def _supersede(session: Session, original: Message, amended: Message, *, actor: 
         actor=actor,
         action=AuditAction.MESSAGE_SUPERSEDED,
         details={"by": amended.id},
+        flush=False,
     )
     record(
         session,
