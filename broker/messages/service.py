@@ -560,6 +560,37 @@ def add_custody(
     seq = (
         session.scalar(select(func.max(CustodyStep.seq)).where(CustodyStep.message_id == message.id)) or 0
     ) + 1
+    step = custody_step(
+        keys,
+        message,
+        seq=seq,
+        party=party,
+        actor=actor,
+        decision=decision,
+        from_state=from_state,
+        reason=reason,
+        refusal_ground=refusal_ground,
+    )
+    session.add(step)
+    session.flush()
+    return step
+
+
+def custody_step(
+    keys: DatabaseKeyStore,
+    message: Message,
+    *,
+    seq: int,
+    party: str,
+    actor: str,
+    decision: str,
+    from_state: str | None,
+    reason: str | None = None,
+    refusal_ground: str | None = None,
+) -> CustodyStep:
+    """The custody step at position ``seq`` into the message's present state, countersigned by ``party`` over
+    the message digest; not added to a session (:func:`add_custody` adds one after the last; a set-based
+    step that knows the positions writes many at once)."""
     at = utcnow()
     statement = {
         "message_id": message.id,
@@ -574,7 +605,7 @@ def add_custody(
         "refusal_ground": refusal_ground,
         "at": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
     }
-    step = CustodyStep(
+    return CustodyStep(
         message_id=message.id,
         seq=seq,
         party=party,
@@ -587,9 +618,6 @@ def add_custody(
         at=at,
         signature=countersign(statement, key=keys.signing_key(party)),
     )
-    session.add(step)
-    session.flush()
-    return step
 
 
 def custody_of(session: Session, message_id: str) -> Sequence[CustodyStep]:
@@ -606,6 +634,18 @@ def forward(session: Session, keys: DatabaseKeyStore, message_id: str) -> None:
     message = session.get(Message, message_id)
     if message is None or message.state != State.FORWARDED:
         return  # already done (task ran twice) or withdrawn
+    seq = session.scalar(select(func.max(CustodyStep.seq)).where(CustodyStep.message_id == message.id)) or 0
+    session.add(receive_forwarded(session, keys, message, seq=seq + 1))
+    session.flush()
+
+
+def receive_forwarded(session: Session, keys: DatabaseKeyStore, message: Message, *, seq: int) -> CustodyStep:
+    """Move a forwarded message into its destination contact point's inbound review: the state change and its
+    audit entry (written by the caller's next flush) and that contact point's countersigned "received" step at
+    position ``seq``, returned for the caller to write (one at a time, or a batch's in one INSERT).
+
+    The one implementation of receiving, for a forward on this node (:func:`forward`) and for a hop from
+    another node (``broker.hop.service``), which writes the message already in its new state."""
     cp = contact_point_for(session, message.destination_country)
     transition(
         session,
@@ -613,9 +653,10 @@ def forward(session: Session, keys: DatabaseKeyStore, message_id: str) -> None:
         State.DESTINATION_REVIEW,
         actor=Actor(cp.id, "contact-point"),
         action=AuditAction.MESSAGE_RECEIVED,
+        flush=False,
     )
-    add_custody(
-        session, keys, message, party=cp.id, actor=cp.id, decision="received", from_state=State.FORWARDED
+    return custody_step(
+        keys, message, seq=seq, party=cp.id, actor=cp.id, decision="received", from_state=State.FORWARDED
     )
 
 
