@@ -39,7 +39,7 @@ from broker.audit.service import SYSTEM, record
 from broker.config import Settings
 from broker.crypto import KeyPair, MasterKey
 from broker.crypto.httpsig import NODE_LABEL, sign_request
-from broker.db import unit_of_work, utcnow
+from broker.db import insert_all, unit_of_work, utcnow
 from broker.delivery.push import backoff
 from broker.delivery.runner import all_due
 from broker.directory.service import contact_point_for
@@ -56,6 +56,7 @@ from broker.hop.service import (
     origin_custody,
     problem_reason,
     safe_reason,
+    sender_key_token,
     this_node,
 )
 from broker.keys.service import DatabaseKeyStore
@@ -63,6 +64,7 @@ from broker.messages.models import Message
 from broker.messages.notifications import notify
 from broker.region.sync import TRANSPORT_PARTY
 from schemas.hop import MAX_HOP_BATCH, EventKind
+from schemas.region import DirectoryNode, RegionDirectory
 
 __all__ = [
     "HopJob",
@@ -72,6 +74,7 @@ __all__ = [
     "hop_batch",
     "prepare",
     "schedule",
+    "schedule_many",
     "send",
     "settle",
 ]
@@ -79,28 +82,45 @@ __all__ = [
 
 def schedule(session: Session, keys: DatabaseKeyStore, message: Message) -> None:
     """Queue the hop of a message approved for another node (idempotent: one row per message)."""
-    queued = select(Hop.id).where(
-        Hop.message_id == message.id, Hop.direction == "out", Hop.event_id.is_(None)
-    )
-    if session.scalar(queued) is not None:
+    schedule_many(session, keys, [message])
+
+
+def schedule_many(session: Session, keys: DatabaseKeyStore, messages: Sequence[Message]) -> None:
+    """:func:`schedule` for many messages (the outbox's batch): one query for the hops queued before, one
+    read of the directory, one INSERT of the new ``hops`` rows, each with the origin contact point's statement
+    vouching for its sender's key. A destination no node serves fails the whole call (HopFailed)."""
+    if not messages:
         return
-    directory = live_directory(session).directory
-    peer = directory.node_for_country(message.destination_country)
-    if peer is None:
-        raise HopFailed(f"no node of the regional directory serves {message.destination_country}")
-    body = hop_body(session, keys, message, sender_key=None)
-    session.add(
-        Hop(
-            message_id=message.id,
-            direction="out",
-            peer_node=peer.node_id,
-            digest=message.digest,
-            sender_key=body["sender_key"],
-            attempts=0,
-            next_attempt_at=utcnow(),
+    queued = set(
+        session.scalars(
+            select(Hop.message_id).where(
+                Hop.message_id.in_([m.id for m in messages]), Hop.direction == "out", Hop.event_id.is_(None)
+            )
         )
     )
-    session.flush()
+    todo = [m for m in messages if m.id not in queued]
+    if not todo:
+        return
+    directory = live_directory(session).directory
+    hops: list[Hop] = []
+    now = utcnow()
+    for message in todo:
+        peer = directory.node_for_country(message.destination_country)
+        if peer is None:
+            raise HopFailed(f"no node of the regional directory serves {message.destination_country}")
+        queued.add(message.id)
+        hops.append(
+            Hop(
+                message_id=message.id,
+                direction="out",
+                peer_node=peer.node_id,
+                digest=message.digest,
+                sender_key=sender_key_token(session, keys, message),
+                attempts=0,
+                next_attempt_at=now,
+            )
+        )
+    insert_all(session, hops)
 
 
 def claim(session: Session, *, limit: int, lease_seconds: float, now: datetime | None = None) -> list[int]:
@@ -134,7 +154,8 @@ class HopJob:
     url: str
     body: bytes
     headers: dict[str, str]
-    singles: tuple[HopJob, ...] = ()
+    singles: tuple[tuple[int, bytes], ...] = ()  # (hop id, body): signed only if they are to be sent
+    signer: KeyPair | None = None
 
 
 @dataclass(frozen=True)
@@ -193,11 +214,12 @@ def prepare(
 
 def _batch(base: str, hops: Sequence[tuple[int, dict[str, Any]]], signer: KeyPair) -> HopJob:
     """One POST for ``hops`` to the peer at ``base``: the batch, with each hop alone as its fallback."""
-    singles = tuple(_signed((i,), base, HOP_PATH, orjson.dumps(body), signer) for i, body in hops)
-    if len(singles) == 1:
-        return singles[0]
+    if len(hops) == 1:
+        return _signed((hops[0][0],), base, HOP_PATH, orjson.dumps(hops[0][1]), signer)
     body = orjson.dumps({"hops": [b for _, b in hops]})
-    return replace(_signed(tuple(i for i, _ in hops), base, HOP_BATCH_PATH, body, signer), singles=singles)
+    singles = tuple((i, orjson.dumps(b)) for i, b in hops)
+    job = _signed(tuple(i for i, _ in hops), base, HOP_BATCH_PATH, body, signer)
+    return replace(job, singles=singles, signer=signer)
 
 
 def _signed(hop_ids: tuple[int, ...], base: str, path: str, body: bytes, signer: KeyPair) -> HopJob:
@@ -243,7 +265,9 @@ def _send(job: HopJob, client: httpx.Client) -> list[HopOutcome]:
         return [_outcome(i, answer) for i in job.hop_ids]
     # Any other refusal of the batch as a whole (no batch endpoint there, a batch too large...): each hop alone,
     # so that one hop's fate is never decided by the others'.
-    return [outcome for single in job.singles for outcome in _send(single, client)]
+    assert job.signer is not None  # noqa: S101 - a batch always carries its signer
+    singles = [_signed((i,), job.peer, HOP_PATH, body, job.signer) for i, body in job.singles]
+    return [outcome for single in singles for outcome in _send(single, client)]
 
 
 def _item(hop_id: int, result: Any) -> HopOutcome:
@@ -296,7 +320,8 @@ def settle(
     query = select(Hop, Message).join(Message, Message.id == Hop.message_id).where(Hop.id.in_(by_id))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(of=Hop)
-    directory = None
+    directory: RegionDirectory | None = None
+    me: DirectoryNode | None = None
     for hop, message in session.execute(query.order_by(Hop.id)).all():
         outcome = by_id[hop.id]
         if hop.receipt is not None or hop.dead_at is not None:
@@ -307,13 +332,14 @@ def settle(
         if outcome.receipt is not None:
             try:
                 directory = directory or live_directory(session).directory
+                me = me or this_node(session, directory)
                 peer = directory.node(hop.peer_node)
                 if peer is None:
                     raise HopFailed(f"node {hop.peer_node} left the regional directory")
                 statement = check_receipt(
                     outcome.receipt,
                     peer=peer,
-                    me=this_node(session, directory),
+                    me=me,
                     message=message,
                     event_id=hop.event_id,
                     digest=hop.digest,

@@ -67,6 +67,7 @@ __all__ = [
     "receive",
     "receive_batch",
     "safe_reason",
+    "sender_key_token",
     "this_node",
 ]
 
@@ -134,18 +135,24 @@ def hop_body(
     if custody is None:
         custody = origin_custody(session, [message])[message.id]
     if sender_key is None:
-        origin_cp = contact_point_for(session, message.origin_country).id
-        agency_kid = unverified_kid(message.envelope["signature"])
-        agency_key = keys.resolve(agency_kid, party_id=message.sender_agency)
-        try:
-            answer_to: PublicKey | None = keys.public_encryption_key(message.sender_agency)
-        except NotFound:
-            answer_to = None
-        statement = sender_key_statement(
-            message_id=message.id, agency=message.sender_agency, key=agency_key, encryption_key=answer_to
-        )
-        sender_key = countersign(statement, key=keys.signing_key(origin_cp))
+        sender_key = sender_key_token(session, keys, message)
     return {"envelope": message.envelope, "custody": list(custody), "sender_key": sender_key}
+
+
+def sender_key_token(session: Session, keys: DatabaseKeyStore, message: Message) -> str:
+    """The origin contact point's countersigned statement vouching for the sender agency's keys (its signing
+    key, the one the envelope verifies under, and its encryption key, when known)."""
+    origin_cp = contact_point_for(session, message.origin_country).id
+    agency_kid = unverified_kid(message.envelope["signature"])
+    agency_key = keys.resolve(agency_kid, party_id=message.sender_agency)
+    try:
+        answer_to: PublicKey | None = keys.public_encryption_key(message.sender_agency)
+    except NotFound:
+        answer_to = None
+    statement = sender_key_statement(
+        message_id=message.id, agency=message.sender_agency, key=agency_key, encryption_key=answer_to
+    )
+    return countersign(statement, key=keys.signing_key(origin_cp))
 
 
 def origin_custody(session: Session, messages: Sequence[Message]) -> dict[str, list[str]]:

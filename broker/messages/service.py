@@ -6,14 +6,15 @@ custody step, its audit entry and its outbox row one atomic step.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from broker.audit.actions import AuditAction
 from broker.audit.service import SYSTEM, Actor, record
@@ -544,6 +545,56 @@ def transition(
         session.flush()
 
 
+def transition_many(
+    session: Session,
+    messages: Sequence[Message],
+    to: State,
+    *,
+    action: AuditAction,
+    actor: Callable[[Message], Actor],
+    details: Callable[[Message], dict[str, Any]] | None = None,
+) -> None:
+    """:func:`transition` for many messages of one state, set-based: one ``UPDATE … WHERE id IN (…) AND
+    state = <their state>`` (compare-and-set, so a message another transaction moved meanwhile is not
+    overwritten: then :class:`Conflict` is raised, for the caller's savepoint to undo the statement and the
+    caller to take the messages one by one),
+    the objects brought in line without a second write, and each message's audit entry (written by the caller's
+    next flush). Not for a state that stops the deadline clock (:func:`transition` pauses it)."""
+    if not messages:
+        return
+    current = {State(m.state) for m in messages}
+    if len(current) != 1 or to in AWAITING_CLARIFICATION:
+        raise ValueError("transition_many moves messages of one state, into a state that keeps the clock")
+    (before,) = current
+    if to not in ALLOWED[before]:
+        raise Conflict(f"a {before} message cannot become {to}")
+    now = utcnow()
+    ids = [m.id for m in messages]
+    with session.no_autoflush:
+        moved = session.execute(
+            update(Message)
+            .where(Message.id.in_(ids), Message.state == str(before))
+            .values(state=str(to), updated_at=now, version=Message.version + 1)
+            .execution_options(synchronize_session=False)
+        )
+    changed = int(getattr(moved, "rowcount", 0))
+    if changed != len(ids):
+        raise Conflict(f"{len(ids) - changed} of these messages changed meanwhile")
+    for message in messages:
+        set_committed_value(message, "state", str(to))
+        set_committed_value(message, "updated_at", now)
+        set_committed_value(message, "version", message.version + 1)
+        record(
+            session,
+            actor=actor(message),
+            action=action,
+            object_type="message",
+            object_id=message.id,
+            countries=_countries(message),
+            details={"from": str(before), "to": str(to), **(details(message) if details else {})},
+        )
+
+
 def add_custody(
     session: Session,
     keys: DatabaseKeyStore,
@@ -636,6 +687,37 @@ def forward(session: Session, keys: DatabaseKeyStore, message_id: str) -> None:
         return  # already done (task ran twice) or withdrawn
     seq = session.scalar(select(func.max(CustodyStep.seq)).where(CustodyStep.message_id == message.id)) or 0
     session.add(receive_forwarded(session, keys, message, seq=seq + 1))
+    session.flush()
+
+
+def forward_many(session: Session, keys: DatabaseKeyStore, messages: Sequence[Message]) -> None:
+    """:func:`forward` for many messages (the outbox's batch), set-based: one query for the custody positions,
+    one UPDATE of the states (:func:`transition_many`), one INSERT of the "received" steps. Messages no longer
+    forwarded are left alone (done before, or withdrawn)."""
+    todo = [m for m in messages if m.state == State.FORWARDED]
+    if not todo:
+        return
+    last: dict[str, int] = dict(
+        session.execute(
+            select(CustodyStep.message_id, func.max(CustodyStep.seq))
+            .where(CustodyStep.message_id.in_([m.id for m in todo]))
+            .group_by(CustodyStep.message_id)
+        ).all()
+    )
+    cps = {m.id: contact_point_for(session, m.destination_country).id for m in todo}
+    transition_many(
+        session,
+        todo,
+        State.DESTINATION_REVIEW,
+        action=AuditAction.MESSAGE_RECEIVED,
+        actor=lambda m: Actor(cps[m.id], "contact-point"),
+    )
+    steps = [
+        custody_step(keys, m, seq=(last.get(m.id) or 0) + 1, party=cps[m.id], actor=cps[m.id],
+                     decision="received", from_state=State.FORWARDED)
+        for m in todo
+    ]  # fmt: skip
+    insert_all(session, steps)
     session.flush()
 
 
