@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Final, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, model_validator
 
 from schemas.api import Reason
 from schemas.codelists import CountryCode, DeadlineExtensionReason, RefusalGround
@@ -20,9 +20,13 @@ from schemas.primitives import AgencyId, CompactJWS, WireUUID
 __all__ = [
     "EVENT_FIELDS",
     "EVENT_TYP",
+    "MAX_HOP_BATCH",
     "ORIGIN_KINDS",
     "EventKind",
     "EventStatement",
+    "HopBatchAnswer",
+    "HopBatchItem",
+    "HopBatchRequest",
     "HopEventRequest",
     "HopReceipt",
     "HopRequest",
@@ -45,6 +49,39 @@ class HopReceipt(BaseModel):
     receipt: CompactJWS
     """``spoc-transport-receipt+jws`` by the receiving node's transport key: message_id, digest, from_node,
     to_node, received_at."""
+
+
+MAX_HOP_BATCH: Final = 100
+"""Hops in one ``POST /v1/hop/messages/batches``: what a sending node puts in one request at most."""
+
+
+class HopBatchRequest(BaseModel):
+    """Many hops from one node in one signed request (``POST /v1/hop/messages/batches``): each is checked and
+    answered on its own, exactly as if it had come alone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hops: list[HopRequest] = Field(min_length=1, max_length=MAX_HOP_BATCH)
+
+
+class HopBatchItem(BaseModel):
+    """The fate of the hop at position ``index``: ``status`` 200 with its ``receipt``, or the status and the
+    problem details (with its ``reason``) that hop would have got alone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(ge=0)
+    status: int = Field(ge=100, le=599)
+    receipt: CompactJWS | None = None
+    problem: dict[str, JsonValue] | None = None
+
+
+class HopBatchAnswer(BaseModel):
+    """The answer to a batch of hops: one item per hop, in the order of the request's ``hops``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    results: list[HopBatchItem]
 
 
 # --- events: what else crosses a border (docs/hop-events.md) ------------------------------------------------

@@ -59,6 +59,13 @@ def thumbprint(jwk: Mapping[str, Any]) -> str:
         raise InvalidInput("not a valid JWK: cannot compute its thumbprint") from exc
 
 
+@functools.lru_cache(maxsize=4096)
+def _okp_thumbprint(crv: str, x: str) -> str:
+    """:func:`thumbprint` of an OKP public key, remembered: a pure function of public values, and computing it
+    costs more than the signature check it serves (every hop names the same few keys again and again)."""
+    return thumbprint({"kty": "OKP", "crv": crv, "x": x})
+
+
 def _decode_point(value: Any, *, member: str) -> bytes:
     if not isinstance(value, str):
         raise InvalidInput(f"JWK member {member!r} must be a base64url string")
@@ -121,7 +128,7 @@ class PublicKey:
                 X25519PublicKey.from_public_bytes(raw)
         except ValueError:
             raise InvalidInput("JWK member 'x' is not a valid public key") from None
-        if self.kid != thumbprint(self._bare()):
+        if self.kid != _okp_thumbprint(_CURVE_FOR_USE[self.use], self.x):
             raise InvalidInput("the JWK's kid is not its RFC 7638 thumbprint")
 
     def _bare(self) -> dict[str, str]:
@@ -154,7 +161,7 @@ class PublicKey:
         if not isinstance(x, str):
             raise InvalidInput("JWK member 'x' must be a base64url string")
         _decode_point(x, member="x")
-        kid = thumbprint({"kty": "OKP", "crv": _CURVE_FOR_USE[use], "x": x})
+        kid = _okp_thumbprint(_CURVE_FOR_USE[use], x)
         _check_kid(data, kid)
         return cls(kid=kid, use=use, x=x)
 

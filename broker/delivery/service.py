@@ -26,13 +26,13 @@ from broker.audit.actions import AuditAction
 from broker.audit.service import SYSTEM, Actor, record
 from broker.config import Settings
 from broker.crypto import statement_of, verify_receipt
-from broker.db import utcnow
+from broker.db import insert_all, utcnow
 from broker.delivery.models import Channel, DeliveryStatus, InboxItem
 from broker.directory.models import Agency
 from broker.errors import InvalidInput, NotFound
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.models import CustodyStep, Message
-from broker.messages.service import transition
+from broker.messages.service import transition, transition_many
 from broker.messages.states import State
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "check_receipt",
     "custody_by_message",
     "deliver",
+    "deliver_many",
     "inbox_document",
     "lease",
     "mark_delivered",
@@ -65,6 +66,65 @@ def deliver(session: Session, message_id: str, *, now: datetime | None = None) -
         return item  # scheduled before: a pending push, a dead letter, or already in the inbox
     channel = Channel.PUSH if agency.push_url else Channel.PULL
     return start_delivery(session, message, agency, channel=channel, item=item, now=now)
+
+
+def deliver_many(session: Session, message_ids: Sequence[str], *, now: datetime | None = None) -> None:
+    """:func:`deliver` for many routed messages (the outbox's batch), set-based: one query for the delivery
+    rows written before, one INSERT of the new ones, one UPDATE of the messages delivered to a pull inbox
+    (``broker.messages.service.transition_many``). A message with a superseded delivery row (re-routed by
+    an officer) takes :func:`deliver`'s own path, one at a time."""
+    now = now or utcnow()
+    messages = [
+        m
+        for m in (session.get(Message, i) for i in message_ids)
+        if m is not None and m.state == State.ROUTED and m.destination_agency is not None
+    ]
+    agencies = {m.id: session.get(Agency, m.destination_agency) for m in messages}
+    todo = [m for m in messages if agencies[m.id] is not None]
+    if not todo:
+        return
+    existing = {
+        (item.agency_id, item.message_id): item
+        for item in session.scalars(select(InboxItem).where(InboxItem.message_id.in_([m.id for m in todo])))
+    }
+    items: list[InboxItem] = []
+    pulled: list[Message] = []
+    for message in todo:
+        agency = agencies[message.id]
+        assert agency is not None  # noqa: S101 - filtered above
+        item = existing.get((agency.id, message.id))
+        if item is not None:
+            if item.status == DeliveryStatus.SUPERSEDED:
+                deliver(session, message.id, now=now)
+            continue  # scheduled before: a pending push, a dead letter, or already in the inbox
+        push = bool(agency.push_url)
+        items.append(
+            InboxItem(
+                agency_id=agency.id,
+                message_id=message.id,
+                channel=Channel.PUSH if push else Channel.PULL,
+                status=DeliveryStatus.PENDING if push else DeliveryStatus.DELIVERED,
+                delivered_at=now,
+                next_attempt_at=now if push else None,
+                acked_at=None,
+                receipt=None,
+                attempts=0,
+                leased_until=None,
+                lease_count=0,
+            )
+        )
+        if not push:
+            pulled.append(message)
+    insert_all(session, items)
+    transition_many(
+        session,
+        pulled,
+        State.DELIVERED,
+        action=AuditAction.MESSAGE_DELIVERED,
+        actor=lambda _: SYSTEM,
+        details=lambda m: {"agency": m.destination_agency, "channel": "pull"},
+    )
+    session.flush()
 
 
 def start_delivery(

@@ -1,10 +1,12 @@
 """``POST /v1/hop/messages`` and ``POST /v1/hop/events``: where a peer node hands over a message
-(DESIGN §8, ``broker.hop.service``) or an event about one (``broker.hop.event_intake``).
+(DESIGN §8, ``broker.hop.service``) or an event about one (``broker.hop.event_intake``);
+``POST /v1/hop/messages/batches``: many messages in one signed request, each answered as if it came alone.
 
 The caller is a node, not an agency or a person: it is authenticated by its RFC 9421 transport signature
 (label ``spoc-node``) under a key the current regional directory lists for it, and nothing else. The nonce is
 committed before anything else happens, so a hop refused for any reason cannot be replayed. A refusal names its
-reason (problem+json) and is audited on the refusing side; nothing of the refused hop is stored.
+reason (problem+json) and is audited on the refusing side; nothing of the refused hop is stored. In a batch a
+refused hop is answered in its slot with the same problem and audited the same way, and the others go on.
 """
 
 from __future__ import annotations
@@ -27,9 +29,17 @@ from broker.deps import DbSession, Keys, RawBody, json_body, request_id, request
 from broker.errors import InvalidInput, NotFound, SpocError
 from broker.hop.event_intake import claimed_of, receive_event
 from broker.hop.events import EVENTS_PATH
-from broker.hop.service import HOP_PATH, live_directory, peer_for_kid, receive
+from broker.hop.service import HOP_BATCH_PATH, HOP_PATH, live_directory, peer_for_kid, receive, receive_batch
 from broker.keys.service import remember_nonce
-from schemas.hop import HopEventRequest, HopReceipt, HopRequest
+from schemas.hop import (
+    MAX_HOP_BATCH,
+    HopBatchAnswer,
+    HopBatchItem,
+    HopBatchRequest,
+    HopEventRequest,
+    HopReceipt,
+    HopRequest,
+)
 from schemas.region import DirectoryNode, RegionDirectory
 
 router = APIRouter(tags=["hop"])
@@ -106,6 +116,41 @@ def receive_hop(
             request_id=request_id(request),
         )
     return HopReceipt(receipt=receipt)
+
+
+@router.post(
+    HOP_BATCH_PATH,
+    operation_id="receive_hop_batch",
+    response_model=HopBatchAnswer,
+    responses={400: {}, 401: {}, 409: {}, 503: {}},
+    openapi_extra=json_body(
+        HopBatchRequest.model_json_schema(),
+        f"Up to {MAX_HOP_BATCH} messages a peer node forwards, each as for POST {HOP_PATH} (docs/region.md).",
+    ),
+)
+def receive_hop_batch(
+    request: Request, session: DbSession, keys: Keys, body: RawBody, peer: CurrentPeer
+) -> HopBatchAnswer:
+    """Take many messages a peer node forwards in one signed request: ``{"hops": [...]}``. Each hop gets the
+    checks of ``POST /v1/hop/messages`` and is stored or refused on its own; the answer lists, in order, its
+    receipt or the problem (with its ``reason``) it would have got alone. Refusals are audited here. On an
+    error of this node (5xx) nothing was kept and the batch can be sent again: each hop is idempotent."""
+    parsed = _parsed(body)
+    hops = parsed.get("hops")
+    if set(parsed) != {"hops"} or not isinstance(hops, list) or not 1 <= len(hops) <= MAX_HOP_BATCH:
+        raise InvalidInput(f'a batch of hops is {{"hops": [...]}} with 1 to {MAX_HOP_BATCH} hops')
+    rid = request_id(request)
+    outcomes = receive_batch(
+        session, keys, directory=peer.directory, sender=peer.node, bodies=hops, request_id=rid
+    )
+    results = []
+    for index, (hop, outcome) in enumerate(zip(hops, outcomes, strict=True)):
+        if isinstance(outcome, str):
+            results.append(HopBatchItem(index=index, status=200, receipt=outcome))
+            continue
+        _audit_refusal(session, peer, _claimed_message(hop if isinstance(hop, dict) else {}), outcome, rid)
+        results.append(HopBatchItem(index=index, status=outcome.status, problem=outcome.problem()))
+    return HopBatchAnswer(results=results)
 
 
 @router.post(

@@ -21,7 +21,8 @@ Functions flush, never commit; the API route and the worker's unit of work commi
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
@@ -34,7 +35,7 @@ from broker.audit.actions import AuditAction
 from broker.audit.service import Actor, record
 from broker.crypto import PublicKey, countersign, unverified_kid
 from broker.crypto.countersign import sign_transport_receipt, verify_transport_receipt
-from broker.db import utcnow
+from broker.db import Base, insert_all, utcnow
 from broker.directory.service import contact_point_for, get_agency
 from broker.errors import Conflict, NotFound, PolicyRefused, SpocError, Unavailable, VerificationError
 from broker.hop.evidence import Evidence, sender_key_statement, verify_evidence
@@ -43,8 +44,8 @@ from broker.keys.models import PartyKey
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.clock import deadline_row, set_clock
 from broker.messages.deadlines import Clock, legal_period
-from broker.messages.models import CustodyStep, Message
-from broker.messages.service import ANSWER_TYPES, custody_of, forward, new_message, transition
+from broker.messages.models import CustodyStep, DeadlineEvent, Message
+from broker.messages.service import ANSWER_TYPES, new_message, receive_forwarded, transition
 from broker.messages.states import ALLOWED, State
 from broker.policy.service import check_accreditation, legal_basis
 from broker.region.service import Current, current
@@ -52,6 +53,7 @@ from broker.region.sync import TRANSPORT_PARTY, held_parties
 from schemas.region import DirectoryNode, RegionDirectory
 
 __all__ = [
+    "HOP_BATCH_PATH",
     "HOP_PATH",
     "HopFailed",
     "advance",
@@ -59,13 +61,18 @@ __all__ = [
     "hop_body",
     "is_remote",
     "live_directory",
+    "origin_custody",
     "peer_for_kid",
     "problem_reason",
     "receive",
+    "receive_batch",
+    "safe_reason",
+    "sender_key_token",
     "this_node",
 ]
 
 HOP_PATH: Final = "/v1/hop/messages"
+HOP_BATCH_PATH: Final = "/v1/hop/messages/batches"
 
 
 def live_directory(session: Session) -> Current:
@@ -116,22 +123,53 @@ def peer_for_kid(directory: RegionDirectory, kid: str) -> tuple[DirectoryNode, P
 
 
 def hop_body(
-    session: Session, keys: DatabaseKeyStore, message: Message, *, sender_key: str | None
+    session: Session,
+    keys: DatabaseKeyStore,
+    message: Message,
+    *,
+    sender_key: str | None,
+    custody: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    origin_cp = contact_point_for(session, message.origin_country).id
-    steps = [s.signature for s in custody_of(session, message.id) if s.seq >= 1 and s.party == origin_cp]
+    """What a hop carries (``schemas.hop.HopRequest``). ``custody``: the origin contact point's steps, if the
+    caller has them already (:func:`origin_custody`, one query for a batch)."""
+    if custody is None:
+        custody = origin_custody(session, [message])[message.id]
     if sender_key is None:
-        agency_kid = unverified_kid(message.envelope["signature"])
-        agency_key = keys.resolve(agency_kid, party_id=message.sender_agency)
-        try:
-            answer_to: PublicKey | None = keys.public_encryption_key(message.sender_agency)
-        except NotFound:
-            answer_to = None
-        statement = sender_key_statement(
-            message_id=message.id, agency=message.sender_agency, key=agency_key, encryption_key=answer_to
-        )
-        sender_key = countersign(statement, key=keys.signing_key(origin_cp))
-    return {"envelope": message.envelope, "custody": steps, "sender_key": sender_key}
+        sender_key = sender_key_token(session, keys, message)
+    return {"envelope": message.envelope, "custody": list(custody), "sender_key": sender_key}
+
+
+def sender_key_token(session: Session, keys: DatabaseKeyStore, message: Message) -> str:
+    """The origin contact point's countersigned statement vouching for the sender agency's keys (its signing
+    key, the one the envelope verifies under, and its encryption key, when known)."""
+    origin_cp = contact_point_for(session, message.origin_country).id
+    agency_kid = unverified_kid(message.envelope["signature"])
+    agency_key = keys.resolve(agency_kid, party_id=message.sender_agency)
+    try:
+        answer_to: PublicKey | None = keys.public_encryption_key(message.sender_agency)
+    except NotFound:
+        answer_to = None
+    statement = sender_key_statement(
+        message_id=message.id, agency=message.sender_agency, key=agency_key, encryption_key=answer_to
+    )
+    return countersign(statement, key=keys.signing_key(origin_cp))
+
+
+def origin_custody(session: Session, messages: Sequence[Message]) -> dict[str, list[str]]:
+    """The origin contact point's custody countersignatures (seq 1, 2, …) of each message, in one query."""
+    found: dict[str, list[str]] = {m.id: [] for m in messages}
+    if not found:
+        return found
+    origin = {m.id: contact_point_for(session, m.origin_country).id for m in messages}
+    rows = session.execute(
+        select(CustodyStep.message_id, CustodyStep.party, CustodyStep.signature)
+        .where(CustodyStep.message_id.in_(found), CustodyStep.seq >= 1)
+        .order_by(CustodyStep.message_id, CustodyStep.seq)
+    )
+    for message_id, party, signature in rows:
+        if party == origin[message_id]:
+            found[message_id].append(signature)
+    return found
 
 
 def problem_reason(answer: httpx.Response) -> str | None:
@@ -139,6 +177,11 @@ def problem_reason(answer: httpx.Response) -> str | None:
         reason = answer.json().get("reason")
     except (ValueError, AttributeError):
         return None
+    return safe_reason(reason)
+
+
+def safe_reason(reason: Any) -> str | None:
+    """A peer's problem ``reason`` if it is a short slug (all of its text that is ever kept), else None."""
     return (
         reason
         if isinstance(reason, str) and reason.replace("-", "").isalnum() and len(reason) <= 40
@@ -203,31 +246,155 @@ def receive(
     request_id: str | None,
 ) -> str:
     """Check and store a hop from ``sender`` (its transport signature already verified); the receipt."""
+    outcome = receive_batch(
+        session, keys, directory=directory, sender=sender, bodies=[body], request_id=request_id
+    )[0]
+    if isinstance(outcome, SpocError):
+        raise outcome
+    return outcome
+
+
+@dataclass(frozen=True)
+class _Admitted:
+    """A hop that passed every check and is ready to be stored (nothing written yet)."""
+
+    evidence: Evidence
+    envelope: dict[str, Any]
+    custody: list[str]
+    sender_key: str
+    legal_basis: str
+    original: Message | None
+
+
+def receive_batch(
+    session: Session,
+    keys: DatabaseKeyStore,
+    *,
+    directory: RegionDirectory,
+    sender: DirectoryNode,
+    bodies: Sequence[Any],
+    request_id: str | None,
+) -> list[str | SpocError]:
+    """Check and store hops from ``sender`` in one unit of work: for each, in order, its receipt or the
+    refusal (a 4xx :class:`SpocError`; nothing of that hop is stored). An error of this node itself (5xx)
+    raises: nothing of the batch is kept, and the sender sends it again.
+
+    Each hop gets exactly the checks of a hop alone, before anything is written, and succeeds or fails on its
+    own: the evidence (``broker.hop.evidence``), idempotency by message id (the same hop again, also twice in
+    one batch, gets the first receipt; other content under a stored id is ``hop-replayed``), the reply rules,
+    the agreement and the addressed agency's accreditation. What a batch shares is the rest: one query for
+    the ids seen before, one for this node's parties, and one set-based INSERT per table for the hops that
+    passed (:func:`_write`). A hop whose ``in_reply_to`` names a message earlier in the same batch is checked
+    after that one is written, as if they had come one after the other.
+    """
+    served_here = held_parties(session)
+    actor = Actor(sender.node_id, "node", request_id)
+    verified: list[tuple[int, dict[str, Any], list[str], str, Evidence]] = []
+    outcomes: list[str | SpocError | int] = []  # an int: the receipt of the hop at that index (a repeat)
+    for index, body in enumerate(bodies):
+        try:
+            envelope, custody, sender_key = _shape(body)
+            evidence = verify_evidence(
+                directory=directory,
+                sender=sender,
+                served_here=served_here,
+                envelope=envelope,
+                custody=custody,
+                sender_key_token=sender_key,
+            )
+        except SpocError as exc:
+            if exc.status >= 500:
+                raise
+            outcomes.append(exc)
+            continue
+        verified.append((index, envelope, custody, sender_key, evidence))
+        outcomes.append(-1)
+    ids = {str(v[4].header.message_id) for v in verified}
+    seen = {
+        hop.message_id: hop
+        for hop in session.scalars(
+            select(Hop).where(Hop.message_id.in_(ids), Hop.direction == "in", Hop.event_id.is_(None))
+        )
+    } if ids else {}  # fmt: skip
+    known = set(session.scalars(select(Message.id).where(Message.id.in_(ids)))) if ids else set()
+    pending: list[tuple[int, _Admitted]] = []
+    in_batch: dict[str, tuple[int, str]] = {}  # message id -> (index, digest) of the hop admitted first
+    me: DirectoryNode | None = None
+    for index, envelope, custody, sender_key, evidence in verified:
+        message_id = str(evidence.header.message_id)
+        try:
+            if message_id in in_batch:
+                first, digest = in_batch[message_id]
+                if digest != evidence.digest:
+                    raise Conflict(
+                        f"message {message_id} was received before with other content", reason="hop-replayed"
+                    )
+                outcomes[index] = first
+                continue
+            if message_id in seen:
+                hop = seen[message_id]
+                if hop.digest != evidence.digest or hop.peer_node != sender.node_id or hop.receipt is None:
+                    raise Conflict(
+                        f"message {message_id} was received before with other content", reason="hop-replayed"
+                    )
+                outcomes[index] = hop.receipt
+                continue
+            if message_id in known:
+                raise Conflict(f"message {message_id} is already known to this node", reason="hop-replayed")
+            reply_to = evidence.header.in_reply_to
+            if reply_to is not None and str(reply_to) in in_batch and pending:
+                me = me or this_node(session, directory)
+                _settle(outcomes, _write(session, keys, pending, sender=sender, me=me, actor=actor))
+                pending = []
+            admitted = _admit(session, evidence, envelope, custody, sender_key, sender=sender)
+        except SpocError as exc:
+            if exc.status >= 500:
+                raise
+            outcomes[index] = exc
+            continue
+        in_batch[message_id] = (index, evidence.digest)
+        pending.append((index, admitted))
+    if pending:
+        me = me or this_node(session, directory)
+        _settle(outcomes, _write(session, keys, pending, sender=sender, me=me, actor=actor))
+    return [_resolved(outcomes, outcome) for outcome in outcomes]
+
+
+def _shape(body: Any) -> tuple[dict[str, Any], list[str], str]:
+    """The hop's three members, if they have the right types (the evidence checks the rest)."""
+    if not isinstance(body, Mapping):
+        raise PolicyRefused("a hop is {envelope, custody: [...], sender_key}", reason="malformed-hop")
     custody, sender_key, envelope = body.get("custody"), body.get("sender_key"), body.get("envelope")
     if not isinstance(envelope, dict) or not isinstance(custody, list) or not isinstance(sender_key, str):
         raise PolicyRefused("a hop is {envelope, custody: [...], sender_key}", reason="malformed-hop")
     if not all(isinstance(t, str) for t in custody):
         raise PolicyRefused("custody holds compact JWS strings", reason="malformed-hop")
-    evidence = verify_evidence(
-        directory=directory,
-        sender=sender,
-        served_here=held_parties(session),
-        envelope=envelope,
-        custody=custody,
-        sender_key_token=sender_key,
-    )
-    message_id = str(evidence.header.message_id)
-    seen = session.scalar(
-        select(Hop).where(Hop.message_id == message_id, Hop.direction == "in", Hop.event_id.is_(None))
-    )
-    if seen is not None:
-        if seen.digest != evidence.digest or seen.peer_node != sender.node_id or seen.receipt is None:
-            raise Conflict(
-                f"message {message_id} was received before with other content", reason="hop-replayed"
-            )
-        return seen.receipt
-    if session.get(Message, message_id) is not None:
-        raise Conflict(f"message {message_id} is already known to this node", reason="hop-replayed")
+    return envelope, custody, sender_key
+
+
+def _settle(outcomes: list[str | SpocError | int], receipts: dict[int, str]) -> None:
+    for index, receipt in receipts.items():
+        outcomes[index] = receipt
+
+
+def _resolved(outcomes: list[str | SpocError | int], outcome: str | SpocError | int) -> str | SpocError:
+    """A repeat within the batch (an index) is answered with the receipt of the hop it repeats."""
+    while isinstance(outcome, int):
+        outcome = outcomes[outcome]
+    return outcome
+
+
+def _admit(
+    session: Session,
+    evidence: Evidence,
+    envelope: dict[str, Any],
+    custody: list[str],
+    sender_key: str,
+    *,
+    sender: DirectoryNode,
+) -> _Admitted:
+    """This node's own rules for a hop whose evidence verified: the reply rules, the agreement as the directory
+    states it, the addressed agency's accreditation. Only reads: a refusal leaves the unit of work as it was."""
     header = evidence.header
     original = _check_reply(session, evidence, sender=sender)
     agreement = legal_basis(
@@ -247,27 +414,64 @@ def receive(
             raise PolicyRefused(
                 f"unknown destination agency {header.destination_agency}", reason="unknown-agency"
             ) from None
-    me = this_node(session, directory)
-    actor = Actor(sender.node_id, "node", request_id)
-    _learn_sender_key(session, evidence)
-    message = _store(session, evidence, envelope, custody, actor=actor, legal_basis=agreement.reference)
-    now = utcnow()
-    statement = {
-        "message_id": message_id,
-        "digest": evidence.digest,
-        "from_node": sender.node_id,
-        "to_node": me.node_id,
-        "received_at": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-    }
-    receipt = sign_transport_receipt(statement, key=keys.signing_key(TRANSPORT_PARTY))
-    session.add(Hop(message_id=message_id, direction="in", peer_node=sender.node_id, digest=evidence.digest,
-                    sender_key=sender_key, receipt=receipt, at=now))  # fmt: skip
-    forward(session, keys, message.id)  # into inbound review, with this contact point's "received" step
-    if original is not None and header.type in ANSWER_TYPES and header.type != "clarification":
-        # As intake does on one node: an answer (not a question back) makes the original answered here.
-        advance(session, original, State.ANSWERED, actor=actor, details={"answer": message.id})
+    return _Admitted(evidence, envelope, custody, sender_key, agreement.reference, original)
+
+
+def _write(
+    session: Session,
+    keys: DatabaseKeyStore,
+    batch: Sequence[tuple[int, _Admitted]],
+    *,
+    sender: DirectoryNode,
+    me: DirectoryNode,
+    actor: Actor,
+) -> dict[int, str]:
+    """Store admitted hops, set-based: the originators' keys, the messages (already in inbound review, with
+    this contact point's "received" step, as a local forward would leave them), their custody steps and
+    deadline events, the ``hops`` rows with their receipts, and the audit entries, in the order a hop alone
+    writes them. The receipts by index."""
+    _learn_sender_keys(session, [admitted.evidence for _, admitted in batch])
+    signer = keys.signing_key(TRANSPORT_PARTY)
+    messages: list[Message] = []
+    rows: list[list[Base]] = [[], [], []]  # custody steps, deadline events, hops: after the messages
+    receipts: dict[int, str] = {}
+    with session.no_autoflush:
+        for index, admitted in batch:
+            message, steps, deadline = _message(session, admitted, actor=actor)
+            now = message.received_at
+            statement = {
+                "message_id": message.id,
+                "digest": admitted.evidence.digest,
+                "from_node": sender.node_id,
+                "to_node": me.node_id,
+                "received_at": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            }
+            receipts[index] = sign_transport_receipt(statement, key=signer)
+            rows[2].append(
+                Hop(message_id=message.id, direction="in", peer_node=sender.node_id,
+                    digest=admitted.evidence.digest, sender_key=admitted.sender_key,
+                    receipt=receipts[index], at=now)
+            )  # fmt: skip
+            # Into inbound review, with this contact point's "received" step (what a forward on one node does).
+            steps.append(receive_forwarded(session, keys, message, seq=max(s.seq for s in steps) + 1))
+            rows[0] += steps
+            rows[1] += deadline
+            messages.append(message)
+            header = admitted.evidence.header
+            if (
+                admitted.original is not None
+                and header.type in ANSWER_TYPES
+                and header.type != "clarification"
+            ):
+                # As intake does on one node: an answer (not a question back) makes the original answered here.
+                advance(
+                    session, admitted.original, State.ANSWERED, actor=actor, details={"answer": message.id}
+                )
+    insert_all(session, messages, keep=True)
+    for table_rows in rows:
+        insert_all(session, table_rows)
     session.flush()
-    return receipt
+    return receipts
 
 
 #: The states of this node's copy of a message sent to another node in which the other node may still answer
@@ -408,37 +612,39 @@ def advance(
         )  # fmt: skip
 
 
-def _learn_sender_key(session: Session, evidence: Evidence) -> None:
-    """Register the originator's public key as the origin contact point vouched for it, so that this node's
+def _learn_sender_keys(session: Session, proofs: Sequence[Evidence]) -> None:
+    """Register the originators' public keys as the origin contact point vouched for them, so that this node's
     agencies (and anyone checking the message here) verify the envelope from this node's registry. Public
     only; a key already known is left as it is (its status here is this node's business).
 
-    ``INSERT … ON CONFLICT DO NOTHING``: the first hops of one agency arrive together, and a read-then-add
-    would make all but one of them fail on the primary key (a 409 the sender took as final)."""
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    for key in (evidence.sender_key, evidence.sender_encryption_key):
-        if key is not None:
-            session.execute(
-                insert(PartyKey)
-                .values(
-                    kid=key.kid, party_id=evidence.header.sender_agency, use=key.use, public_jwk=dict(key.jwk)
-                )
-                .on_conflict_do_nothing(index_elements=["kid"])
-            )
+    ``INSERT … ON CONFLICT DO NOTHING``, one statement for a batch: the first hops of one agency arrive
+    together, and a read-then-add would make all but one of them fail on the primary key (a 409 the sender
+    took as final)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for evidence in proofs:
+        for key in (evidence.sender_key, evidence.sender_encryption_key):
+            if key is not None and key.kid not in rows:
+                rows[key.kid] = {
+                    "kid": key.kid,
+                    "party_id": evidence.header.sender_agency,
+                    "use": key.use,
+                    "public_jwk": dict(key.jwk),
+                }
+    if not rows:
+        return
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(
+        insert(PartyKey).values(list(rows.values())).on_conflict_do_nothing(index_elements=["kid"])
+    )
     session.flush()
 
 
-def _store(
-    session: Session,
-    evidence: Evidence,
-    envelope: dict[str, Any],
-    custody: list[str],
-    *,
-    actor: Actor,
-    legal_basis: str,
-) -> Message:
-    """The message as the origin node forwarded it: state ``forwarded``, its custody steps as they came."""
+def _message(
+    session: Session, admitted: _Admitted, *, actor: Actor
+) -> tuple[Message, list[CustodyStep], list[DeadlineEvent]]:
+    """The message as the origin node forwarded it (state ``forwarded``, its deadline started on arrival),
+    its custody steps as they came, its deadline event and its ``hop:received`` audit entry; nothing written."""
+    evidence, envelope, custody = admitted.evidence, admitted.envelope, admitted.custody
     header = evidence.header
     message = new_message(header, envelope, state=State.FORWARDED)
     now = message.received_at
@@ -451,8 +657,6 @@ def _store(
     )
     if period is not None:
         set_clock(message, Clock(started_at=now, deadline_at=now + period))
-    session.add(message)
-    session.flush()
     steps = [CustodyStep(message_id=message.id, seq=0, party=header.sender_agency, actor=header.sender_agency,
                          decision="submitted", to_state=State.SUBMITTED, signature=envelope["signature"])]  # fmt: skip
     for token, statement in zip(custody, evidence.custody, strict=True):
@@ -470,9 +674,7 @@ def _store(
                 signature=token,
             )
         )
-    session.add_all(steps)
-    if message.deadline_at is not None:
-        session.add(deadline_row(message, "set", actor=actor))
+    deadline = [deadline_row(message, "set", actor=actor)] if message.deadline_at is not None else []
     record(
         session,
         actor=actor,
@@ -486,9 +688,8 @@ def _store(
             "type": message.type,
             "category": message.category,
             "classification": message.classification,
-            "legal_basis": legal_basis,
+            "legal_basis": admitted.legal_basis,
             "custody_steps": len(custody),
         },
     )
-    session.flush()
-    return message
+    return message, steps, deadline

@@ -6,20 +6,21 @@ custody step, its audit entry and its outbox row one atomic step.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from broker.audit.actions import AuditAction
 from broker.audit.service import SYSTEM, Actor, record
 from broker.crosscheck.content import check_payload
 from broker.crypto import countersign, digest, open_with_any, verify_envelope
-from broker.db import Base, utcnow
+from broker.db import Base, insert_all, utcnow
 from broker.delivery.models import InboxItem
 from broker.directory.models import Agency, ContactPoint
 from broker.directory.service import contact_point_for, get_agency
@@ -121,8 +122,8 @@ def submit_batch(
     Every envelope gets exactly the checks of :func:`submit` and is accepted or refused on its own: the
     checks only read, so a refused envelope leaves nothing behind and the next one goes on. What a batch
     saves is everything around them: one request signature, one transaction, one query for ids already
-    stored, and one flush that writes the messages (then one for their custody steps and deadline events)
-    as multi-row INSERTs instead of a dozen statements per message.
+    stored, and one set-based INSERT per table for the whole batch (:func:`_store`) instead of a dozen
+    statements and the unit of work's bookkeeping per message.
     """
     outcomes: list[Admitted | SpocError] = []
     in_batch: set[str] = set()
@@ -151,18 +152,16 @@ def submit_batch(
                 outcomes.append(exc)
     stored = set(session.scalars(select(Message.id).where(Message.id.in_(in_batch)))) if in_batch else set()
     results: list[Message | SpocError] = []
-    dependents: list[Base] = []
+    to_store: list[Admitted] = []
     for outcome in outcomes:
         if isinstance(outcome, SpocError):
             results.append(outcome)
         elif outcome.message.id in stored:
             results.append(Conflict(f"message {outcome.message.id} was already submitted"))
         else:
-            dependents += _store(session, outcome, actor=actor, flush=False)
+            to_store.append(outcome)
             results.append(outcome.message)
-    session.flush()
-    session.add_all(dependents)
-    session.flush()
+    _store(session, to_store, actor=actor)
     return results
 
 
@@ -195,10 +194,9 @@ def submit_from_contact_point(
         envelope.signature,
         resolve=lambda kid: keys.resolve_at(kid, party_id=contact_point.id, at=now),
     )
-    message = _accept(session, keys, envelope=envelope, raw=raw, actor=actor, supersedes=None)
-    message.composed_by = composed_by
-    session.flush()
-    return message
+    return _accept(
+        session, keys, envelope=envelope, raw=raw, actor=actor, supersedes=None, composed_by=composed_by
+    )
 
 
 def resubmit(
@@ -250,12 +248,14 @@ def _accept(
     raw: Mapping[str, Any],
     actor: Actor,
     supersedes: Message | None,
+    composed_by: int | None = None,
 ) -> Message:
     """The checks and the storing every sender shares, after its own signature and accreditation checks."""
     admitted = _admit(session, keys, envelope=envelope, raw=raw, supersedes=supersedes)
     if session.get(Message, admitted.message.id) is not None:
         raise Conflict(f"message {admitted.message.id} was already submitted")
-    _store(session, admitted, actor=actor, flush=True)
+    admitted.message.composed_by = composed_by
+    _store(session, [admitted], actor=actor)
     return admitted.message
 
 
@@ -354,65 +354,70 @@ def new_message(
     )
 
 
-def _store(session: Session, admitted: Admitted, *, actor: Actor, flush: bool) -> list[Base]:
-    """Add an admitted message and its audit entries. With ``flush`` the message is written at once and the
-    rows that refer to it (its first custody step, its deadline event) are added too; without, they are
-    returned for the caller to add once it has written the message rows.
+def _store(session: Session, batch: Sequence[Admitted], *, actor: Actor) -> None:
+    """Write admitted messages with their audit entries, first custody steps and deadline events.
 
-    The message is queued for review before its row is first written: one INSERT in state origin-review,
-    not an INSERT and an UPDATE; both steps keep their audit entries, in order. The rows that refer to the
-    message come back rather than being added here because the unit of work orders INSERTs by relationship,
-    not by foreign key: a batch adds every message, flushes once, then adds these.
+    Set-based: one INSERT per table for the whole batch (``broker.db.insert_all``), not the unit of work's
+    per-object flush; the messages stay in the session as persistent objects, as written. A message is
+    queued for review before its row is first written: one INSERT in state origin-review, not an INSERT
+    and an UPDATE; both steps keep their audit entries, in order, message after message (an amendment's
+    and an answer's entries about the original follow the entries of the message that caused them).
+    Audit entries go through ``broker.audit.service.record`` and are written by the closing flush.
     """
-    message, envelope, original = admitted.message, admitted.envelope, admitted.original
-    session.add(message)
-    record(
-        session,
-        actor=actor,
-        action=AuditAction.MESSAGE_SUBMITTED,
-        object_type="message",
-        object_id=message.id,
-        countries=_countries(message),
-        details={
-            "type": message.type,
-            "category": message.category,
-            "classification": message.classification,
-            "legal_basis": admitted.legal_basis,
-            "digest": message.digest,
-        },
-    )
-    transition(
-        session, message, State.ORIGIN_REVIEW, actor=SYSTEM, action=AuditAction.MESSAGE_QUEUED, flush=flush
-    )
-    dependents: list[Base] = [
-        CustodyStep(
-            message_id=message.id,
-            seq=0,
-            party=envelope.header.sender_agency,
-            actor=envelope.header.sender_agency,
-            decision="submitted",
-            to_state=State.SUBMITTED,
-            signature=envelope.signature,
-        )
-    ]
-    if message.deadline_at is not None:
-        dependents.append(deadline_row(message, "set", actor=actor))
-    if flush:  # the message row is written: its dependents go in now, before what an amendment adds
-        session.add_all(dependents)
-        dependents = []
-    if admitted.supersedes is not None:
-        _supersede(session, admitted.supersedes, message, actor=actor)
-    if original is not None and original.state == State.DELIVERED and message.type != "clarification":
-        transition(
-            session,
-            original,
-            State.ANSWERED,
-            actor=actor,
-            action=AuditAction.MESSAGE_ANSWERED,
-            details={"answer": message.id},
-            flush=flush,
-        )
-    return dependents
+    messages: list[Message] = []
+    dependents: list[list[Base]] = [[], []]  # custody steps, deadline events: after the message rows
+    with session.no_autoflush:
+        for admitted in batch:
+            message, envelope, original = admitted.message, admitted.envelope, admitted.original
+            record(
+                session,
+                actor=actor,
+                action=AuditAction.MESSAGE_SUBMITTED,
+                object_type="message",
+                object_id=message.id,
+                countries=_countries(message),
+                details={
+                    "type": message.type,
+                    "category": message.category,
+                    "classification": message.classification,
+                    "legal_basis": admitted.legal_basis,
+                    "digest": message.digest,
+                },
+            )
+            transition(
+                session, message, State.ORIGIN_REVIEW, actor=SYSTEM, action=AuditAction.MESSAGE_QUEUED,
+                flush=False,
+            )  # fmt: skip
+            messages.append(message)
+            dependents[0].append(
+                CustodyStep(
+                    message_id=message.id,
+                    seq=0,
+                    party=envelope.header.sender_agency,
+                    actor=envelope.header.sender_agency,
+                    decision="submitted",
+                    to_state=State.SUBMITTED,
+                    signature=envelope.signature,
+                )
+            )
+            if message.deadline_at is not None:
+                dependents[1].append(deadline_row(message, "set", actor=actor))
+            if admitted.supersedes is not None:
+                _supersede(session, admitted.supersedes, message, actor=actor)
+            if original is not None and original.state == State.DELIVERED and message.type != "clarification":
+                transition(
+                    session,
+                    original,
+                    State.ANSWERED,
+                    actor=actor,
+                    action=AuditAction.MESSAGE_ANSWERED,
+                    details={"answer": message.id},
+                    flush=False,
+                )
+    insert_all(session, messages, keep=True)
+    for rows in dependents:
+        insert_all(session, rows)
+    session.flush()
 
 
 def _start_clock(message: Message, *, header: RoutingHeader, supersedes: Message | None) -> None:
@@ -443,6 +448,7 @@ def _supersede(session: Session, original: Message, amended: Message, *, actor: 
         actor=actor,
         action=AuditAction.MESSAGE_SUPERSEDED,
         details={"by": amended.id},
+        flush=False,
     )
     record(
         session,
@@ -539,6 +545,56 @@ def transition(
         session.flush()
 
 
+def transition_many(
+    session: Session,
+    messages: Sequence[Message],
+    to: State,
+    *,
+    action: AuditAction,
+    actor: Callable[[Message], Actor],
+    details: Callable[[Message], dict[str, Any]] | None = None,
+) -> None:
+    """:func:`transition` for many messages of one state, set-based: one ``UPDATE … WHERE id IN (…) AND
+    state = <their state>`` (compare-and-set, so a message another transaction moved meanwhile is not
+    overwritten: then :class:`Conflict` is raised, for the caller's savepoint to undo the statement and the
+    caller to take the messages one by one),
+    the objects brought in line without a second write, and each message's audit entry (written by the caller's
+    next flush). Not for a state that stops the deadline clock (:func:`transition` pauses it)."""
+    if not messages:
+        return
+    current = {State(m.state) for m in messages}
+    if len(current) != 1 or to in AWAITING_CLARIFICATION:
+        raise ValueError("transition_many moves messages of one state, into a state that keeps the clock")
+    (before,) = current
+    if to not in ALLOWED[before]:
+        raise Conflict(f"a {before} message cannot become {to}")
+    now = utcnow()
+    ids = [m.id for m in messages]
+    with session.no_autoflush:
+        moved = session.execute(
+            update(Message)
+            .where(Message.id.in_(ids), Message.state == str(before))
+            .values(state=str(to), updated_at=now, version=Message.version + 1)
+            .execution_options(synchronize_session=False)
+        )
+    changed = int(getattr(moved, "rowcount", 0))
+    if changed != len(ids):
+        raise Conflict(f"{len(ids) - changed} of these messages changed meanwhile")
+    for message in messages:
+        set_committed_value(message, "state", str(to))
+        set_committed_value(message, "updated_at", now)
+        set_committed_value(message, "version", message.version + 1)
+        record(
+            session,
+            actor=actor(message),
+            action=action,
+            object_type="message",
+            object_id=message.id,
+            countries=_countries(message),
+            details={"from": str(before), "to": str(to), **(details(message) if details else {})},
+        )
+
+
 def add_custody(
     session: Session,
     keys: DatabaseKeyStore,
@@ -555,6 +611,37 @@ def add_custody(
     seq = (
         session.scalar(select(func.max(CustodyStep.seq)).where(CustodyStep.message_id == message.id)) or 0
     ) + 1
+    step = custody_step(
+        keys,
+        message,
+        seq=seq,
+        party=party,
+        actor=actor,
+        decision=decision,
+        from_state=from_state,
+        reason=reason,
+        refusal_ground=refusal_ground,
+    )
+    session.add(step)
+    session.flush()
+    return step
+
+
+def custody_step(
+    keys: DatabaseKeyStore,
+    message: Message,
+    *,
+    seq: int,
+    party: str,
+    actor: str,
+    decision: str,
+    from_state: str | None,
+    reason: str | None = None,
+    refusal_ground: str | None = None,
+) -> CustodyStep:
+    """The custody step at position ``seq`` into the message's present state, countersigned by ``party`` over
+    the message digest; not added to a session (:func:`add_custody` adds one after the last; a set-based
+    step that knows the positions writes many at once)."""
     at = utcnow()
     statement = {
         "message_id": message.id,
@@ -569,7 +656,7 @@ def add_custody(
         "refusal_ground": refusal_ground,
         "at": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
     }
-    step = CustodyStep(
+    return CustodyStep(
         message_id=message.id,
         seq=seq,
         party=party,
@@ -582,9 +669,6 @@ def add_custody(
         at=at,
         signature=countersign(statement, key=keys.signing_key(party)),
     )
-    session.add(step)
-    session.flush()
-    return step
 
 
 def custody_of(session: Session, message_id: str) -> Sequence[CustodyStep]:
@@ -601,6 +685,49 @@ def forward(session: Session, keys: DatabaseKeyStore, message_id: str) -> None:
     message = session.get(Message, message_id)
     if message is None or message.state != State.FORWARDED:
         return  # already done (task ran twice) or withdrawn
+    seq = session.scalar(select(func.max(CustodyStep.seq)).where(CustodyStep.message_id == message.id)) or 0
+    session.add(receive_forwarded(session, keys, message, seq=seq + 1))
+    session.flush()
+
+
+def forward_many(session: Session, keys: DatabaseKeyStore, messages: Sequence[Message]) -> None:
+    """:func:`forward` for many messages (the outbox's batch), set-based: one query for the custody positions,
+    one UPDATE of the states (:func:`transition_many`), one INSERT of the "received" steps. Messages no longer
+    forwarded are left alone (done before, or withdrawn)."""
+    todo = [m for m in messages if m.state == State.FORWARDED]
+    if not todo:
+        return
+    last: dict[str, int] = dict(
+        session.execute(
+            select(CustodyStep.message_id, func.max(CustodyStep.seq))
+            .where(CustodyStep.message_id.in_([m.id for m in todo]))
+            .group_by(CustodyStep.message_id)
+        ).all()
+    )
+    cps = {m.id: contact_point_for(session, m.destination_country).id for m in todo}
+    transition_many(
+        session,
+        todo,
+        State.DESTINATION_REVIEW,
+        action=AuditAction.MESSAGE_RECEIVED,
+        actor=lambda m: Actor(cps[m.id], "contact-point"),
+    )
+    steps = [
+        custody_step(keys, m, seq=(last.get(m.id) or 0) + 1, party=cps[m.id], actor=cps[m.id],
+                     decision="received", from_state=State.FORWARDED)
+        for m in todo
+    ]  # fmt: skip
+    insert_all(session, steps)
+    session.flush()
+
+
+def receive_forwarded(session: Session, keys: DatabaseKeyStore, message: Message, *, seq: int) -> CustodyStep:
+    """Move a forwarded message into its destination contact point's inbound review: the state change and its
+    audit entry (written by the caller's next flush) and that contact point's countersigned "received" step at
+    position ``seq``, returned for the caller to write (one at a time, or a batch's in one INSERT).
+
+    The one implementation of receiving, for a forward on this node (:func:`forward`) and for a hop from
+    another node (``broker.hop.service``), which writes the message already in its new state."""
     cp = contact_point_for(session, message.destination_country)
     transition(
         session,
@@ -608,9 +735,10 @@ def forward(session: Session, keys: DatabaseKeyStore, message_id: str) -> None:
         State.DESTINATION_REVIEW,
         actor=Actor(cp.id, "contact-point"),
         action=AuditAction.MESSAGE_RECEIVED,
+        flush=False,
     )
-    add_custody(
-        session, keys, message, party=cp.id, actor=cp.id, decision="received", from_state=State.FORWARDED
+    return custody_step(
+        keys, message, seq=seq, party=cp.id, actor=cp.id, decision="received", from_state=State.FORWARDED
     )
 
 

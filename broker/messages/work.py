@@ -17,13 +17,13 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from broker.delivery.service import deliver
+from broker.delivery.service import deliver, deliver_many
 from broker.directory.models import Agency
 from broker.hop import outbound
 from broker.hop.service import is_remote
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.models import Message
-from broker.messages.service import forward
+from broker.messages.service import forward, forward_many
 from broker.outbox import service as outbox
 from broker.outbox.models import OutboxItem
 
@@ -45,6 +45,23 @@ def handlers(keys: DatabaseKeyStore) -> dict[str, outbox.Handler]:
     return {"forward": do_forward, "deliver": do_deliver}
 
 
+def batch_handlers(keys: DatabaseKeyStore) -> dict[str, outbox.BatchHandler]:
+    """The same steps for a batch of rows at once, set-based (``outbox.process`` falls back to ``handlers``
+    row by row if one fails)."""
+
+    def forward_all(session: Session, rows: Sequence[OutboxItem]) -> None:
+        found = [session.get(Message, r.message_id) for r in rows if r.message_id is not None]
+        messages = [m for m in found if m is not None]
+        remote = {m.id for m in messages if is_remote(session, keys, m.destination_country)}
+        outbound.schedule_many(session, keys, [m for m in messages if m.id in remote])
+        forward_many(session, keys, [m for m in messages if m.id not in remote])
+
+    def deliver_all(session: Session, rows: Sequence[OutboxItem]) -> None:
+        deliver_many(session, [r.message_id for r in rows if r.message_id is not None])
+
+    return {"forward": forward_all, "deliver": deliver_all}
+
+
 def prefetch(session: Session, rows: Sequence[OutboxItem]) -> None:
     """Load the batch's messages and their agencies into the session in two queries."""
     ids = {r.message_id for r in rows if r.message_id is not None}
@@ -62,7 +79,9 @@ def prefetch(session: Session, rows: Sequence[OutboxItem]) -> None:
 
 def process(session: Session, keys: DatabaseKeyStore, ids: Sequence[int]) -> int:
     """Run the outbox rows ``ids`` (a worker's batch task); returns rows done."""
-    return outbox.process(session, ids, handlers(keys), prefetch=prefetch)
+    return outbox.process(
+        session, ids, handlers(keys), prefetch=prefetch, batch_handlers=batch_handlers(keys)
+    )
 
 
 def drain(session: Session, keys: DatabaseKeyStore, *, limit: int = 1000) -> int:

@@ -24,6 +24,7 @@ from broker.outbox.models import OutboxItem
 log = logging.getLogger("spoc.outbox")
 
 Handler = Callable[[Session, OutboxItem], None]
+BatchHandler = Callable[[Session, Sequence[OutboxItem]], None]
 Prefetch = Callable[[Session, Sequence[OutboxItem]], None]
 
 
@@ -59,11 +60,19 @@ def claim(session: Session, *, limit: int, redispatch_after: float) -> list[int]
 
 
 def process(
-    session: Session, ids: Sequence[int], handlers: dict[str, Handler], *, prefetch: Prefetch | None = None
+    session: Session,
+    ids: Sequence[int],
+    handlers: dict[str, Handler],
+    *,
+    prefetch: Prefetch | None = None,
+    batch_handlers: dict[str, BatchHandler] | None = None,
 ) -> int:
-    """Run the handler of each not-yet-done row, in id order, and mark it done. Returns rows processed.
+    """Run the handler of each not-yet-done row and mark it done. Returns rows processed.
 
-    ``prefetch`` loads what the batch's handlers will need in a few queries (no query per row).
+    ``prefetch`` loads what the batch's handlers will need in a few queries (no query per row). A kind with a
+    ``batch_handlers`` entry is done for all its rows at once (set-based statements) in one savepoint; if that
+    fails, its rows are done one by one, each in its own savepoint, as a kind without one always is: one bad
+    row never undoes the others, and its error is kept on the row.
     """
     query = (
         select(OutboxItem).where(OutboxItem.id.in_(ids), OutboxItem.done_at.is_(None)).order_by(OutboxItem.id)
@@ -73,8 +82,31 @@ def process(
     rows = session.scalars(query).all()
     if prefetch is not None and rows:
         prefetch(session, rows)
-    done = 0
+    by_kind: dict[str, list[OutboxItem]] = {}
     for row in rows:
+        by_kind.setdefault(row.kind, []).append(row)
+    done = 0
+    one_by_one: list[OutboxItem] = []
+    for kind, group in by_kind.items():
+        batch = (batch_handlers or {}).get(kind)
+        if batch is None:
+            one_by_one += group
+            continue
+        try:
+            with session.begin_nested():
+                batch(session, group)
+        except Exception as exc:  # any failure: the rows are tried one by one, which keeps each one's error
+            log.info("outbox: %d %s rows done one by one (%s)", len(group), kind, type(exc).__name__)
+            # Set-based steps bring objects in line without the unit of work (no history to roll back), so
+            # everything is read again: nothing unflushed is lost (the savepoint flushed on entering).
+            session.expire_all()
+            one_by_one += group
+            continue
+        finished = utcnow()
+        for row in group:
+            row.done_at = finished
+        done += len(group)
+    for row in sorted(one_by_one, key=lambda r: r.id):
         try:
             # One bad row must not undo the batch; the row's lines carry the request that made it.
             with session.begin_nested(), logs.bound(row.payload.get("request_id")):

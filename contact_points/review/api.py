@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
@@ -12,6 +13,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from broker.accounts.models import User
 from broker.app import audit_denial
+from broker.audit.service import Actor
 from broker.crosscheck.service import basis_text, links_for
 from broker.deps import DbSession, Keys
 from broker.errors import Conflict, NotFound, SpocError
@@ -24,6 +26,7 @@ from contact_points.deps import CpOfficer
 from contact_points.review import notifications
 from contact_points.review.content import acknowledge_conditions
 from contact_points.review.own_initiative import provide
+from contact_points.review.pages import decide_page
 from contact_points.review.present import summaries, summary, usernames
 from contact_points.review.queues import QueueFilter, counts
 from contact_points.review.service import (
@@ -43,6 +46,8 @@ from schemas.api import (
     DisseminationRequest,
     OwnInitiativeProvision,
 )
+
+log = logging.getLogger("spoc.review")
 
 router = APIRouter(prefix="/v1/cp", tags=["contact point"])
 
@@ -263,14 +268,22 @@ def decide_messages(
             )
             .order_by(Message.id)
             .with_for_update()
+            .execution_options(populate_existing=True)  # as locked: the page's set-based path reads no more
         ),
     ]
     results: list[DecisionOutcome] = []
+    page = _as_a_page(session, keys, officer.user, body, actor)
     for index, item in enumerate(body.decisions):
         message_id = str(item.message_id)
         try:
-            with session.begin_nested():
-                message = decide(session, keys, officer.user, message_id, item.decision, actor=actor)
+            if page is not None:
+                outcome = page[index]
+                if isinstance(outcome, SpocError):
+                    raise outcome
+                message = outcome
+            else:
+                with session.begin_nested():
+                    message = decide(session, keys, officer.user, message_id, item.decision, actor=actor)
         except StaleDataError:  # another officer decided on it in the meantime
             exc = Conflict("the message changed while you decided; reload and try again")
             results.append(
@@ -287,6 +300,22 @@ def decide_messages(
     decided = sum(1 for r in results if r.status == 200)
     del held  # released only now: the last decision has found its rows
     return DecisionBatchAnswer(decided=decided, failed=len(results) - decided, results=results)
+
+
+def _as_a_page(
+    session: Session, keys: DatabaseKeyStore, user: User, body: DecisionBatch, actor: Actor
+) -> list[Message | SpocError] | None:
+    """The page's outcomes, decided set-based (``contact_points.review.pages``), or None: not a page of
+    approvals and routings, or its writing failed (a message changed meanwhile), in which case nothing of it
+    was kept and each decision is taken alone."""
+    items = [(str(d.message_id), d.decision) for d in body.decisions]
+    try:
+        with session.begin_nested():
+            return decide_page(session, keys, user, items, actor=actor)
+    except Exception as exc:
+        log.info("decisions: a page of %d taken one by one (%s)", len(items), type(exc).__name__)
+        session.expire_all()  # objects brought in line inside the savepoint are read again
+        return None
 
 
 @router.post("/provisions", status_code=201, operation_id="provide_information")

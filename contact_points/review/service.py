@@ -225,23 +225,7 @@ def decide(
         raise NotPermitted(f"deciding on a {message.classification} message needs clearance at or above it")
     if decision.action in PROVIDER_ACTIONS:
         return _grant_or_deny(session, keys, message, cp, user, decision, actor=actor)
-    if decision.action == "extend" and direction != "inbound":
-        raise NotPermitted(
-            "only the requested contact point extends a deadline (Directive (EU) 2023/977 Art. 5(2)); "
-            "the requesting side is told of it"
-        )
-    expected = AWAITING[direction]
-    if message.state != expected:
-        raise Conflict(f"message {message.id} is {message.state}, not awaiting {direction} review")
-    allowed = REVIEW_ACTIONS[direction]
-    if decision.action not in allowed:
-        raise Conflict(
-            f"'{decision.action}' is not a decision of {direction} review; allowed: {', '.join(sorted(allowed))}"
-        )
-    if decision.action in CONTENT_ACTIONS:
-        refused = unread(session, keys, user, message, cp)
-        if refused is not None:
-            raise NotPermitted(refused)
+    check_review(session, keys, user, message, cp, direction, decision)
     before = message.state
 
     def custody(name: str, reason: str | None = decision.reason) -> None:
@@ -285,7 +269,7 @@ def decide(
         _audit(session, message, AuditAction.MESSAGE_ACCEPTED, actor)
         tell(EventKind.ACCEPTED)
     elif decision.action == "route":
-        _route(session, keys, message, cp, decision)
+        route_to(session, keys, message, cp, decision)
         transition(
             session,
             message,
@@ -325,6 +309,37 @@ def decide(
     return message
 
 
+def check_review(
+    session: Session,
+    keys: DatabaseKeyStore,
+    user: User,
+    message: Message,
+    cp: ContactPoint,
+    direction: Direction,
+    decision: Decision,
+) -> None:
+    """The checks of a review decision (not a provider's grant or deny) every door takes, read-only: who may
+    extend, the state the message awaits, the decisions of that review, and, for those that pass the content
+    on, that the officer could read it (:func:`unread`). Raises the refusal."""
+    if decision.action == "extend" and direction != "inbound":
+        raise NotPermitted(
+            "only the requested contact point extends a deadline (Directive (EU) 2023/977 Art. 5(2)); "
+            "the requesting side is told of it"
+        )
+    expected = AWAITING[direction]
+    if message.state != expected:
+        raise Conflict(f"message {message.id} is {message.state}, not awaiting {direction} review")
+    allowed = REVIEW_ACTIONS[direction]
+    if decision.action not in allowed:
+        raise Conflict(
+            f"'{decision.action}' is not a decision of {direction} review; allowed: {', '.join(sorted(allowed))}"
+        )
+    if decision.action in CONTENT_ACTIONS:
+        refused = unread(session, keys, user, message, cp)
+        if refused is not None:
+            raise NotPermitted(refused)
+
+
 def _audit(session: Session, message: Message, action: AuditAction, actor: Actor, **details: object) -> None:
     record(
         session,
@@ -340,25 +355,31 @@ def _audit(session: Session, message: Message, action: AuditAction, actor: Actor
 def _approve(session: Session, message: Message, user: User, *, actor: Actor, custody: _Custody) -> None:
     """Four eyes: UNCLASSIFIED and RESTRICTED need one officer; CONFIDENTIAL and above two different officers,
     and for SECRET one of them must be a supervisor. An H2-derived message waits for the provider's grant."""
-    check_onward_dissemination(session, message)
-    previous = approval_rows(session, message)
-    refused = _may_approve(session, message, user, previous)
-    if refused is not None:
-        raise FourEyesRefused(refused)
+    completes = check_approval(session, message, user, approval_rows(session, message))
     session.add(
         Approval(
             message_id=message.id, stage="origin", user_id=user.id, role=user.role, clearance=user.clearance
         )
     )
     session.flush()
-    needed = 2 if classification_rank(message.classification) >= FOUR_EYES_FROM else 1
-    if len(previous) + 1 < needed:
+    if not completes:
         custody("approved-first")
         _audit(session, message, AuditAction.MESSAGE_APPROVED, actor, four_eyes="first")
         return
     transition(session, message, State.FORWARDED, actor=actor, action=AuditAction.MESSAGE_FORWARDED)
     custody("approved")
     schedule_forward(session, message)
+
+
+def check_approval(session: Session, message: Message, user: User, previous: list[Approval]) -> bool:
+    """Whether ``user`` may approve ``message`` now, given its ``previous`` approvals (H2 grant, four eyes,
+    authorship; the refusal is raised), and whether this approval is the last one needed (read-only)."""
+    check_onward_dissemination(session, message)
+    refused = _may_approve(session, message, user, previous)
+    if refused is not None:
+        raise FourEyesRefused(refused)
+    needed = 2 if classification_rank(message.classification) >= FOUR_EYES_FROM else 1
+    return len(previous) + 1 >= needed
 
 
 def _return(
@@ -506,10 +527,11 @@ def _grant_or_deny(
     return message
 
 
-def _route(
+def route_to(
     session: Session, keys: DatabaseKeyStore, message: Message, cp: ContactPoint, decision: Decision
 ) -> None:
-    """Send to the competent agency: check it, and wrap the content key to it if the sender could not."""
+    """Send to the competent agency: check it, and wrap the content key to it if the sender could not. The
+    checks come first: a refusal leaves the message as it was."""
     target_id = decision.route_to_agency or message.destination_agency
     if target_id is None:
         raise InvalidInput("route needs route_to_agency")

@@ -79,6 +79,7 @@ MATRIX: list[tuple[str, str, Expect, Expect, Expect, Expect, Expect, Expect, Exp
     ("POST", "/v1/region/directory",                                    401, 401, 403,     403, 403,  403,  422),
     # --- the hop between nodes: only a node signing with a transport key (label spoc-node) of the directory -------
     ("POST", "/v1/hop/messages",                                        401, 401, 401,     401, 401,  401,  401),
+    ("POST", "/v1/hop/messages/batches",                                401, 401, 401,     401, 401,  401,  401),
     ("POST", "/v1/hop/events",                                          401, 401, 401,     401, 401,  401,  401),
     # --- reconciliation: a peer node reads its ledger (node signature only); this node's auditors read any peer's
     # ledger and reconcile (no directory is installed here: 503, retry once one is) ------------------------------

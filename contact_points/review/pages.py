@@ -1,0 +1,174 @@
+"""A page of routine decisions — approve an outbound page, route an inbound page — taken set-based.
+
+``POST /v1/cp/decisions`` takes up to 100 decisions; taken one by one (``service.decide``, each in its own
+savepoint) a decision costs a dozen statements. Here a page of approvals and routings costs a few: each
+decision gets exactly the checks ``decide`` makes (the same functions: scope, clearance, the state awaited,
+the review's decisions, that the officer could read the content, four eyes and H2, the agency routed to), in
+order, read-only; a refused one is answered with its problem and leaves nothing. The decisions that passed are
+then written together: one INSERT of approvals, one of countersigned custody steps, one of outbox rows, the
+state changes and audit entries in one flush. Functions flush, never commit.
+
+Only a page of approvals and routings, each message once, takes this path (:func:`decide_page` answers None
+otherwise); the caller runs it in a savepoint and, if the writing fails (another officer decided meanwhile),
+takes the page one decision at a time instead, where each failure stays its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from broker.accounts.models import User
+from broker.audit.actions import AuditAction
+from broker.audit.service import Actor, record
+from broker.db import Base, insert_all
+from broker.directory.models import ContactPoint
+from broker.errors import NotPermitted, SpocError
+from broker.hop.events import announce
+from broker.keys.service import DatabaseKeyStore
+from broker.messages.models import Approval, CustodyStep, Message
+from broker.messages.service import custody_step, transition
+from broker.messages.states import State
+from broker.outbox.models import OutboxItem
+from broker.policy.service import cleared
+from contact_points.review.service import check_approval, check_review, message_in_scope, route_to
+from schemas.api import Decision
+from schemas.hop import EventKind
+
+__all__ = ["PAGE_ACTIONS", "decide_page"]
+
+PAGE_ACTIONS: Final = frozenset({"approve", "route"})
+
+
+@dataclass(frozen=True)
+class _Checked:
+    message: Message
+    cp: ContactPoint
+    decision: Decision
+    before: str
+    completes: bool  # an approval: the last one needed (four eyes); a routing: always
+
+
+def decide_page(
+    session: Session,
+    keys: DatabaseKeyStore,
+    user: User,
+    items: Sequence[tuple[str, Decision]],
+    *,
+    actor: Actor,
+) -> list[Message | SpocError] | None:
+    """Take a page of approvals and routings: for each, in order, the message decided or the refusal. None
+    if the page has another decision or names a message twice: then take each alone (``service.decide``).
+
+    The messages must be locked (``SELECT … FOR UPDATE``, in id order) and loaded fresh by the caller, as
+    ``POST /v1/cp/decisions`` does for any page: ``decide`` re-reads each under its lock; here the page's
+    lock is that read."""
+    if any(d.action not in PAGE_ACTIONS for _, d in items) or len({m for m, _ in items}) != len(items):
+        return None
+    approving = [m for m, d in items if d.action == "approve"]
+    previous: dict[str, list[Approval]] = {}
+    if approving:
+        for approval in session.scalars(
+            select(Approval)
+            .where(Approval.message_id.in_(approving), Approval.stage == "origin")
+            .order_by(Approval.id)
+        ):
+            previous.setdefault(approval.message_id, []).append(approval)
+    outcomes: list[Message | SpocError] = []
+    checked: list[_Checked] = []
+    for message_id, decision in items:
+        try:
+            message, cp, direction = message_in_scope(session, user, message_id)
+            if not cleared(user.clearance, message.classification):
+                raise NotPermitted(
+                    f"deciding on a {message.classification} message needs clearance at or above it"
+                )
+            check_review(session, keys, user, message, cp, direction, decision)
+            before = str(message.state)
+            if decision.action == "approve":
+                completes = check_approval(session, message, user, previous.get(message.id, []))
+            else:
+                route_to(session, keys, message, cp, decision)  # checks, then the agency's reader added
+                completes = True
+        except SpocError as exc:
+            outcomes.append(exc)
+            continue
+        checked.append(_Checked(message, cp, decision, before, completes))
+        outcomes.append(message)
+    _write(session, keys, user, checked, actor=actor)
+    return outcomes
+
+
+def _write(
+    session: Session, keys: DatabaseKeyStore, user: User, page: Sequence[_Checked], *, actor: Actor
+) -> None:
+    """What ``decide`` writes for each decision of ``page``, set-based (see the module docstring)."""
+    if not page:
+        return
+    last = dict(
+        session.execute(
+            select(CustodyStep.message_id, func.max(CustodyStep.seq))
+            .where(CustodyStep.message_id.in_([c.message.id for c in page]))
+            .group_by(CustodyStep.message_id)
+        ).all()
+    )
+    rows: list[list[Base]] = [[], [], []]  # approvals, custody steps, outbox rows
+    with session.no_autoflush:
+        for item in page:
+            message, decision = item.message, item.decision
+            if decision.action == "approve":
+                rows[0].append(
+                    Approval(message_id=message.id, stage="origin", user_id=user.id, role=user.role,
+                             clearance=user.clearance)
+                )  # fmt: skip
+                if item.completes:
+                    transition(
+                        session, message, State.FORWARDED, actor=actor, action=AuditAction.MESSAGE_FORWARDED,
+                        flush=False,
+                    )  # fmt: skip
+                    step, work = "approved", "forward"
+                else:
+                    step, work = "approved-first", ""
+            else:
+                transition(
+                    session, message, State.ROUTED, actor=actor, action=AuditAction.MESSAGE_ROUTED,
+                    details={"agency": message.destination_agency}, flush=False,
+                )  # fmt: skip
+                step, work = "routed", "deliver"
+            rows[1].append(
+                custody_step(
+                    keys,
+                    message,
+                    seq=(last.get(message.id) or 0) + 1,
+                    party=item.cp.id,
+                    actor=user.username,
+                    decision=step,
+                    from_state=item.before,
+                    reason=decision.reason,
+                    refusal_ground=decision.refusal_ground,
+                )
+            )
+            if work:
+                rows[2].append(OutboxItem(kind=work, message_id=message.id, payload={}))
+            if step == "approved-first":
+                record(
+                    session,
+                    actor=actor,
+                    action=AuditAction.MESSAGE_APPROVED,
+                    object_type="message",
+                    object_id=message.id,
+                    countries=[message.origin_country, message.destination_country],
+                    details={"four_eyes": "first"},
+                )
+            if step == "routed":  # the requester's node learns of it (nothing when it is this node)
+                announce(
+                    session, keys, message, EventKind.ROUTED, actor=user.username,
+                    fields={"agency": message.destination_agency},
+                )  # fmt: skip
+    for table_rows in rows:
+        insert_all(session, table_rows)
+    session.flush()

@@ -1,0 +1,75 @@
+"""A page of approvals and routings (``POST /v1/cp/decisions``) is written set-based
+(``contact_points.review.pages``): the same states, custody steps, approvals, outbox work and audit entries as
+the decisions taken one by one, four eyes included across pages."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from broker.audit.actions import AuditAction
+from broker.crypto import verify_countersignature
+from broker.keys.service import DatabaseKeyStore
+from broker.messages.models import Approval
+from broker.messages.service import custody_of
+from broker.messages.states import State
+from broker.outbox.models import OutboxItem
+from tests.broker.messages.spoc_builders import audit_entries, committed, drain
+from tests.contact_points.test_review_bulk_decisions import _requests
+from tests.factories import Region, officer_client
+
+
+def test_four_eyes_over_two_pages_then_a_page_of_routings(client: TestClient, region: Region) -> None:
+    ids = _requests(client, region, 3, classification="CONFIDENTIAL")
+    with officer_client(region, "al-officer2", client) as first:
+        answer = first.decide_many([(m, {"action": "approve"}) for m in ids])
+    assert [(r["status"], r["state"]) for r in answer["results"]] == [(200, State.ORIGIN_REVIEW)] * 3
+    # The same officer again: each refused alone (four eyes), nothing written.
+    with officer_client(region, "al-officer2", client) as first:
+        again = first.decide_many([(m, {"action": "approve"}) for m in ids])
+    assert [r["status"] for r in again["results"]] == [409] * 3  # four eyes, as one by one
+    with officer_client(region, "al-supervisor", client) as second:
+        answer = second.decide_many([(m, {"action": "approve"}) for m in ids])
+    assert [(r["status"], r["state"]) for r in answer["results"]] == [(200, State.FORWARDED)] * 3
+    with committed(client) as session:
+        for message_id in ids:
+            steps = custody_of(session, message_id)
+            assert [(s.seq, s.decision, s.actor) for s in steps] == [
+                (0, "submitted", "AL-ASP"),
+                (1, "approved-first", "al-officer2"),
+                (2, "approved", "al-supervisor"),
+            ]
+            approvals = session.scalars(
+                select(Approval.user_id).where(Approval.message_id == message_id)
+            ).all()
+            assert len(set(approvals)) == 2
+            actions = [e.action for e in audit_entries(session, object_id=message_id)]
+            assert actions.count(AuditAction.MESSAGE_APPROVED) == 1
+            assert actions[-1] == AuditAction.MESSAGE_FORWARDED
+            work = session.scalars(select(OutboxItem.kind).where(OutboxItem.message_id == message_id)).all()
+            assert work == ["forward"]
+    drain(client)
+    with officer_client(region, "mk-officer2", client) as destination:
+        answer = destination.decide_many([(m, {"action": "route", "route_to_agency": "MK-MOI"}) for m in ids])
+    assert [(r["status"], r["state"]) for r in answer["results"]] == [(200, State.ROUTED)] * 3
+    with committed(client) as session:
+        keys = DatabaseKeyStore(session, client.app.state.master_key)  # type: ignore[attr-defined]
+        for message_id in ids:
+            last = custody_of(session, message_id)[-1]
+            assert (last.decision, last.party, last.from_state, last.to_state) == (
+                "routed",
+                "MK-SPOC",
+                State.DESTINATION_REVIEW,
+                State.ROUTED,
+            )
+            statement = verify_countersignature(
+                last.signature, resolve=lambda kid: keys.resolve(kid, party_id="MK-SPOC")
+            )
+            assert (statement["seq"], statement["decision"]) == (last.seq, "routed")
+            assert audit_entries(session, object_id=message_id)[-1].action == AuditAction.MESSAGE_ROUTED
+    drain(client)
+    with committed(client) as session:
+        from broker.messages.models import Message
+
+        states = session.scalars(select(Message.state).where(Message.id.in_(ids))).all()
+    assert set(states) == {State.DELIVERED}
