@@ -52,6 +52,7 @@ from broker.errors import (
 )
 from broker.keys.models import PartyKey
 from broker.limits import BodySizeLimit, make_limiter
+from broker.messages.group import GroupCommit
 from broker.ops import logs
 from broker.ops import metrics as ops_metrics
 from broker.ops.http import RequestMetrics
@@ -527,6 +528,8 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        if app.state.group_commit is not None:
+            app.state.group_commit.close()
         app.state.engine.dispose()
 
     app = FastAPI(
@@ -544,6 +547,12 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.master_key = MasterKey.from_secret(settings.master_key_secret())
+    # Concurrent single submissions share one commit (broker.messages.group); PostgreSQL only.
+    app.state.group_commit = (
+        GroupCommit(app.state.sessionmaker, window=settings.group_commit_wait_ms / 1000)
+        if settings.group_commit and not settings.is_sqlite
+        else None
+    )
     app.state.limiter = make_limiter(
         broker_url=settings.broker_url,
         key_prefix=settings.broker_key_prefix,

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     # Envelopes per batch submission; each costs one token of the agency's rate limit, so batches are also
     # capped at ``rate_limit_burst`` (a larger one could never pass).
     max_batch_envelopes: int = Field(default=200, ge=1, le=500)
+    # Single submissions arriving together share one transaction and one commit (broker.messages.group;
+    # PostgreSQL only): those that arrive while the previous group is written form the next, and the writer
+    # waits group_commit_wait_ms more for others (0: none). False: each in its own transaction.
+    group_commit: bool = True
+    group_commit_wait_ms: float = Field(default=0.0, ge=0, le=100)
     celery_eager: bool = False
     # Several nodes on one Redis (a test region, or a shared server): each node's Celery keys under its own
     # prefix, so one node's tasks never reach another node's worker. Redis only; empty: no prefix.

@@ -34,8 +34,9 @@ from broker.errors import InvalidInput, NotFound, NotPermitted, PolicyRefused, V
 from broker.limits import enforce
 from broker.messages import idempotency
 from broker.messages.dissemination import as_wire, request_dissemination, requests_for
+from broker.messages.group import GroupCommit, Replayed, Submission
 from broker.messages.models import CustodyStep, Message
-from broker.messages.service import resubmit, submit, submit_batch
+from broker.messages.service import admit_one, resubmit, store_one, submit, submit_batch
 from broker.messages.states import AWAITING_CLARIFICATION, State
 from broker.messages.timing import CreatedWindow
 from schemas.api import (
@@ -184,11 +185,60 @@ def submit_message(
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Any:
     """Submit a signed, encrypted envelope. Send an ``Idempotency-Key`` to retry safely."""
+    group: GroupCommit | None = request.app.state.group_commit
+    if group is not None:
+        return _grouped(request, session, keys, agency, body, idempotency_key, group)
 
     def accept(raw: dict[str, Any], actor: Actor) -> Message:
         return submit(session, keys, agency=agency, raw=raw, actor=actor, window=_window(request))
 
     return _intake(request, session, agency, body, idempotency_key, accept)
+
+
+def _grouped(
+    request: Request,
+    session: Session,
+    keys: Keys,
+    agency: Agency,
+    body: bytes,
+    idempotency_key: str | None,
+    group: GroupCommit,
+) -> Any:
+    """A single submission in a group commit (``broker.messages.group``): the same checks and answers as
+    :func:`_intake`, the checks here (read-only), the writing in this process's shared transaction; answered
+    once that has committed."""
+    raw = _parse(body)
+    if idempotency_key is not None:  # a key answered before: its answer at once (the writer looks again)
+        idempotency.check_key(idempotency_key)
+        seen = idempotency.replay(session, agency_id=agency.id, key=idempotency_key, body=body, lock=False)
+        if seen is not None:
+            return JSONResponse(status_code=seen[0], content=seen[1], headers={"Idempotent-Replayed": "true"})
+    actor = Actor(agency.id, "agency", request_id(request))
+    try:
+        admitted = admit_one(session, keys, agency=agency, raw=raw, window=_window(request))
+    except (PolicyRefused, VerificationError, NotPermitted) as exc:
+        session.rollback()  # nothing of the refused message may stay, but the refusal is audited
+        _audit_refusal(session, agency, actor, raw, exc)
+        session.commit()
+        raise
+    if admitted.original is not None:  # an answer changes the message it answers, loaded here: written here
+        replayed = _replayed(session, agency, idempotency_key, body)
+        if replayed is not None:
+            return replayed
+        receipt = _receipt(store_one(session, admitted, actor=actor))
+        _remember(session, agency, idempotency_key, body, 202, receipt)
+        return receipt
+    # Only reads so far: end them, so that no request waiting for the writer holds a pooled connection the
+    # writer needs (a full pool would otherwise wait on itself).
+    session.commit()
+    outcome = group.submit(Submission(agency.id, idempotency_key, body, admitted, actor))
+    if isinstance(outcome, BaseException):
+        raise outcome
+    if isinstance(outcome, Replayed):
+        return JSONResponse(
+            status_code=outcome.status, content=outcome.response, headers={"Idempotent-Replayed": "true"}
+        )
+    return outcome
 
 
 @router.post(

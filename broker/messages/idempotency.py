@@ -36,11 +36,20 @@ def check_key(key: str) -> None:
 
 
 def replay(
-    session: Session, *, agency_id: str, key: str, body: bytes, ttl_seconds: float | None = None
+    session: Session,
+    *,
+    agency_id: str,
+    key: str,
+    body: bytes,
+    ttl_seconds: float | None = None,
+    lock: bool = True,
 ) -> tuple[int, dict[str, Any]] | None:
-    """The stored answer to (agency, key) if the body matches; None if the key is new (or expired)."""
+    """The stored answer to (agency, key) if the body matches; None if the key is new (or expired).
+
+    ``lock=False``: only a look (a request in a group commit, ``broker.messages.group``, whose writer takes
+    the lock and looks again in the transaction that writes the answer)."""
     check_key(key)
-    if session.get_bind().dialect.name == "postgresql":
+    if lock and session.get_bind().dialect.name == "postgresql":
         session.execute(
             text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
             {"k": f"idem\x1f{agency_id}\x1f{key}"},

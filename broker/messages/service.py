@@ -7,6 +7,7 @@ custody step, its audit entry and its outbox row one atomic step.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import Context
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -105,6 +106,20 @@ def _verified(
     )
     check_accreditation(agency, header.classification, role="send")
     return envelope
+
+
+def admit_one(
+    session: Session,
+    keys: DatabaseKeyStore,
+    *,
+    agency: Agency,
+    raw: Mapping[str, Any],
+    window: CreatedWindow = DEFAULT_WINDOW,
+) -> Admitted:
+    """Every check of :func:`submit` for one envelope, read-only: the message ready to be stored (by
+    :func:`store_admitted`, after checking it is not stored already), or the refusal raised."""
+    envelope = _verified(keys, agency=agency, raw=raw, window=window)
+    return _admit(session, keys, envelope=envelope, raw=raw, supersedes=None)
 
 
 def submit_batch(
@@ -252,9 +267,14 @@ def _accept(
 ) -> Message:
     """The checks and the storing every sender shares, after its own signature and accreditation checks."""
     admitted = _admit(session, keys, envelope=envelope, raw=raw, supersedes=supersedes)
+    admitted.message.composed_by = composed_by
+    return store_one(session, admitted, actor=actor)
+
+
+def store_one(session: Session, admitted: Admitted, *, actor: Actor) -> Message:
+    """Store one admitted message (Conflict if its id is stored already); the message."""
     if session.get(Message, admitted.message.id) is not None:
         raise Conflict(f"message {admitted.message.id} was already submitted")
-    admitted.message.composed_by = composed_by
     _store(session, [admitted], actor=actor)
     return admitted.message
 
@@ -355,69 +375,87 @@ def new_message(
 
 
 def _store(session: Session, batch: Sequence[Admitted], *, actor: Actor) -> None:
-    """Write admitted messages with their audit entries, first custody steps and deadline events.
+    """Write admitted messages with their audit entries, first custody steps and deadline events (see
+    :func:`store_admitted`), all on behalf of ``actor``."""
+    store_admitted(session, [(admitted, actor, None) for admitted in batch])
+
+
+def store_admitted(session: Session, batch: Sequence[tuple[Admitted, Actor, Context | None]]) -> None:
+    """Write admitted messages, each on behalf of its actor, with their audit entries, first custody steps
+    and deadline events.
 
     Set-based: one INSERT per table for the whole batch (``broker.db.insert_all``), not the unit of work's
     per-object flush; the messages stay in the session as persistent objects, as written. A message is
     queued for review before its row is first written: one INSERT in state origin-review, not an INSERT
     and an UPDATE; both steps keep their audit entries, in order, message after message (an amendment's
     and an answer's entries about the original follow the entries of the message that caused them).
-    Audit entries go through ``broker.audit.service.record`` and are written by the closing flush.
+    Audit entries go through ``broker.audit.service.record`` and are written by the closing flush; a
+    message's entries are made in its ``Context`` when it has one (another request's, in a group commit:
+    its client request id, ``broker.audit.service.CLIENT_REQUEST_ID``).
     """
     messages: list[Message] = []
     dependents: list[list[Base]] = [[], []]  # custody steps, deadline events: after the message rows
     with session.no_autoflush:
-        for admitted in batch:
-            message, envelope, original = admitted.message, admitted.envelope, admitted.original
-            record(
-                session,
-                actor=actor,
-                action=AuditAction.MESSAGE_SUBMITTED,
-                object_type="message",
-                object_id=message.id,
-                countries=_countries(message),
-                details={
-                    "type": message.type,
-                    "category": message.category,
-                    "classification": message.classification,
-                    "legal_basis": admitted.legal_basis,
-                    "digest": message.digest,
-                },
-            )
-            transition(
-                session, message, State.ORIGIN_REVIEW, actor=SYSTEM, action=AuditAction.MESSAGE_QUEUED,
-                flush=False,
-            )  # fmt: skip
-            messages.append(message)
-            dependents[0].append(
-                CustodyStep(
-                    message_id=message.id,
-                    seq=0,
-                    party=envelope.header.sender_agency,
-                    actor=envelope.header.sender_agency,
-                    decision="submitted",
-                    to_state=State.SUBMITTED,
-                    signature=envelope.signature,
-                )
-            )
-            if message.deadline_at is not None:
-                dependents[1].append(deadline_row(message, "set", actor=actor))
-            if admitted.supersedes is not None:
-                _supersede(session, admitted.supersedes, message, actor=actor)
-            if original is not None and original.state == State.DELIVERED and message.type != "clarification":
-                transition(
-                    session,
-                    original,
-                    State.ANSWERED,
-                    actor=actor,
-                    action=AuditAction.MESSAGE_ANSWERED,
-                    details={"answer": message.id},
-                    flush=False,
-                )
+        for admitted, actor, context in batch:
+            if context is None:
+                _stage(session, admitted, actor, messages, dependents)
+            else:
+                context.run(_stage, session, admitted, actor, messages, dependents)
     insert_all(session, messages, keep=True)
     for rows in dependents:
         insert_all(session, rows)
     session.flush()
+
+
+def _stage(
+    session: Session, admitted: Admitted, actor: Actor, messages: list[Message], dependents: list[list[Base]]
+) -> None:
+    """One message of :func:`store_admitted`: its audit entries and state, its rows collected, unwritten."""
+    message, envelope, original = admitted.message, admitted.envelope, admitted.original
+    record(
+        session,
+        actor=actor,
+        action=AuditAction.MESSAGE_SUBMITTED,
+        object_type="message",
+        object_id=message.id,
+        countries=_countries(message),
+        details={
+            "type": message.type,
+            "category": message.category,
+            "classification": message.classification,
+            "legal_basis": admitted.legal_basis,
+            "digest": message.digest,
+        },
+    )
+    transition(
+        session, message, State.ORIGIN_REVIEW, actor=SYSTEM, action=AuditAction.MESSAGE_QUEUED, flush=False
+    )
+    messages.append(message)
+    dependents[0].append(
+        CustodyStep(
+            message_id=message.id,
+            seq=0,
+            party=envelope.header.sender_agency,
+            actor=envelope.header.sender_agency,
+            decision="submitted",
+            to_state=State.SUBMITTED,
+            signature=envelope.signature,
+        )
+    )
+    if message.deadline_at is not None:
+        dependents[1].append(deadline_row(message, "set", actor=actor))
+    if admitted.supersedes is not None:
+        _supersede(session, admitted.supersedes, message, actor=actor)
+    if original is not None and original.state == State.DELIVERED and message.type != "clarification":
+        transition(
+            session,
+            original,
+            State.ANSWERED,
+            actor=actor,
+            action=AuditAction.MESSAGE_ANSWERED,
+            details={"answer": message.id},
+            flush=False,
+        )
 
 
 def _start_clock(message: Message, *, header: RoutingHeader, supersedes: Message | None) -> None:
