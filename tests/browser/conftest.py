@@ -32,25 +32,16 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 VIEWPORT = {"width": 1366, "height": 860}
 
 
-@pytest.fixture(scope="session")
-def live_server(
-    settings: Settings, region: Region, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """The base URL of a real uvicorn server running the whole app against the test database."""
+@contextlib.contextmanager
+def uvicorn_app(env: dict[str, str], log: Path) -> Iterator[str]:
+    """``uvicorn contact_points.app:create_app`` in its own process with ``env`` added to this one's, on a
+    free port; its base URL once ``/health`` answers, the process stopped on exit (output in ``log``)."""
     port = free_port()
-    log = tmp_path_factory.mktemp("live-server") / "api.log"
-    env = {
-        **os.environ,
-        "SPOC_ENVIRONMENT": "test",
-        "SPOC_DATABASE_URL": settings.database_url,
-        "SPOC_MASTER_KEY": settings.master_key_secret(),
-        "SPOC_DATA_DIR": str(settings.data_dir),
-    }
     command = [sys.executable, "-m", "uvicorn", "contact_points.app:create_app", "--factory"]
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [*command, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            env=env,
+            env={**os.environ, **env},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -74,6 +65,21 @@ def live_server(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def live_server(
+    settings: Settings, region: Region, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The base URL of a real uvicorn server running the whole app against the test database."""
+    env = {
+        "SPOC_ENVIRONMENT": "test",
+        "SPOC_DATABASE_URL": settings.database_url,
+        "SPOC_MASTER_KEY": settings.master_key_secret(),
+        "SPOC_DATA_DIR": str(settings.data_dir),
+    }
+    with uvicorn_app(env, tmp_path_factory.mktemp("live-server") / "api.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

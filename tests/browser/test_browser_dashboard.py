@@ -4,20 +4,13 @@ Saved as docs/screenshots/dashboard.png and dashboard-table.png with SPOC_UPDATE
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
-from broker.launcher import free_port
 from tests.broker.stats.world import World, postgres_world
-from tests.browser.conftest import VIEWPORT
+from tests.browser.conftest import VIEWPORT, uvicorn_app
 from tests.browser.test_browser_review import SCREENSHOTS
 
 pytestmark = pytest.mark.browser
@@ -31,37 +24,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 @pytest.fixture(scope="module")
 def server(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The whole app in a uvicorn process on the world's database (as tests/browser/conftest.py's live_server)."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("stats-server") / "api.log"
-    env = {**os.environ, **world.env}
-    command = [sys.executable, "-m", "uvicorn", "contact_points.app:create_app", "--factory"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text()[-2000:]
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the API did not start: " + log.read_text()[-2000:])
+    with uvicorn_app(world.env, tmp_path_factory.mktemp("stats-server") / "api.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
