@@ -31,7 +31,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column
 
 from broker.db import Base, JSONType, UTCDateTime, utcnow
 
@@ -52,9 +52,6 @@ class AuditEntry(Base):
     outcome: Mapped[str] = mapped_column(String(16), default="ok")
     request_id: Mapped[str | None] = mapped_column(String(64), default=None)
     details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    # Set once by ``record`` so the entry and its queue row go in the same flush (no flush per entry
-    # to learn the id); never loaded (raise): the sequencer reads and deletes ``audit_pending`` rows itself.
-    pending: Mapped[AuditPending | None] = relationship(lazy="raise", passive_deletes="all")
 
     # The national auditor's scope is "countries @> '[CC]'": a GIN index with jsonb_path_ops serves
     # containment only. PostgreSQL only: SQLite has no equivalent and scans json_each instead.

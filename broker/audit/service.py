@@ -3,7 +3,10 @@
 Three steps, for speed and for integrity under concurrency:
 
 1. ``record()`` adds an ``AuditEntry`` and an ``AuditPending`` row in the caller's transaction, so an
-   entry exists if and only if the change it records committed. It never reads other entries.
+   entry exists if and only if the change it records committed. It never reads other entries. The rows are
+   written by the transaction's next flush, all the entries recorded since the last one together and
+   set-based (``_write_recorded``: one id allocation, then COPY or one multi-row INSERT per table), not
+   through the unit of work, whose bookkeeping per object cost more than the rows themselves.
 2. ``sequence_pending()`` / ``sequence_all()`` (``broker.audit.sequencer``) — one sequencer at a time (a
    PostgreSQL advisory lock; SQLite's write lock) — take a batch of committed pending entries in id order,
    give them the next consecutive positions, compute each RFC 6962 leaf hash ``SHA-256(0x00 ||
@@ -26,13 +29,15 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import event, insert, inspect, text
+from sqlalchemy.orm import Session, UOWTransaction
+from sqlalchemy.orm.attributes import set_committed_value
 
 from broker.audit.actions import AuditAction
 from broker.audit.document import GENESIS, EntryFields, chain_hash, entry_document, leaf_hash
 from broker.audit.models import AuditEntry, AuditPending
 from broker.audit.sequencer import sequence_all, sequence_pending
-from broker.db import utcnow
+from broker.db import COPY_FROM_ROWS, insert_all, utcnow
 
 __all__ = [
     "CLIENT_REQUEST_ID",
@@ -83,6 +88,7 @@ def record(
     outcome: str = "ok",
     details: dict[str, Any] | None = None,
 ) -> AuditEntry:
+    """Record an entry in ``session``'s transaction; it is written (and learns its ``id``) at the next flush."""
     entry = AuditEntry(
         at=utcnow(),
         actor=actor.name,
@@ -94,10 +100,60 @@ def record(
         outcome=outcome,
         request_id=actor.request_id,
         details=_with_client_request_id(details or {}),
-        pending=AuditPending(),
     )
-    session.add(entry)
+    session.add(entry)  # pending: the session is dirty, so the next flush (or commit) runs _write_recorded
+    session.info.setdefault(_RECORDED, []).append(entry)
     return entry
+
+
+#: ``session.info`` key: the entries ``record`` added since the last flush, in the order recorded.
+_RECORDED = "spoc.audit.recorded"
+
+_ENTRY_KEYS = tuple(
+    prop.key for prop in inspect(AuditEntry).column_attrs if prop.key != "id"
+)  # every column record() sets
+
+
+def _write_recorded(session: Session, _context: UOWTransaction, _instances: object) -> None:
+    """Before a flush: write the entries recorded since the last one, and their queue rows, set-based.
+
+    The entries leave the unit of work (expunged, then written by us; they keep their values and learn
+    their ``id``). Ids follow the order of recording, as the unit of work gave them, and the sequencer
+    appends a transaction's entries in id order. An entry whose ``record`` was undone before this flush
+    (its savepoint or transaction rolled back, which expunges it) is no longer pending and is not written.
+    """
+    recorded = session.info.pop(_RECORDED, None)
+    if not recorded:
+        return
+    entries = [entry for entry in recorded if inspect(entry).pending]
+    if not entries:
+        return
+    for entry in entries:
+        session.expunge(entry)
+    connection = session.connection()
+    if connection.dialect.name == "postgresql" and len(entries) >= COPY_FROM_ROWS:
+        # Ids first (one round trip), so the rows can go by COPY, which returns nothing.
+        ids = sorted(
+            connection.execute(
+                text(
+                    "SELECT nextval(pg_get_serial_sequence('audit_entries', 'id')) FROM generate_series(1, :n)"
+                ),
+                {"n": len(entries)},
+            ).scalars()
+        )
+        for entry, entry_id in zip(entries, ids, strict=True):
+            set_committed_value(entry, "id", entry_id)
+        insert_all(session, entries)
+    else:
+        rows = [{key: entry.__dict__[key] for key in _ENTRY_KEYS} for entry in entries]
+        statement = insert(AuditEntry).returning(AuditEntry.id, sort_by_parameter_order=True)
+        ids = list(connection.execute(statement, rows[0] if len(rows) == 1 else rows).scalars())
+        for entry, entry_id in zip(entries, ids, strict=True):
+            set_committed_value(entry, "id", entry_id)
+    insert_all(session, [AuditPending(entry_id=entry_id) for entry_id in ids])
+
+
+event.listen(Session, "before_flush", _write_recorded)
 
 
 def _with_client_request_id(details: dict[str, Any]) -> dict[str, Any]:
