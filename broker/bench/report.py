@@ -109,6 +109,13 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     )
     audit = results.get("audit", {})
     out.append(("audit entries appended/s (sequencer)", _f(audit.get("entries_appended_per_s"))))
+    if audit.get("postgres_batched_rows_per_s"):
+        out.append(
+            (
+                "limit beside the appends: PostgreSQL batched rows/s (median of 3)",
+                _f(audit["postgres_batched_rows_per_s"]),
+            )
+        )
     out.append(("audit full-log verification entries/s", _f(audit.get("verify_entries_per_s"))))
     out.append(("inclusion proof ms", _f(audit.get("inclusion_proof_ms"), 2)))
     out.append(
