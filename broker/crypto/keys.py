@@ -154,16 +154,10 @@ class PublicKey:
         """
         if not isinstance(data, Mapping):
             raise InvalidInput("a JWK must be a JSON object")
-        if _PRIVATE_MEMBERS & data.keys():
-            raise InvalidInput("a public key must not contain private key members")
-        _crv, use, _alg = _check_curve(data)
-        x = data.get("x")
-        if not isinstance(x, str):
-            raise InvalidInput("JWK member 'x' must be a base64url string")
-        _decode_point(x, member="x")
-        kid = _okp_thumbprint(_CURVE_FOR_USE[use], x)
-        _check_kid(data, kid)
-        return cls(kid=kid, use=use, x=x)
+        members = tuple(sorted(data.items()))
+        if all(isinstance(value, str) for _, value in members):
+            return _public_from_members(members)  # the usual JWK: all members strings, validated once
+        return _public_from_jwk(data)
 
     def to_jwcrypto(self) -> _jwk.JWK:
         """The jwcrypto object for this key; for use inside ``broker.crypto`` only.
@@ -171,6 +165,30 @@ class PublicKey:
         Shared: one object per key for the process (building it cost as much as the verification it
         serves), so it must never be changed; jwcrypto only reads a key it verifies or encrypts with."""
         return _jwcrypto_public(tuple(sorted(self.jwk.items())))
+
+
+def _public_from_jwk(data: Mapping[str, Any]) -> PublicKey:
+    if _PRIVATE_MEMBERS & data.keys():
+        raise InvalidInput("a public key must not contain private key members")
+    _crv, use, _alg = _check_curve(data)
+    x = data.get("x")
+    if not isinstance(x, str):
+        raise InvalidInput("JWK member 'x' must be a base64url string")
+    _decode_point(x, member="x")
+    kid = _okp_thumbprint(_CURVE_FOR_USE[use], x)
+    _check_kid(data, kid)
+    return PublicKey(kid=kid, use=use, x=x)
+
+
+@functools.lru_cache(maxsize=4096)
+def _public_from_members(members: tuple[tuple[str, str], ...]) -> PublicKey:
+    """:meth:`PublicKey.from_jwk` of a JWK whose members are all strings, remembered per process.
+
+    The same directory and vouched keys arrive with every hop, receipt and event: parsing, point
+    validation and two thumbprints cost more than the Ed25519 verification they serve. The result is
+    immutable and a function of the members alone, and a JWK that is refused raises (lru_cache keeps no
+    exception), so it is checked again each time it is offered."""
+    return _public_from_jwk(dict(members))
 
 
 class KeyPair:

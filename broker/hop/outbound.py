@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import orjson
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, defer, sessionmaker
 
 from broker.audit.actions import AuditAction
 from broker.audit.service import SYSTEM, record
@@ -317,7 +317,12 @@ def settle(
     by_id = {o.hop_id: o for o in outcomes}
     if not by_id:
         return counts
-    query = select(Hop, Message).join(Message, Message.id == Hop.message_id).where(Hop.id.in_(by_id))
+    query = (
+        select(Hop, Message)
+        .join(Message, Message.id == Hop.message_id)
+        .where(Hop.id.in_(by_id))
+        .options(defer(Message.envelope))  # a receipt names the message's id and digest, never its content
+    )
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(of=Hop)
     directory: RegionDirectory | None = None

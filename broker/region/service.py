@@ -240,12 +240,30 @@ def _newest(session: Session) -> InstalledDirectory | None:
 
 
 def _as_current(row: InstalledDirectory) -> Current:
-    return Current(
+    """The row parsed; remembered per process for the same stored document. Every hop batch, receipt and
+    event reads the directory, and validating it costs more than the work it serves; a row whose stored
+    document differs in any way from the one parsed (even under the same digest) is parsed anew."""
+    cached = _PARSED.get(row.version)
+    if cached is not None and (cached.digest, cached.signed_by, cached.signed) == (
+        row.digest,
+        row.signed_by,
+        row.signed,
+    ):
+        return cached
+    parsed = Current(
         directory=SignedDirectory.model_validate(row.signed).directory,
         signed=dict(row.signed),
         digest=row.digest,
         signed_by=row.signed_by,
     )
+    if len(_PARSED) >= 8:
+        _PARSED.clear()
+    _PARSED[row.version] = parsed
+    return parsed
+
+
+#: Parsed directories by version (``_as_current``): a handful at most, the newest in use.
+_PARSED: dict[int, Current] = {}
 
 
 def record_refusal(session: Session, actor: Actor, raw: Any, exc: SpocError) -> None:
