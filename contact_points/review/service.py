@@ -548,9 +548,15 @@ def route_to(
     check_accreditation(target, message.classification, role="receive")
     reader: PublicKey = keys.public_encryption_key(target.id)
     payload = message.envelope["payload"]
-    try:  # the key that really opens it (decide() has checked that one does), not merely one listed
-        key = opening_key(payload, keys=keys.encryption_keys(cp.id))
-    except VerificationError:
-        raise Conflict("this contact point holds no key that opens the payload") from None
-    message.envelope = {**message.envelope, "payload": add_reader(payload, key=key, reader=reader)}
+    # Re-wrapped with the key that really opens it (decide() has checked that one does), not merely one
+    # listed: add_reader authenticates the whole JWE with it first, so one decryption per key tried.
+    for key in keys.encryption_keys(cp.id):
+        try:
+            rewrapped = add_reader(payload, key=key, reader=reader)
+        except VerificationError:
+            continue
+        break
+    else:
+        raise Conflict("this contact point holds no key that opens the payload")
+    message.envelope = {**message.envelope, "payload": rewrapped}
     message.destination_agency = target.id
