@@ -15,9 +15,16 @@ message; it only changes who can read it, and that is the contact point's audite
 What is deliberately not accepted when opening: any key-management algorithm but ECDH-ES+A256KW, any
 content encryption but A256GCM, compression (``zip``: it leaks plaintext structure through length, and
 we never produce it), critical extensions (``crit``: RFC 7516 §4.1.13 requires refusing those not
-understood, and we understand none), headers that repeat a name (RFC 7516 §7.2.1), and empty plaintexts
+understood, and we understand none), headers that repeat a name (RFC 7516 §7.2.1), an ``epk`` that is
+anything but a bare X25519 public key (``kty``, ``crv``, ``x`` and nothing else), members that are not
+canonical base64url (one spelling per value, as everywhere in :mod:`broker.crypto`), and empty plaintexts
 (jwcrypto cannot tell an empty plaintext from a failed decryption, so :func:`seal` refuses them and
-:func:`open_sealed` cannot return one).
+:func:`open_sealed` does not return one).
+
+Sealing goes through jwcrypto's ``JWE`` object. Opening, which intake does for every envelope, does not:
+after the checks above have fixed every choice, it calls jwcrypto's ECDH-ES+A256KW and A256GCM algorithm
+objects and ``cryptography``'s AES key unwrap directly (see :func:`_open`), because the ``JWE`` object's
+per-call header-registry copy, re-parsing and key objects cost more than the cryptography itself.
 """
 
 from __future__ import annotations
@@ -27,11 +34,14 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 from jwcrypto import jwe as _jwe
 from jwcrypto.common import json_encode
+from jwcrypto.jwa import JWA
 
 from broker.crypto import _jws
-from broker.crypto._b64 import b64url_decode
+from broker.crypto._b64 import b64url_decode, b64url_encode
 from broker.crypto.canonical import canonical
 from broker.crypto.keys import KeyPair, PublicKey
 from broker.errors import InvalidInput, VerificationError
@@ -56,7 +66,11 @@ ENVELOPE_TYP: Final = "spoc-envelope+jws"
 SIGNED_JWE_MEMBERS: Final = ("protected", "iv", "ciphertext", "tag", "aad")
 _CANNOT_DECRYPT: Final = "could not decrypt"
 _NOT_IN_PROFILE: Final = "the payload is not sealed with ECDH-ES+A256KW and A256GCM (no zip, no crit)"
-_TOP_LEVEL: Final = (*SIGNED_JWE_MEMBERS, "unprotected")
+#: The one shape of an ephemeral key: a bare X25519 public JWK (RFC 7518 §4.6.1.1: public members only).
+_EPK_MEMBERS: Final = frozenset({"kty", "crv", "x"})
+#: jwcrypto's implementations of the profile's two algorithms, made once: they keep no per-use state.
+_KEY_MGMT: Final = JWA.keymgmt_alg(KEY_ALG)
+_CONTENT: Final = JWA.encryption_alg(CONTENT_ENC)
 
 
 def _new_jwe(**kwargs: Any) -> _jwe.JWE:
@@ -97,22 +111,24 @@ def seal(
     return result
 
 
-def _decoded_protected(jwe: Mapping[str, Any]) -> dict[str, Any]:
-    header = _jws.strict_json(b64url_decode(jwe["protected"]))
-    if not isinstance(header, dict):
+def _headers(jwe: Any) -> tuple[dict[str, Any], Mapping[str, Any], list[Any]]:
+    """(protected header, shared unprotected header, recipient entries) of a General JSON JWE (ValueError
+    otherwise). The protected header is decoded and parsed here, once per call, strictly (canonical
+    base64url, I-JSON, no duplicate names); everything after works on this one parse."""
+    if not isinstance(jwe, Mapping) or not isinstance(jwe.get("recipients"), list):
+        raise ValueError("not a General JSON JWE")
+    protected = _jws.strict_json(b64url_decode(jwe["protected"]))
+    if not isinstance(protected, dict):
         raise ValueError("protected header is not an object")
-    return header
-
-
-def _shared_header(jwe: Mapping[str, Any]) -> dict[str, Any]:
-    """Protected + shared unprotected header: what every recipient entry inherits."""
     unprotected = jwe.get("unprotected", {})
     if not isinstance(unprotected, Mapping):
         raise ValueError("unprotected header is not an object")
-    return {**dict(unprotected), **_decoded_protected(jwe)}
+    return protected, unprotected, jwe["recipients"]
 
 
-def _recipient_kid(shared: dict[str, Any], recipient: Any) -> Any:
+def _recipient_kid(shared: Mapping[str, Any], recipient: Any) -> Any:
+    """The kid that names ``recipient``: its own header's, else the shared one (``shared`` is protected +
+    unprotected)."""
     if not isinstance(recipient, Mapping):
         raise ValueError("recipient entry is not an object")
     header = recipient.get("header", {})
@@ -121,16 +137,14 @@ def _recipient_kid(shared: dict[str, Any], recipient: Any) -> Any:
     return header.get("kid", shared.get("kid"))
 
 
-def _entry_in_profile(jwe: Mapping[str, Any], entry: Any) -> None:
-    """One recipient entry is in this exchange's profile (ValueError otherwise).
+def _joint_header(protected: dict[str, Any], unprotected: Mapping[str, Any], entry: Any) -> dict[str, Any]:
+    """The JOSE header of one recipient entry, if it is in this exchange's profile (ValueError otherwise).
 
     RFC 7516 §7.2.1: the protected, shared unprotected and per-recipient header names must be disjoint, so
     no header can override another (a protected ``alg: none`` "overridden" by a per-recipient ``alg``).
     """
-    protected = _decoded_protected(jwe)
-    unprotected = jwe.get("unprotected", {})
     own = entry.get("header", {}) if isinstance(entry, Mapping) else None
-    if not isinstance(unprotected, Mapping) or not isinstance(own, Mapping):
+    if not isinstance(own, Mapping):
         raise ValueError("a JWE header is not an object")
     p, u, r = set(protected), set(unprotected), set(own)
     if p & u or p & r or u & r:
@@ -143,49 +157,91 @@ def _entry_in_profile(jwe: Mapping[str, Any], entry: Any) -> None:
         or "crit" in header
     ):
         raise ValueError("algorithms not accepted")
+    return header
 
 
 def _check_profile(jwe: Mapping[str, Any]) -> None:
     """Every recipient entry of a General JSON JWE is in the profile (ValueError otherwise); no decryption."""
-    if not isinstance(jwe, Mapping) or not isinstance(jwe.get("recipients"), list) or not jwe["recipients"]:
-        raise ValueError("not a General JSON JWE")
-    for entry in jwe["recipients"]:
-        _entry_in_profile(jwe, entry)
+    protected, unprotected, recipients = _headers(jwe)
+    if not recipients:
+        raise ValueError("a JWE without recipients")
+    for entry in recipients:
+        _joint_header(protected, unprotected, entry)
 
 
-def _for_reader(jwe: Mapping[str, Any], kid: str) -> dict[str, Any]:
-    """Reduce the General JSON to the Flattened JSON of ``kid``'s entry, after checking the algorithms.
+def _ephemeral_key(epk: Any) -> X25519PublicKey:
+    """The sender's ephemeral X25519 public key from a bare ``{"kty": "OKP", "crv": "X25519", "x": …}``.
 
-    Only this reader's entry is ever unwrapped: the work does not grow with the number of recipients
-    an attacker adds, and no other entry can influence the result (jwcrypto, given the General JSON,
-    would try every entry and keep the *last* that decrypts).
+    Read here rather than through a jwcrypto JWK (building one cost about as much as the key agreement it
+    feeds): exactly those three members (RFC 7518 §4.6.1.1 allows public members only; ``docs/envelope.md``
+    asks for nothing else, and jwcrypto, joserfc and our Node.js example send nothing else), ``x`` in
+    canonical base64url. ``cryptography`` checks that the 32 bytes are a key, and refuses a low-order point
+    when the shared secret is computed.
     """
-    if not isinstance(jwe, Mapping) or not isinstance(jwe.get("recipients"), list):
-        raise ValueError("not a General JSON JWE")
-    shared = _shared_header(jwe)
-    mine = [r for r in jwe["recipients"] if _recipient_kid(shared, r) == kid]
-    if len(mine) != 1:
-        raise ValueError("no (or more than one) recipient entry for this key")
-    entry = mine[0]
-    _entry_in_profile(jwe, entry)
-    flat = {name: jwe[name] for name in _TOP_LEVEL if name in jwe}
-    flat.update({name: entry[name] for name in ("header", "encrypted_key") if name in entry})
-    return flat
+    if (
+        not isinstance(epk, Mapping)
+        or epk.keys() != _EPK_MEMBERS
+        or epk["kty"] != "OKP"
+        or epk["crv"] != "X25519"
+    ):
+        raise ValueError("epk is not a bare X25519 public key")
+    return X25519PublicKey.from_public_bytes(b64url_decode(epk["x"]))
 
 
-def _decrypt(jwe: Mapping[str, Any], key: KeyPair) -> _jwe.JWE:
+def _open(jwe: Mapping[str, Any], key: KeyPair) -> tuple[bytes, bytes]:
+    """``(plaintext, content key)`` of the JWE, opened with ``key``'s own recipient entry only.
+
+    Only this reader's entry is ever unwrapped: the work does not grow with the number of recipients an
+    attacker adds, and no other entry can influence the result (jwcrypto's ``JWE``, given the General JSON,
+    would try every entry and keep the *last* that decrypts).
+
+    The steps are RFC 7516 §5.2's, in jwcrypto's and ``cryptography``'s code, called directly once our own
+    checks have fixed every choice (like JWSCore for signatures, :mod:`broker.crypto._jws`): jwcrypto's
+    ``JWE`` object deep-copied its header registry per call, re-parsed the headers we had parsed, and built
+    two jwcrypto keys per entry, together more than the X25519 agreement itself. Step by step:
+
+    1. the entry is chosen by kid and its joint header checked (:func:`_joint_header`: ECDH-ES+A256KW,
+       A256GCM, no ``zip``, no ``crit``, disjoint header names); ``epk`` read by :func:`_ephemeral_key`;
+    2. key agreement and Concat KDF (RFC 7518 §4.6.2): jwcrypto's ECDH-ES+A256KW ``_derive``, given the
+       joint header for ``apu``/``apv`` as its ``unwrap`` would. It is the step of that ``unwrap`` that
+       takes ready ``cryptography`` keys (``unwrap`` itself builds two jwcrypto keys per call); being
+       private to jwcrypto, a rename would make every opening fail, loudly in the tests, never silently;
+    3. AES Key Wrap (RFC 3394) undone by ``cryptography``, which checks the wrap's integrity; the content
+       key must then be 256 bits, since AES-GCM would also accept a 128- or 192-bit key;
+    4. AES-256-GCM by jwcrypto's A256GCM over the additional data of RFC 7516 §5.2 step 14: the received
+       ``protected`` text, and ``.`` + the received ``aad`` text if present. Every member is decoded as
+       canonical base64url, so the received text is the one spelling of those bytes, the one the sender
+       authenticated.
+
+    Every failure is the same VerificationError("could not decrypt"), its cause chained for our logs; a
+    ``sig`` key is a programming error (ValueError).
+    """
     if key.use != "enc":
         raise ValueError("decryption needs an 'enc' (X25519) key pair")
     try:
-        flat = _for_reader(jwe, key.kid)
-        obj = _new_jwe()
-        obj.deserialize(json.dumps(flat))
-        obj.decrypt(key.to_jwcrypto())
-        if not isinstance(obj.plaintext, bytes) or obj.cek is None:
+        protected, unprotected, recipients = _headers(jwe)
+        shared = {**unprotected, **protected}
+        mine = [r for r in recipients if _recipient_kid(shared, r) == key.kid]
+        if len(mine) != 1:
+            raise ValueError("no (or more than one) recipient entry for this key")
+        header = _joint_header(protected, unprotected, mine[0])
+        ephemeral = _ephemeral_key(header.get("epk"))
+        own = key.to_jwcrypto().get_op_key("unwrapKey")
+        kek = _KEY_MGMT._derive(own, ephemeral, KEY_ALG, _KEY_MGMT.keysize, header)
+        cek = aes_key_unwrap(kek, b64url_decode(mine[0]["encrypted_key"]))
+        if len(cek) * 8 != _CONTENT.wrap_key_size:
+            raise ValueError("the content key is not 256 bits")
+        aad = jwe["protected"]
+        if "aad" in jwe:
+            b64url_decode(jwe["aad"])  # canonical spelling only (and a string)
+            aad = f"{aad}.{jwe['aad']}"
+        iv, ciphertext, tag = (b64url_decode(jwe[name]) for name in ("iv", "ciphertext", "tag"))
+        plaintext = _CONTENT.decrypt(cek, aad.encode("ascii"), iv, ciphertext, tag)
+        if not isinstance(plaintext, bytes) or not plaintext:
             raise ValueError("no plaintext")
-    except Exception as exc:  # jwcrypto's exception surface is wide; every one of them means "no"
+    except Exception as exc:  # jwcrypto's and cryptography's exception surfaces are wide: each means "no"
         raise VerificationError(_CANNOT_DECRYPT) from exc
-    return obj
+    return plaintext, cek
 
 
 def open_sealed(jwe: Mapping[str, Any], *, key: KeyPair) -> bytes:
@@ -195,7 +251,7 @@ def open_sealed(jwe: Mapping[str, Any], *, key: KeyPair) -> bytes:
     (AES-GCM authenticates protected header, aad, IV and ciphertext), or using other algorithms all
     fail the same way. Passing a ``sig`` key is a programming error (ValueError).
     """
-    plaintext: bytes = _decrypt(jwe, key).plaintext
+    plaintext, _cek = _open(jwe, key)
     return plaintext
 
 
@@ -207,15 +263,7 @@ def opening_key(jwe: Mapping[str, Any], *, keys: Sequence[KeyPair]) -> KeyPair:
     recipients proves nothing (its ``encrypted_key`` may be garbage); this is the check that a party can
     actually read what it is asked to vouch for. Keys of another use are skipped.
     """
-    for key in keys:
-        if key.use != "enc":
-            continue
-        try:
-            _decrypt(jwe, key)
-        except VerificationError:
-            continue
-        return key
-    raise VerificationError(_CANNOT_DECRYPT)
+    return open_with_any(jwe, keys=keys)[0]
 
 
 def open_with_any(jwe: Mapping[str, Any], *, keys: Sequence[KeyPair]) -> tuple[KeyPair, bytes]:
@@ -225,7 +273,7 @@ def open_with_any(jwe: Mapping[str, Any], *, keys: Sequence[KeyPair]) -> tuple[K
         if key.use != "enc":
             continue
         try:
-            plaintext: bytes = _decrypt(jwe, key).plaintext
+            plaintext, _cek = _open(jwe, key)
         except VerificationError:
             continue
         return key, plaintext
@@ -243,17 +291,20 @@ def add_reader(jwe: Mapping[str, Any], *, key: KeyPair, reader: PublicKey) -> di
     """
     if not isinstance(reader, PublicKey) or reader.use != "enc":
         raise InvalidInput("the new reader must be an 'enc' (X25519) public key")
-    obj = _decrypt(jwe, key)
+    _plaintext, cek = _open(jwe, key)
     result: dict[str, Any] = copy.deepcopy(dict(jwe))
     try:
-        shared = _shared_header(jwe)
-        if any(_recipient_kid(shared, r) == reader.kid for r in jwe["recipients"]):
+        protected, unprotected, recipients = _headers(jwe)
+        shared = {**unprotected, **protected}
+        if any(_recipient_kid(shared, r) == reader.kid for r in recipients):
             return result
-        # Re-use the authenticated object: its ``cek`` is the content key. With an empty ``recipients``
-        # list jwcrypto appends exactly one new entry, wrapped under a fresh ephemeral key.
-        obj.objects["recipients"] = []
-        obj.add_recipient(reader.to_jwcrypto(), header={"alg": KEY_ALG, "kid": reader.kid})
-        new_entry = json.loads(obj.serialize())["recipients"][-1]
+        # The new entry's header is checked like any other (names disjoint from the shared headers), then
+        # jwcrypto's ECDH-ES+A256KW wraps the authenticated content key under a fresh ephemeral key and
+        # returns the wrapped key and the ``epk`` to publish, as its JWE.add_recipient would.
+        own = {"alg": KEY_ALG, "kid": reader.kid}
+        header = _joint_header(protected, unprotected, {"header": own})
+        wrapped = _KEY_MGMT.wrap(reader.to_jwcrypto(), _CONTENT.wrap_key_size, cek, header)
+        new_entry = {"header": {**own, **wrapped["header"]}, "encrypted_key": b64url_encode(wrapped["ek"])}
     except Exception as exc:  # pragma: no cover - the JWE was just authenticated and parsed
         raise VerificationError(_CANNOT_DECRYPT) from exc
     result["recipients"].append(new_entry)
@@ -308,7 +359,7 @@ def verify_envelope(
     kid, _ = _jws.verify_compact(signature, typ=ENVELOPE_TYP, resolve=resolve, detached_payload=message)
     try:
         _check_profile(payload)
-    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+    except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
         raise VerificationError(_NOT_IN_PROFILE) from exc
     return kid
 
