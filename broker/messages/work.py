@@ -52,7 +52,8 @@ def batch_handlers(keys: DatabaseKeyStore) -> dict[str, outbox.BatchHandler]:
     def forward_all(session: Session, rows: Sequence[OutboxItem]) -> None:
         found = [session.get(Message, r.message_id) for r in rows if r.message_id is not None]
         messages = [m for m in found if m is not None]
-        remote = {m.id for m in messages if is_remote(session, keys, m.destination_country)}
+        elsewhere = {c for c in {m.destination_country for m in messages} if is_remote(session, keys, c)}
+        remote = {m.id for m in messages if m.destination_country in elsewhere}
         outbound.schedule_many(session, keys, [m for m in messages if m.id in remote])
         forward_many(session, keys, [m for m in messages if m.id not in remote])
 
