@@ -7,10 +7,11 @@ task, CLI command) owns the transaction through ``unit_of_work``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
@@ -28,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Session, make_transient_to_detached, sessionmaker
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.attributes import manager_of_class, set_committed_value
 from sqlalchemy.types import TypeDecorator
 
 from broker.config import Settings
@@ -70,6 +71,28 @@ class Base(DeclarativeBase):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+_Row = TypeVar("_Row", bound=Base)
+
+
+def new_row(cls: type[_Row], **values: Any) -> _Row:
+    """A new, unwritten ``cls`` with ``values``, built without the declarative constructor's per-attribute
+    events (a tenth of its cost, which on the set-based paths exceeded the row's own write).
+
+    For rows that are only inserted (by :func:`insert_all`, or added to a session, whose unit of work inserts
+    a new object's values as they are): the values are the object's state as if set one by one; nothing
+    about them is tracked until the row is written, so set them all here."""
+    if not values.keys() <= _column_keys(cls):
+        raise TypeError(f"{cls.__name__} has no column {sorted(values.keys() - _column_keys(cls))[0]!r}")
+    obj: _Row = manager_of_class(cls).new_instance()
+    obj.__dict__.update(values)
+    return obj
+
+
+@functools.cache
+def _column_keys(cls: type[Base]) -> frozenset[str]:
+    return frozenset(prop.key for prop in inspect(cls).column_attrs)
 
 
 def make_engine(settings: Settings) -> Engine:

@@ -31,13 +31,13 @@ from typing import Any
 
 from sqlalchemy import event, insert, inspect, text
 from sqlalchemy.orm import Session, UOWTransaction
-from sqlalchemy.orm.attributes import manager_of_class, set_committed_value
+from sqlalchemy.orm.attributes import set_committed_value
 
 from broker.audit.actions import AuditAction
 from broker.audit.document import GENESIS, EntryFields, chain_hash, entry_document, leaf_hash
 from broker.audit.models import AuditEntry, AuditPending
 from broker.audit.sequencer import sequence_all, sequence_pending
-from broker.db import COPY_FROM_ROWS, insert_all, utcnow
+from broker.db import COPY_FROM_ROWS, insert_all, new_row, utcnow
 
 __all__ = [
     "CLIENT_REQUEST_ID",
@@ -91,8 +91,8 @@ def record(
     """Record an entry in ``session``'s transaction; it is written (and learns its ``id``) at the next flush."""
     # Built without the declarative constructor's per-attribute events (a tenth of the cost): the entry is
     # never written through the unit of work (see _write_recorded), which reads these values as they are.
-    entry: AuditEntry = _ENTRIES.new_instance()
-    entry.__dict__.update(
+    entry = new_row(
+        AuditEntry,
         at=utcnow(),
         actor=actor.name,
         role=actor.role,
@@ -108,8 +108,6 @@ def record(
     session.info.setdefault(_RECORDED, []).append(entry)
     return entry
 
-
-_ENTRIES = manager_of_class(AuditEntry)
 
 #: ``session.info`` key: the entries ``record`` added since the last flush, in the order recorded.
 _RECORDED = "spoc.audit.recorded"

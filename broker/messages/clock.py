@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from broker.audit.actions import AuditAction
 from broker.audit.service import Actor, record
-from broker.db import utcnow
+from broker.db import new_row, utcnow
 from broker.errors import Conflict
 from broker.messages.deadlines import Clock
 from broker.messages.models import DeadlineEvent, Message
@@ -135,7 +135,8 @@ def deadline_row(
     reason_code: str | None = None,
 ) -> DeadlineEvent:
     """One event of the deadline's history, not yet added to a session."""
-    return DeadlineEvent(
+    return new_row(
+        DeadlineEvent,
         message_id=message.id,
         kind=kind,
         at=utcnow(),

@@ -21,7 +21,7 @@ from broker.audit.actions import AuditAction
 from broker.audit.service import SYSTEM, Actor, record
 from broker.crosscheck.content import check_payload
 from broker.crypto import countersign, digest, open_with_any, verify_envelope
-from broker.db import Base, insert_all, utcnow
+from broker.db import Base, insert_all, new_row, utcnow
 from broker.delivery.models import InboxItem
 from broker.directory.models import Agency, ContactPoint
 from broker.directory.service import contact_point_for, get_agency
@@ -432,7 +432,8 @@ def _stage(
     )
     messages.append(message)
     dependents[0].append(
-        CustodyStep(
+        new_row(
+            CustodyStep,
             message_id=message.id,
             seq=0,
             party=envelope.header.sender_agency,
