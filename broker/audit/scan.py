@@ -21,20 +21,31 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from broker.audit.document import entry_document
 from broker.audit.merkle import Node
 from broker.audit.models import AuditEntry, AuditLeaf, AuditNode
-from broker.audit.rows import ENTRY_COLUMNS, entry_from_columns, psycopg_connection
+from broker.audit.rows import AT_TEXT, ENTRY_COLUMNS, entry_from_columns, psycopg_connection
 from broker.audit.tree import among
 
-__all__ = ["Batch", "Row", "completed_ranges", "generic_batches", "postgres_batches", "stored_nodes"]
+__all__ = [
+    "DETAILS_KEY",
+    "DROPPED",
+    "Batch",
+    "PostgresScan",
+    "Range",
+    "Row",
+    "completed_ranges",
+    "generic_batches",
+    "stored_nodes",
+]
 
 Row = tuple[int, int, str, str, bytes | None, dict[str, Any] | None]
 """``(seq, entry_id, leaf_hash, chain_hash, document, entry)``: see the module docstring."""
@@ -103,19 +114,106 @@ def generic_batches(session: Session, batch: int) -> Iterator[Batch]:
         after = leaves[-1].seq + 1
 
 
-# One range of positions: each leaf with its entry (``rows.ENTRY_COLUMNS``), NULLs when it is missing.
-_ROWS = (
-    f"SELECT l.seq, l.entry_id, l.leaf_hash, l.chain_hash, l.document, {ENTRY_COLUMNS} "  # noqa: S608 - constant
+# An entry's canonical bytes but for its two nested values, written by PostgreSQL from its flat fields
+# by plain concatenation, keys in sorted order, no spaces: ``head`` up to the countries, ``tail`` from the
+# id on (NULL exactly when the entry is missing: ``e.id`` is). That is the JSON encoding of each field only
+# when no field holds a character JSON escapes (a quote, a backslash, a control character): ``clean``
+# says so, and a range with any entry that is not clean is read again in the generic form (``_GENERIC``).
+# (``to_json`` per field costs three times as much PostgreSQL time as the whole concatenation.)
+_HEAD = (
+    """'{"action":"' || e.action || '","actor":"' || e.actor || '","at":'"""
+    f""" || coalesce('"' || {AT_TEXT} || '"', 'null') || ',"countries":'"""
+)
+_TAIL = (
+    """',"id":' || e.id || ',"object_id":' || coalesce('"' || e.object_id || '"', 'null')"""
+    """ || ',"object_type":"' || e.object_type || '","outcome":"' || e.outcome || '","request_id":'"""
+    """ || coalesce('"' || e.request_id || '"', 'null') || ',"role":"' || e.role || '"}'"""
+)
+_CLEAN = (
+    "(e.action || e.actor || e.role || e.object_type || coalesce(e.object_id, '') || e.outcome "
+    """|| coalesce(e.request_id, '')) !~ '[\\x01-\\x1f"\\\\]'"""
+)
+DETAILS_KEY = b',"details":'
+"""What stands between an entry's countries and its details in its canonical bytes."""
+
+_FROM = (
     "FROM audit_leaves l LEFT JOIN audit_entries e ON e.id = l.entry_id "
     "WHERE l.seq >= %s AND l.seq < %s ORDER BY l.seq"
 )
 
-# The stored nodes of the given per-level index ranges.
+# One range of positions: each leaf with its entry as ``Range.raw`` holds it, and whether it is clean.
+_RANGE = (
+    "SELECT l.seq, l.entry_id, l.leaf_hash, l.chain_hash, l.document, "
+    f"{_HEAD}, e.countries::text, e.details::text, {_TAIL}, {_CLEAN} {_FROM}"
+)
+
+# The same range with its entries' columns (``rows.ENTRY_COLUMNS``), NULLs when one is missing.
+_GENERIC = f"SELECT l.seq, l.entry_id, l.leaf_hash, l.chain_hash, l.document, {ENTRY_COLUMNS} {_FROM}"
+
+# The stored nodes of the given per-level index ranges (in practice by level, then index: see ``Range``).
 _NODES = """
 SELECT n.level, n.idx, n.hash
 FROM unnest(%s::smallint[], %s::bigint[], %s::bigint[]) AS r(level, lo, hi)
 JOIN audit_nodes n ON n.level = r.level AND n.idx BETWEEN r.lo AND r.hi
 """
+
+# Entries that are neither in the log nor queued (``broker.audit.verify``'s last check).
+DROPPED = """
+SELECT min(e.id), count(*) FROM audit_entries e
+WHERE NOT EXISTS (SELECT 1 FROM audit_leaves l WHERE l.entry_id = e.id)
+AND NOT EXISTS (SELECT 1 FROM audit_pending p WHERE p.entry_id = e.id)
+"""
+
+_SETTINGS = "SELECT current_setting(name) FROM unnest(%s::text[]) WITH ORDINALITY AS s(name, i) ORDER BY i"
+
+# The plan each range is read with, whatever the statistics say (a freshly written log has none): the
+# leaves by their primary key in order, each entry by its own; no bitmap scan and sort (twice the
+# PostgreSQL time), no hash or merge join over the whole entries table, no parallel workers, no JIT.
+_PLAN = {
+    "enable_bitmapscan": "off",
+    "enable_hashjoin": "off",
+    "enable_mergejoin": "off",
+    "max_parallel_workers_per_gather": "0",
+    "jit": "off",
+}
+# ... and the one for dropped entries: two anti-joins over whole tables, hashed or merged, not probed per
+# entry (a probe of a log never vacuumed also visits the heap: three times as long).
+_PLAN_DROPPED = {"enable_nestloop": "off", "enable_hashjoin": "on", "enable_mergejoin": "on"}
+
+
+@dataclass
+class Range:
+    """One range of positions as PostgreSQL reads it for the verifier's fast check.
+
+    ``raw`` rows are ``(seq, entry_id, leaf_hash, chain_hash, document, head, countries, details, tail,
+    clean)``, ``head`` to ``tail`` as UTF-8 bytes: ``head``, the canonical ``countries``, ``DETAILS_KEY``,
+    the canonical ``details`` and ``tail`` make the entry's canonical bytes (see ``_HEAD``; every entry of
+    a ``Range`` is clean). ``nodes_raw`` are the stored nodes the range completes, ``(level, index,
+    hash)``, in the order of ``completed_ranges`` as PostgreSQL returns them in practice (the fast check
+    compares them in that order: any other fails it, and the generic check decides)."""
+
+    raw: list[tuple[Any, ...]]
+    nodes_raw: list[tuple[int, int, bytes]]
+
+    def rows(self) -> list[Row]:
+        """The rows in the generic form: the entry as the JSON value its columns make (``entry_document``)."""
+        return [
+            (
+                seq,
+                entry_id,
+                leaf,
+                link,
+                document,
+                None
+                if tail is None
+                else orjson.loads(b"".join((head, countries, DETAILS_KEY, details, tail))),
+            )
+            for seq, entry_id, leaf, link, document, head, countries, details, tail, _ in self.raw
+        ]
+
+    def nodes(self) -> dict[Node, bytes]:
+        """The stored nodes by name."""
+        return {(level, index): value for level, index, value in self.nodes_raw}
 
 
 def completed_ranges(first: int, last: int) -> list[tuple[int, int, int]]:
@@ -133,88 +231,179 @@ def completed_ranges(first: int, last: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def _read(cursor: Any, start: int, end: int) -> Batch:
-    """Leaves ``[start, end)`` with their entries, and the stored nodes that range completes."""
-    rows: list[Row] = [
-        (seq, entry_id, leaf, link, document, None if columns[0] is None else entry_from_columns(columns))
-        for seq, entry_id, leaf, link, document, *columns in cursor.execute(
-            _ROWS, (start, end), binary=True
-        ).fetchall()
-    ]
-    nodes: dict[Node, bytes] = {}
-    if rows:
-        ranges = completed_ranges(start, rows[-1][0])
+def _cursor(connection: Any) -> Any:
+    """A cursor that reads ``text`` as bytes (what orjson and the canonical bytes are made of)."""
+    from psycopg.types.string import ByteaBinaryLoader
+
+    cursor = connection.cursor()
+    cursor.adapters.register_loader("text", ByteaBinaryLoader)
+    return cursor
+
+
+def _read(cursor: Any, start: int, end: int) -> Range | Batch:
+    """Leaves ``[start, end)`` with their entries, and the stored nodes that range completes: a ``Range``,
+    or a ``Batch`` in the generic form when an entry of the range is not clean."""
+    found = cursor.execute(_RANGE, (start, end), binary=True).fetchall()
+    nodes: list[tuple[int, int, bytes]] = []
+    if found:
+        ranges = completed_ranges(start, found[-1][0])
         if ranges:
             levels, los, his = (list(column) for column in zip(*ranges, strict=True))
-            nodes = {
-                (level, idx): value
-                for level, idx, value in cursor.execute(_NODES, (levels, los, his), binary=True).fetchall()
-            }
-    return Batch(rows, nodes)
+            nodes = cursor.execute(_NODES, (levels, los, his), binary=True).fetchall()
+    if any(row[9] is False for row in found):
+        rows: list[Row] = [
+            (seq, entry_id, leaf, link, document, None if cols[0] is None else entry_from_columns(cols))
+            for seq, entry_id, leaf, link, document, *cols in cursor.execute(
+                _GENERIC, (start, end), binary=True
+            ).fetchall()
+        ]
+        return Batch(rows, {(level, index): value for level, index, value in nodes})
+    return Range(found, nodes)
 
 
-def postgres_batches(session: Session, batch: int, *, readers: int = 2) -> Iterator[Batch]:
+class PostgresScan:
     """PostgreSQL, through psycopg in binary: ranges of ``batch`` positions (rounded up to a power of two).
 
     When it can (see the module docstring), ``readers`` connections on this transaction's snapshot read
     the ranges ahead in threads, taking turns: while one waits for PostgreSQL to produce its range,
     another turns its rows into Python objects and this thread checks the previous range. (One reader
-    alone left PostgreSQL idle while it parsed, and itself idle while PostgreSQL worked.)"""
-    size = 1 << max(0, batch - 1).bit_length()
-    connection = session.connection()
-    own = psycopg_connection(session)
-    (last,) = own.execute("SELECT coalesce(max(seq), -1) FROM audit_leaves").fetchone() or (-1,)
-    starts = list(range(0, int(last) + 1, size))
-    (wrote,) = own.execute("SELECT txid_current_if_assigned()").fetchone() or (None,)
-    # Our own writes are invisible to any other connection, and a savepoint cannot export its snapshot:
-    # then read here, on our own connection.
-    if wrote is not None or connection.in_nested_transaction() or len(starts) < 2:
-        cursor = own.cursor()
+    alone left PostgreSQL idle while it parsed, and itself idle while PostgreSQL worked.) One more
+    connection on the snapshot looks for dropped entries (:data:`DROPPED`) meanwhile: :meth:`dropped`."""
+
+    def __init__(self, session: Session, batch: int, *, readers: int = 2) -> None:
+        self._session = session
+        self._size = 1 << max(0, batch - 1).bit_length()
+        self._readers = readers
+        self._dropped: _Snapshot | None = None
+
+    def __iter__(self) -> Iterator[Range | Batch]:
+        session, size = self._session, self._size
+        connection = session.connection()
+        own = psycopg_connection(session)
+        (last,) = own.execute("SELECT coalesce(max(seq), -1) FROM audit_leaves").fetchone() or (-1,)
+        starts = list(range(0, int(last) + 1, size))
+        (wrote,) = own.execute("SELECT txid_current_if_assigned()").fetchone() or (None,)
+        # Our own writes are invisible to any other connection, and a savepoint cannot export its snapshot:
+        # then read here, on our own connection, with the plan set for this transaction and put back after.
+        if wrote is not None or connection.in_nested_transaction() or len(starts) < 2:
+            names = list(_PLAN)
+            before = [value for (value,) in own.execute(_SETTINGS, (names,)).fetchall()]
+            _set_plan(own)
+            try:
+                cursor = _cursor(own)
+                for start in starts:
+                    yield _read(cursor, start, start + size)
+            finally:
+                for name, value in zip(names, before, strict=True):
+                    own.execute("SELECT set_config(%s, %s, true)", (name, value))
+            return
+        (snapshot,) = own.execute("SELECT pg_export_snapshot()").fetchone() or ("",)
+        self._dropped = _Snapshot(own, snapshot, _dropped)
+        count = min(self._readers, len(starts))
+        turns = [_Snapshot(own, snapshot, _ranges(starts[i::count], size), ahead=1) for i in range(count)]
+        try:
+            for index in range(len(starts)):
+                found = turns[index % count].next()
+                assert isinstance(found, Range | Batch)  # noqa: S101 - a reader yields nothing else
+                yield found
+        finally:
+            for reader in turns:
+                reader.close()
+
+    def close(self) -> None:
+        """Stop the dropped-entries reader if :meth:`dropped` was not asked (a failure ended the pass)."""
+        if self._dropped is not None:
+            self._dropped.close()
+            self._dropped = None
+
+    def dropped(self) -> tuple[int | None, int] | None:
+        """``(first id, count)`` of the dropped entries as seen on the scan's snapshot; None if this scan
+        did not look (it read on the session's own connection, whose transaction then asks itself)."""
+        if self._dropped is None:
+            return None
+        try:
+            found = self._dropped.next()
+        finally:
+            self._dropped.close()
+            self._dropped = None
+        assert isinstance(found, tuple)  # noqa: S101 - the query's one row
+        return found[0], int(found[1])
+
+
+def _set_plan(connection: Any, plan: dict[str, str] = _PLAN) -> None:
+    for name, value in plan.items():
+        connection.execute("SELECT set_config(%s, %s, true)", (name, value))
+
+
+def _ranges(starts: list[int], size: int) -> Callable[[Any, Callable[[object], None]], None]:
+    def read(connection: Any, put: Callable[[object], None]) -> None:
+        cursor = _cursor(connection)
         for start in starts:
-            yield _read(cursor, start, start + size)
-        return
-    (snapshot,) = own.execute("SELECT pg_export_snapshot()").fetchone() or ("",)
-    turns = [_Reader(own, snapshot, starts[i::readers], size) for i in range(min(readers, len(starts)))]
-    try:
-        for index in range(len(starts)):
-            yield turns[index % len(turns)].next()
-    finally:
-        for reader in turns:
-            reader.close()
+            put(_read(cursor, start, start + size))
+
+    return read
 
 
-class _Reader:
-    """One read-ahead connection on an exported snapshot, reading its share of the ranges in a thread."""
+def _dropped(connection: Any, put: Callable[[object], None]) -> None:
+    _set_plan(connection, _PLAN_DROPPED)
+    put(connection.execute(DROPPED).fetchone())
 
-    def __init__(self, own: Any, snapshot: str, starts: list[int], size: int) -> None:
-        import psycopg
 
-        self._connection = psycopg.connect(own.info.dsn, password=own.info.password, autocommit=True)
-        self._ahead: queue.Queue[Batch | BaseException] = queue.Queue(maxsize=1)
+class _Snapshot:
+    """A connection on an exported snapshot running ``work`` in a thread; what it ``put``s, :meth:`next` takes.
+
+    ``ahead`` bounds how far it runs ahead of the taker (memory: a range or two per reader)."""
+
+    def __init__(
+        self,
+        own: Any,
+        snapshot: str,
+        work: Callable[[Any, Callable[[object], None]], None],
+        *,
+        ahead: int = 1,
+    ) -> None:
+        self._ahead: queue.Queue[object] = queue.Queue(maxsize=ahead)
         self._stop = threading.Event()
+        self._connection: Any = None
         self._thread = threading.Thread(
-            target=self._run, args=(snapshot, starts, size), name="spoc-audit-verify-reader", daemon=True
+            target=self._run,
+            args=(own.info.dsn, own.info.password, snapshot, work),
+            name="spoc-audit-verify-reader",
+            daemon=True,
         )
         self._thread.start()
 
-    def _run(self, snapshot: str, starts: list[int], size: int) -> None:
+    def _run(
+        self,
+        dsn: str,
+        password: str | None,
+        snapshot: str,
+        work: Callable[[Any, Callable[[object], None]], None],
+    ) -> None:
+        import psycopg
         from psycopg import sql
 
         try:
+            self._connection = psycopg.connect(dsn, password=password, autocommit=True)
             self._connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             self._connection.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-            cursor = self._connection.cursor()
-            for start in starts:
-                if self._stop.is_set():
-                    return
-                self._ahead.put(_read(cursor, start, start + size))
-        except BaseException as exc:  # handed to the verifying thread, which raises it
-            self._ahead.put(exc)
+            _set_plan(self._connection)
 
-    def next(self) -> Batch:
+            def put(item: object) -> None:
+                if self._stop.is_set():
+                    raise _Stopped
+                self._ahead.put(item)
+
+            work(self._connection, put)
+        except _Stopped:
+            return
+        except BaseException as exc:  # handed to the verifying thread, which raises it
+            self._ahead.put(_Failed(exc))
+
+    def next(self) -> object:
         item = self._ahead.get()
-        if isinstance(item, BaseException):
-            raise item
+        if isinstance(item, _Failed):
+            raise item.exc
         return item
 
     def close(self) -> None:
@@ -225,4 +414,14 @@ class _Reader:
             except queue.Empty:
                 continue
         self._thread.join()
-        self._connection.close()
+        if self._connection is not None:
+            self._connection.close()
+
+
+class _Stopped(Exception):
+    """The taker closed the reader before it finished."""
+
+
+@dataclass
+class _Failed:
+    exc: BaseException
