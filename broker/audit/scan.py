@@ -44,6 +44,7 @@ __all__ = [
     "Row",
     "completed_ranges",
     "generic_batches",
+    "spans",
     "stored_nodes",
 ]
 
@@ -116,10 +117,10 @@ def generic_batches(session: Session, batch: int) -> Iterator[Batch]:
 
 # An entry's canonical bytes but for its two nested values, written by PostgreSQL from its flat fields
 # by plain concatenation, keys in sorted order, no spaces: ``head`` up to the countries, ``tail`` from the
-# id on (NULL exactly when the entry is missing: ``e.id`` is). That is the JSON encoding of each field only
-# when no field holds a character JSON escapes (a quote, a backslash, a control character): ``clean``
-# says so, and a range with any entry that is not clean is read again in the generic form (``_GENERIC``).
-# (``to_json`` per field costs three times as much PostgreSQL time as the whole concatenation.)
+# id on. That is the JSON encoding of each field only when no field holds a character JSON escapes (a
+# quote, a backslash, a control character): ``clean`` says so, and a range with any entry that is not
+# clean is read again in the generic form (``_GENERIC``). (``to_json`` per field cost three times as much
+# PostgreSQL time as the whole concatenation.)
 _HEAD = (
     """'{"action":"' || e.action || '","actor":"' || e.actor || '","at":'"""
     f""" || coalesce('"' || {AT_TEXT} || '"', 'null') || ',"countries":'"""
@@ -136,19 +137,26 @@ _CLEAN = (
 DETAILS_KEY = b',"details":'
 """What stands between an entry's countries and its details in its canonical bytes."""
 
-_FROM = (
+# One range of positions: the leaves, in order (``Range.leaves``).
+_LEAVES = (
+    "SELECT seq, entry_id, leaf_hash, chain_hash, document FROM audit_leaves "
+    "WHERE seq >= %s AND seq < %s ORDER BY seq"
+)
+
+# Their entries when their ids are one short span, in id order (``Range.entries``): reading the span costs
+# PostgreSQL a fifth less than looking up each leaf's entry (the join below).
+_ENTRIES = (
+    f"SELECT e.id, {_HEAD}, e.countries::text, e.details::text, {_TAIL}, {_CLEAN} "  # noqa: S608 - constant
+    "FROM audit_entries e WHERE e.id >= %s AND e.id <= %s ORDER BY e.id"
+)
+
+# The same range in the generic form: each leaf with its entry (``rows.ENTRY_COLUMNS``), NULLs when it
+# is missing.
+_GENERIC = (
+    f"SELECT l.seq, l.entry_id, l.leaf_hash, l.chain_hash, l.document, {ENTRY_COLUMNS} "  # noqa: S608 - constant
     "FROM audit_leaves l LEFT JOIN audit_entries e ON e.id = l.entry_id "
     "WHERE l.seq >= %s AND l.seq < %s ORDER BY l.seq"
 )
-
-# One range of positions: each leaf with its entry as ``Range.raw`` holds it, and whether it is clean.
-_RANGE = (
-    "SELECT l.seq, l.entry_id, l.leaf_hash, l.chain_hash, l.document, "
-    f"{_HEAD}, e.countries::text, e.details::text, {_TAIL}, {_CLEAN} {_FROM}"
-)
-
-# The same range with its entries' columns (``rows.ENTRY_COLUMNS``), NULLs when one is missing.
-_GENERIC = f"SELECT l.seq, l.entry_id, l.leaf_hash, l.chain_hash, l.document, {ENTRY_COLUMNS} {_FROM}"
 
 # The stored nodes of the given per-level index ranges (in practice by level, then index: see ``Range``).
 _NODES = """
@@ -185,15 +193,17 @@ _PLAN_DROPPED = {"enable_nestloop": "off", "enable_hashjoin": "on", "enable_merg
 class Range:
     """One range of positions as PostgreSQL reads it for the verifier's fast check.
 
-    ``raw`` rows are ``(seq, entry_id, leaf_hash, chain_hash, document, head, countries, details, tail,
-    clean)``, ``head`` to ``tail`` as UTF-8 bytes: ``head``, the canonical ``countries``, ``DETAILS_KEY``,
-    the canonical ``details`` and ``tail`` make the entry's canonical bytes (see ``_HEAD``; every entry of
-    a ``Range`` is clean). ``nodes_raw`` are the stored nodes the range completes, ``(level, index,
-    hash)``, in the order of ``completed_ranges`` as PostgreSQL returns them in practice (the fast check
-    compares them in that order: any other fails it, and the generic check decides)."""
+    ``leaves`` are ``(seq, entry_id, leaf_hash, chain_hash, document)`` in position order; ``entries`` are
+    ``(id, head, countries, details, tail, clean)``, one per leaf, in the same order (``_read`` checked the
+    ids), every one clean, ``head`` to ``tail`` as UTF-8 bytes: ``head``, the canonical ``countries``,
+    ``DETAILS_KEY``, the canonical ``details`` and ``tail`` make the entry's canonical bytes (see
+    ``_HEAD``). ``nodes`` are the stored nodes the range completes, ``(level, index, hash)``, in the order of
+    ``completed_ranges`` as PostgreSQL returns them in practice (the fast check compares them in that
+    order: any other fails it, and the generic check decides)."""
 
-    raw: list[tuple[Any, ...]]
-    nodes_raw: list[tuple[int, int, bytes]]
+    leaves: list[tuple[int, int, str, str, bytes | None]]
+    entries: list[tuple[int, bytes, bytes, bytes, bytes, bool]]
+    nodes: list[tuple[int, int, bytes]]
 
     def rows(self) -> list[Row]:
         """The rows in the generic form: the entry as the JSON value its columns make (``entry_document``)."""
@@ -204,16 +214,16 @@ class Range:
                 leaf,
                 link,
                 document,
-                None
-                if tail is None
-                else orjson.loads(b"".join((head, countries, DETAILS_KEY, details, tail))),
+                orjson.loads(b"".join((head, countries, DETAILS_KEY, details, tail))),
             )
-            for seq, entry_id, leaf, link, document, head, countries, details, tail, _ in self.raw
+            for (seq, entry_id, leaf, link, document), (_, head, countries, details, tail, _) in zip(
+                self.leaves, self.entries, strict=True
+            )
         ]
 
-    def nodes(self) -> dict[Node, bytes]:
+    def stored_nodes(self) -> dict[Node, bytes]:
         """The stored nodes by name."""
-        return {(level, index): value for level, index, value in self.nodes_raw}
+        return {(level, index): value for level, index, value in self.nodes}
 
 
 def completed_ranges(first: int, last: int) -> list[tuple[int, int, int]]:
@@ -242,68 +252,78 @@ def _cursor(connection: Any) -> Any:
 
 def _read(cursor: Any, start: int, end: int) -> Range | Batch:
     """Leaves ``[start, end)`` with their entries, and the stored nodes that range completes: a ``Range``,
-    or a ``Batch`` in the generic form when an entry of the range is not clean."""
-    found = cursor.execute(_RANGE, (start, end), binary=True).fetchall()
+    or a ``Batch`` in the generic form when the entries are not exactly the span of ids they cover (one
+    missing, or appended out of id order) or one is not clean."""
+    leaves = cursor.execute(_LEAVES, (start, end), binary=True).fetchall()
     nodes: list[tuple[int, int, bytes]] = []
-    if found:
-        ranges = completed_ranges(start, found[-1][0])
-        if ranges:
-            levels, los, his = (list(column) for column in zip(*ranges, strict=True))
-            nodes = cursor.execute(_NODES, (levels, los, his), binary=True).fetchall()
-    if any(row[9] is False for row in found):
-        rows: list[Row] = [
-            (seq, entry_id, leaf, link, document, None if cols[0] is None else entry_from_columns(cols))
-            for seq, entry_id, leaf, link, document, *cols in cursor.execute(
-                _GENERIC, (start, end), binary=True
-            ).fetchall()
-        ]
-        return Batch(rows, {(level, index): value for level, index, value in nodes})
-    return Range(found, nodes)
+    if not leaves:
+        return Range(leaves, [], nodes)
+    ranges = completed_ranges(start, leaves[-1][0])
+    if ranges:
+        levels, los, his = (list(column) for column in zip(*ranges, strict=True))
+        nodes = cursor.execute(_NODES, (levels, los, his), binary=True).fetchall()
+    ids = [row[1] for row in leaves]
+    low, high = min(ids), max(ids)
+    if high - low < 2 * len(ids):  # else the span is mostly other entries: the generic read
+        entries = cursor.execute(_ENTRIES, (low, high), binary=True).fetchall()
+        if [row[0] for row in entries] == ids and all(row[5] for row in entries):
+            return Range(leaves, entries, nodes)
+    rows: list[Row] = [
+        (seq, entry_id, leaf, link, document, None if cols[0] is None else entry_from_columns(cols))
+        for seq, entry_id, leaf, link, document, *cols in cursor.connection.cursor()
+        .execute(_GENERIC, (start, end), binary=True)
+        .fetchall()
+    ]
+    return Batch(rows, {(level, index): value for level, index, value in nodes})
 
 
 class PostgresScan:
-    """PostgreSQL, through psycopg in binary: ranges of ``batch`` positions (rounded up to a power of two).
+    """PostgreSQL, through psycopg in binary: ranges of up to ``batch`` positions, the first ones smaller.
 
     When it can (see the module docstring), ``readers`` connections on this transaction's snapshot read
     the ranges ahead in threads, taking turns: while one waits for PostgreSQL to produce its range,
     another turns its rows into Python objects and this thread checks the previous range. (One reader
-    alone left PostgreSQL idle while it parsed, and itself idle while PostgreSQL worked.) One more
-    connection on the snapshot looks for dropped entries (:data:`DROPPED`) meanwhile: :meth:`dropped`."""
+    alone left PostgreSQL idle while it parsed, and itself idle while PostgreSQL worked.) The first range
+    is read here while they connect, and it is small, as are the next few (:func:`spans`): the checking
+    starts sooner. One more connection on the snapshot looks for dropped entries (:data:`DROPPED`)
+    meanwhile: :meth:`dropped`."""
 
     def __init__(self, session: Session, batch: int, *, readers: int = 2) -> None:
         self._session = session
-        self._size = 1 << max(0, batch - 1).bit_length()
+        self._batch = max(1, batch)
         self._readers = readers
         self._dropped: _Snapshot | None = None
 
     def __iter__(self) -> Iterator[Range | Batch]:
-        session, size = self._session, self._size
+        session = self._session
         connection = session.connection()
         own = psycopg_connection(session)
         (last,) = own.execute("SELECT coalesce(max(seq), -1) FROM audit_leaves").fetchone() or (-1,)
-        starts = list(range(0, int(last) + 1, size))
+        bounds = spans(int(last) + 1, self._batch)
         (wrote,) = own.execute("SELECT txid_current_if_assigned()").fetchone() or (None,)
         # Our own writes are invisible to any other connection, and a savepoint cannot export its snapshot:
-        # then read here, on our own connection, with the plan set for this transaction and put back after.
-        if wrote is not None or connection.in_nested_transaction() or len(starts) < 2:
-            names = list(_PLAN)
-            before = [value for (value,) in own.execute(_SETTINGS, (names,)).fetchall()]
+        # then read here, on our own connection. The plan is set for this transaction and put back after.
+        alone = wrote is not None or connection.in_nested_transaction() or len(bounds) < 2
+        snapshot = None if alone else (own.execute("SELECT pg_export_snapshot()").fetchone() or ("",))[0]
+        turns: list[_Snapshot] = []
+        if snapshot is not None:
+            later = bounds[1:]
+            count = min(self._readers, len(later))
+            turns = [_Snapshot(own, snapshot, _ranges(later[i::count]), ahead=1) for i in range(count)]
+            self._dropped = _Snapshot(own, snapshot, _dropped)
+        names = list(_PLAN)
+        before = [value for (value,) in own.execute(_SETTINGS, (names,)).fetchall()]
+        try:
             _set_plan(own)
             try:
                 cursor = _cursor(own)
-                for start in starts:
-                    yield _read(cursor, start, start + size)
+                for start, end in bounds if alone else bounds[:1]:
+                    yield _read(cursor, start, end)
             finally:
                 for name, value in zip(names, before, strict=True):
                     own.execute("SELECT set_config(%s, %s, true)", (name, value))
-            return
-        (snapshot,) = own.execute("SELECT pg_export_snapshot()").fetchone() or ("",)
-        self._dropped = _Snapshot(own, snapshot, _dropped)
-        count = min(self._readers, len(starts))
-        turns = [_Snapshot(own, snapshot, _ranges(starts[i::count], size), ahead=1) for i in range(count)]
-        try:
-            for index in range(len(starts)):
-                found = turns[index % count].next()
+            for index in range(len(bounds) - 1 if turns else 0):
+                found = turns[index % len(turns)].next()
                 assert isinstance(found, Range | Batch)  # noqa: S101 - a reader yields nothing else
                 yield found
         finally:
@@ -335,11 +355,22 @@ def _set_plan(connection: Any, plan: dict[str, str] = _PLAN) -> None:
         connection.execute("SELECT set_config(%s, %s, true)", (name, value))
 
 
-def _ranges(starts: list[int], size: int) -> Callable[[Any, Callable[[object], None]], None]:
+def spans(size: int, batch: int, *, first: int = 1024) -> list[tuple[int, int]]:
+    """``[start, end)`` ranges covering positions ``0..size - 1``: ``first`` long (at most ``batch``), each
+    next one twice as long up to ``batch``."""
+    out = []
+    start, step = 0, min(first, batch)
+    while start < size:
+        out.append((start, start + step))
+        start, step = start + step, min(2 * step, batch)
+    return out
+
+
+def _ranges(bounds: list[tuple[int, int]]) -> Callable[[Any, Callable[[object], None]], None]:
     def read(connection: Any, put: Callable[[object], None]) -> None:
         cursor = _cursor(connection)
-        for start in starts:
-            put(_read(cursor, start, start + size))
+        for start, end in bounds:
+            put(_read(cursor, start, end))
 
     return read
 

@@ -121,7 +121,7 @@ class _Verifier:
                 if isinstance(found, Range):
                     if self.use_fast and self.fast(found):
                         continue
-                    report = self.slow(found.rows(), found.nodes())
+                    report = self.slow(found.rows(), found.stored_nodes())
                 else:
                     report = self.slow(found.rows, found.nodes)
                 if report is not None:
@@ -168,12 +168,12 @@ class _Verifier:
         checkpoints and stored nodes it reaches. Any difference (or a missing entry, a legacy leaf, a
         float) returns False with the state untouched, and :meth:`slow` then checks the same rows one
         by one and names what is wrong, as it always did."""
-        raw = found.raw
-        if not raw:
+        if not found.leaves:
             return True
-        start, n = self.expected_seq, len(raw)
-        seqs, _, leaf_hashes, links, kept, heads, countries, details, tails, _ = zip(*raw, strict=True)
-        if seqs != tuple(range(start, start + n)) or None in kept or None in tails:
+        start, n = self.expected_seq, len(found.leaves)
+        seqs, _, leaf_hashes, links, kept = zip(*found.leaves, strict=True)
+        _, heads, countries, details, tails, _ = zip(*found.entries, strict=True)
+        if seqs != tuple(range(start, start + n)) or None in kept:
             return False
         documents = list(kept)
         dumps, loads, sort, sha256 = orjson.dumps, orjson.loads, orjson.OPT_SORT_KEYS, hashlib.sha256
@@ -204,7 +204,7 @@ class _Verifier:
                 self.frontier = before
                 return False
             matched, reached = checkpoint.size, reached + 1
-        if found.nodes_raw != _named(levels):
+        if found.nodes != _named(levels):
             self.frontier = before
             return False
         self.expected_seq, self.prev, self.head, self.matched = start + n, links[-1], chain[-1], matched
