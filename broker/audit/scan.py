@@ -36,8 +36,8 @@ from broker.audit.rows import AT_TEXT, ENTRY_COLUMNS, entry_from_columns, psycop
 from broker.audit.tree import among
 
 __all__ = [
+    "ACCOUNTED",
     "DETAILS_KEY",
-    "DROPPED",
     "Batch",
     "PostgresScan",
     "Range",
@@ -165,11 +165,13 @@ FROM unnest(%s::smallint[], %s::bigint[], %s::bigint[]) AS r(level, lo, hi)
 JOIN audit_nodes n ON n.level = r.level AND n.idx BETWEEN r.lo AND r.hi
 """
 
-# Entries that are neither in the log nor queued (``broker.audit.verify``'s last check).
-DROPPED = """
-SELECT min(e.id), count(*) FROM audit_entries e
-WHERE NOT EXISTS (SELECT 1 FROM audit_leaves l WHERE l.entry_id = e.id)
-AND NOT EXISTS (SELECT 1 FROM audit_pending p WHERE p.entry_id = e.id)
+# What accounts for every entry: how many entries there are, and how many queued ones have no leaf (each
+# counted once, only if it exists). ``broker.audit.verify`` adds the leaves it verified to the second.
+ACCOUNTED = """
+SELECT (SELECT count(*) FROM audit_entries),
+(SELECT count(DISTINCT p.entry_id) FROM audit_pending p
+ WHERE EXISTS (SELECT 1 FROM audit_entries e WHERE e.id = p.entry_id)
+ AND NOT EXISTS (SELECT 1 FROM audit_leaves l WHERE l.entry_id = p.entry_id))
 """
 
 _SETTINGS = "SELECT current_setting(name) FROM unnest(%s::text[]) WITH ORDINALITY AS s(name, i) ORDER BY i"
@@ -184,9 +186,6 @@ _PLAN = {
     "max_parallel_workers_per_gather": "0",
     "jit": "off",
 }
-# ... and the one for dropped entries: two anti-joins over whole tables, hashed or merged, not probed per
-# entry (a probe of a log never vacuumed also visits the heap: three times as long).
-_PLAN_DROPPED = {"enable_nestloop": "off", "enable_hashjoin": "on", "enable_mergejoin": "on"}
 
 
 @dataclass
@@ -266,7 +265,12 @@ def _read(cursor: Any, start: int, end: int) -> Range | Batch:
     low, high = min(ids), max(ids)
     if high - low < 2 * len(ids):  # else the span is mostly other entries: the generic read
         entries = cursor.execute(_ENTRIES, (low, high), binary=True).fetchall()
-        if [row[0] for row in entries] == ids and all(row[5] for row in entries):
+        # The same ids in the same order, each once (entries come in id order): strictly increasing.
+        if (
+            [row[0] for row in entries] == ids
+            and len(set(ids)) == len(ids)
+            and all(row[5] for row in entries)
+        ):
             return Range(leaves, entries, nodes)
     rows: list[Row] = [
         (seq, entry_id, leaf, link, document, None if cols[0] is None else entry_from_columns(cols))
@@ -285,14 +289,14 @@ class PostgresScan:
     another turns its rows into Python objects and this thread checks the previous range. (One reader
     alone left PostgreSQL idle while it parsed, and itself idle while PostgreSQL worked.) The first range
     is read here while they connect, and it is small, as are the next few (:func:`spans`): the checking
-    starts sooner. One more connection on the snapshot looks for dropped entries (:data:`DROPPED`)
-    meanwhile: :meth:`dropped`."""
+    starts sooner. One more connection on the snapshot counts what accounts for the entries
+    (:data:`ACCOUNTED`) meanwhile: :meth:`accounted`."""
 
     def __init__(self, session: Session, batch: int, *, readers: int = 2) -> None:
         self._session = session
         self._batch = max(1, batch)
         self._readers = readers
-        self._dropped: _Snapshot | None = None
+        self._accounted: _Snapshot | None = None
 
     def __iter__(self) -> Iterator[Range | Batch]:
         session = self._session
@@ -310,7 +314,7 @@ class PostgresScan:
             later = bounds[1:]
             count = min(self._readers, len(later))
             turns = [_Snapshot(own, snapshot, _ranges(later[i::count]), ahead=1) for i in range(count)]
-            self._dropped = _Snapshot(own, snapshot, _dropped)
+            self._accounted = _Snapshot(own, snapshot, _accounted)
         names = list(_PLAN)
         before = [value for (value,) in own.execute(_SETTINGS, (names,)).fetchall()]
         try:
@@ -331,23 +335,22 @@ class PostgresScan:
                 reader.close()
 
     def close(self) -> None:
-        """Stop the dropped-entries reader if :meth:`dropped` was not asked (a failure ended the pass)."""
-        if self._dropped is not None:
-            self._dropped.close()
-            self._dropped = None
+        """Stop the counting connection if :meth:`accounted` was not asked (a failure ended the pass)."""
+        if self._accounted is not None:
+            self._accounted.close()
+            self._accounted = None
 
-    def dropped(self) -> tuple[int | None, int] | None:
-        """``(first id, count)`` of the dropped entries as seen on the scan's snapshot; None if this scan
-        did not look (it read on the session's own connection, whose transaction then asks itself)."""
-        if self._dropped is None:
+    def accounted(self) -> tuple[int, int] | None:
+        """``(entries, queued)`` as :data:`ACCOUNTED` counts them on the scan's snapshot; None if this scan
+        did not count (it read on the session's own connection)."""
+        if self._accounted is None:
             return None
         try:
-            found = self._dropped.next()
+            found = self._accounted.next()
         finally:
-            self._dropped.close()
-            self._dropped = None
+            self.close()
         assert isinstance(found, tuple)  # noqa: S101 - the query's one row
-        return found[0], int(found[1])
+        return int(found[0]), int(found[1])
 
 
 def _set_plan(connection: Any, plan: dict[str, str] = _PLAN) -> None:
@@ -375,9 +378,8 @@ def _ranges(bounds: list[tuple[int, int]]) -> Callable[[Any, Callable[[object], 
     return read
 
 
-def _dropped(connection: Any, put: Callable[[object], None]) -> None:
-    _set_plan(connection, _PLAN_DROPPED)
-    put(connection.execute(DROPPED).fetchone())
+def _accounted(connection: Any, put: Callable[[object], None]) -> None:
+    put(connection.execute(ACCOUNTED).fetchone())
 
 
 class _Snapshot:
