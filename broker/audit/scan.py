@@ -1,19 +1,23 @@
 """Reading the stored log for full verification, in position order, a batch at a time.
 
-Each row a source yields is ``(seq, entry_id, leaf_hash, chain_hash, document, entry)``: the leaf's own
-columns (``document`` the canonical bytes the sequencer hashed, None for leaves appended before it kept
-them) and ``entry``, the document rebuilt from the entry's columns exactly as the sequencer builds it
-(``entry_document``), or None when the entry is missing. Comparing the two, and hashing, is the
-verifier's job (``broker.audit.verify``); a source only reads.
+Each row a generic batch (:class:`Batch`) holds is ``(seq, entry_id, leaf_hash, chain_hash, document,
+entry)``: the leaf's own columns (``document`` the canonical bytes the sequencer hashed, None for leaves
+appended before it kept them) and ``entry``, the document rebuilt from the entry's columns exactly as the
+sequencer builds it (``entry_document``), or None when the entry is missing. Comparing the two, and
+hashing, is the verifier's job (``broker.audit.verify``); a source only reads.
 
 Two sources:
 
-* :func:`postgres_batches` reads with psycopg directly, in binary (no hex decoding of bytes, ``jsonb``
-  parsed by orjson), one join of leaves and entries per range of positions, and the tree nodes the range
-  completes. When the verifying transaction has written nothing, two more connections read the ranges
-  ahead in threads on the same snapshot (``pg_export_snapshot``), so PostgreSQL producing the next ranges
-  overlaps Python checking this one; a transaction with writes of its own (which another connection
-  cannot see), or inside a savepoint (which cannot export its snapshot), reads on its own connection.
+* :class:`PostgresScan` reads with psycopg directly, in binary, a range of positions at a time: the
+  leaves by position, then their entries as one span of ids, each with its flat fields already written
+  as canonical JSON text by PostgreSQL (see ``_HEAD``), and the tree nodes the range completes. That is a
+  :class:`Range`, which the verifier checks column-wise. A range whose entries are not exactly that span
+  in that order (an entry missing, appended out of id order) or hold a character JSON escapes is read
+  again as one join of leaves and entries (``_GENERIC``) into a :class:`Batch`. When the verifying
+  transaction has written nothing, two more connections read the ranges ahead in threads on the same
+  snapshot (``pg_export_snapshot``), so PostgreSQL producing the next ranges overlaps Python checking this
+  one; a transaction with writes of its own (which another connection cannot see), or inside a savepoint
+  (which cannot export its snapshot), reads on its own connection.
 * :func:`generic_batches` reads through SQLAlchemy on any database (SQLite, the embedded default).
 """
 

@@ -1,6 +1,6 @@
 """Full verification of the stored log: the one place the whole tree is recomputed from the entries.
 
-The rows are read by ``broker.audit.scan`` (on PostgreSQL in binary, read ahead on a second connection
+The rows are read by ``broker.audit.scan`` (on PostgreSQL in binary, read ahead on two more connections
 on the same snapshot); this module checks them.
 
 In one pass over the log, in position order, batch by batch:
@@ -27,6 +27,17 @@ origin the row names, which must be one this log has had (the legacy one, or a n
 gave its key: ``checkpoints.accepted_origins``). The report
 names the first bad position: exactly for the first three kinds; for a consistent rewrite, the first
 position after the last checkpoint that still matches, which is as precise as signed data allows.
+
+Two ways to run those checks, one verdict. :meth:`_Verifier.slow` is the row-by-row loop: it checks any
+batch, on any database, and it alone writes failure reports. On PostgreSQL most ranges come in the
+column-wise form of ``scan.Range`` and :meth:`_Verifier.fast` checks them a list at a time, because the
+row-by-row loop's Python (a dict per entry, a frontier push per leaf, a tuple per node) cost more than
+PostgreSQL reading the rows: each entry's expected bytes are PostgreSQL's concatenation of its flat fields
+around the orjson form of its two nested values, compared with the kept bytes; leaf hashes, links and
+the tree (``Frontier.extend``, level by level) are lists compared with lists. The fast check only ever
+says "every check passed"; on any difference it leaves the state as it was and the same rows go through
+the row-by-row loop, which then finds (or clears: a float's RFC 8785 form) what differed and reports it
+as it always did. So its reports are the loop's, edit by edit (``tests/.../test_audit_verify_fast.py``).
 """
 
 from __future__ import annotations
