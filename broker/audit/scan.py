@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +83,7 @@ def stored_nodes(session: Session, computed: dict[Node, bytes]) -> dict[Node, by
     return {(int(lv), int(ix)): bytes(h) for lv, ix, h in rows}
 
 
-def generic_batches(session: Session, batch: int) -> Iterator[Batch]:
+def generic_batches(session: Session, batch: int) -> Generator[Batch]:
     """Any database, through SQLAlchemy Core: leaves by keyset, then their entries by id."""
     after = 0
     while True:
@@ -302,7 +302,8 @@ class PostgresScan:
         self._readers = readers
         self._accounted: _Snapshot | None = None
 
-    def __iter__(self) -> Iterator[Range | Batch]:
+    def batches(self) -> Generator[Range | Batch]:
+        """The ranges in position order (the generator's ``close`` stops the readers)."""
         session = self._session
         connection = session.connection()
         own = psycopg_connection(session)

@@ -128,8 +128,9 @@ class _Verifier:
     def run(self, batch: int) -> LogReport:
         session = self.session
         scan = PostgresScan(session, batch) if uses_psycopg(session) else None
+        batches = scan.batches() if scan is not None else generic_batches(session, batch)
         try:
-            for found in scan if scan is not None else generic_batches(session, batch):
+            for found in batches:
                 if isinstance(found, Range):
                     if self.use_fast and self.fast(found):
                         continue
@@ -146,6 +147,7 @@ class _Verifier:
                 )
             accounted = scan.accounted() if scan is not None else None
         finally:
+            batches.close()  # a failure ends the pass early: stop the readers now
             if scan is not None:
                 scan.close()
         # An entry commits with its queue row and leaves the queue only as a leaf (one transaction each),
@@ -196,9 +198,9 @@ class _Verifier:
         documents = list(kept)
         dumps, loads, sort, sha256 = orjson.dumps, orjson.loads, orjson.OPT_SORT_KEYS, hashlib.sha256
         try:  # the entries' canonical bytes; most share their countries
-            nested = {value: dumps(loads(value), option=sort) for value in set(countries)}
+            nested = {value: dumps(loads(value), option=sort) + DETAILS_KEY for value in set(countries)}
             rebuilt = [
-                b"".join((head, nested[listed], DETAILS_KEY, dumps(loads(more), option=sort), tail))
+                b"".join((head, nested[listed], dumps(loads(more), option=sort), tail))
                 for head, listed, more, tail in zip(heads, countries, details, tails, strict=True)
             ]
         except (TypeError, ValueError):
@@ -206,11 +208,11 @@ class _Verifier:
         if rebuilt != documents:
             return False
         leaves = [sha256(b"\x00" + document).digest() for document in documents]
-        if list(map(bytes.hex, leaves)) != list(leaf_hashes):
+        if tuple(map(bytes.hex, leaves)) != leaf_hashes:
             return False
         link = self.head
         chain = [(link := sha256(link + leaf).digest()) for leaf in leaves]
-        if list(map(bytes.hex, chain)) != list(links):
+        if tuple(map(bytes.hex, chain)) != links:
             return False
         before = self.frontier.copy()
         levels = self.frontier.extend(leaves)
