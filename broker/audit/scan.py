@@ -26,7 +26,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -194,19 +194,26 @@ _PLAN = {
 
 @dataclass
 class Range:
-    """One range of positions as PostgreSQL reads it for the verifier's fast check.
+    """One range of positions as PostgreSQL reads it for the verifier's fast check, column by column.
 
-    ``leaves`` are ``(seq, entry_id, leaf_hash, chain_hash, document)`` in position order; ``entries`` are
-    ``(id, head, countries, details, tail, clean)``, one per leaf, in the same order (``_read`` checked the
-    ids), every one clean, ``head`` to ``tail`` as UTF-8 bytes: ``head``, the canonical ``countries``,
-    ``DETAILS_KEY``, the canonical ``details`` and ``tail`` make the entry's canonical bytes (see
-    ``_HEAD``). ``nodes`` are the stored nodes the range completes, ``(level, index, hash)``, in the order of
-    ``completed_ranges`` as PostgreSQL returns them in practice (the fast check compares them in that
-    order: any other fails it, and the generic check decides)."""
+    The leaves' ``seqs``, ``entry_ids``, ``leaf_hashes``, ``links`` (chain hashes) and ``documents``, in
+    position order; their entries' ``heads``, ``countries``, ``details`` and ``tails`` in the same order
+    (``_read`` checked the ids), every entry clean, all as UTF-8 bytes: ``head``, the canonical
+    ``countries``, ``DETAILS_KEY``, the canonical ``details`` and ``tail`` make the entry's canonical bytes
+    (see ``_HEAD``). ``nodes`` are the stored nodes the range completes, ``(level, index, hash)``, in the
+    order of ``completed_ranges`` as PostgreSQL returns them in practice (the fast check compares them in
+    that order: any other fails it, and the generic check decides)."""
 
-    leaves: list[tuple[int, int, str, str, bytes | None]]
-    entries: list[tuple[int, bytes, bytes, bytes, bytes, bool]]
-    nodes: list[tuple[int, int, bytes]]
+    seqs: tuple[int, ...] = ()
+    entry_ids: tuple[int, ...] = ()
+    leaf_hashes: tuple[str, ...] = ()
+    links: tuple[str, ...] = ()
+    documents: tuple[bytes | None, ...] = ()
+    heads: tuple[bytes, ...] = ()
+    countries: tuple[bytes, ...] = ()
+    details: tuple[bytes, ...] = ()
+    tails: tuple[bytes, ...] = ()
+    nodes: list[tuple[int, int, bytes]] = field(default_factory=list)
 
     def rows(self) -> list[Row]:
         """The rows in the generic form: the entry as the JSON value its columns make (``entry_document``)."""
@@ -217,10 +224,19 @@ class Range:
                 leaf,
                 link,
                 document,
-                orjson.loads(b"".join((head, countries, DETAILS_KEY, details, tail))),
+                orjson.loads(b"".join((head, listed, DETAILS_KEY, more, tail))),
             )
-            for (seq, entry_id, leaf, link, document), (_, head, countries, details, tail, _) in zip(
-                self.leaves, self.entries, strict=True
+            for seq, entry_id, leaf, link, document, head, listed, more, tail in zip(
+                self.seqs,
+                self.entry_ids,
+                self.leaf_hashes,
+                self.links,
+                self.documents,
+                self.heads,
+                self.countries,
+                self.details,
+                self.tails,
+                strict=True,
             )
         ]
 
@@ -258,24 +274,24 @@ def _read(cursor: Any, start: int, end: int) -> Range | Batch:
     or a ``Batch`` in the generic form when the entries are not exactly the span of ids they cover (one
     missing, or appended out of id order) or one is not clean."""
     leaves = cursor.execute(_LEAVES, (start, end), binary=True).fetchall()
-    nodes: list[tuple[int, int, bytes]] = []
     if not leaves:
-        return Range(leaves, [], nodes)
+        return Range()
+    nodes: list[tuple[int, int, bytes]] = []
     ranges = completed_ranges(start, leaves[-1][0])
     if ranges:
         levels, los, his = (list(column) for column in zip(*ranges, strict=True))
         nodes = cursor.execute(_NODES, (levels, los, his), binary=True).fetchall()
-    ids = [row[1] for row in leaves]
-    low, high = min(ids), max(ids)
-    if high - low < 2 * len(ids):  # else the span is mostly other entries: the generic read
+    seqs, entry_ids, leaf_hashes, links, documents = zip(*leaves, strict=True)
+    low, high, n = min(entry_ids), max(entry_ids), len(leaves)
+    if high - low < 2 * n:  # else the span is mostly other entries: the generic read
         entries = cursor.execute(_ENTRIES, (low, high), binary=True).fetchall()
-        # The same ids in the same order, each once (entries come in id order): strictly increasing.
-        if (
-            [row[0] for row in entries] == ids
-            and len(set(ids)) == len(ids)
-            and all(row[5] for row in entries)
-        ):
-            return Range(leaves, entries, nodes)
+        if len(entries) == n:
+            ids, heads, countries, details, tails, clean = zip(*entries, strict=True)
+            # The same ids in the same order, each once (entries come in id order): strictly increasing.
+            if ids == entry_ids and len(set(ids)) == n and clean.count(True) == n:
+                return Range(
+                    seqs, entry_ids, leaf_hashes, links, documents, heads, countries, details, tails, nodes
+                )
     rows: list[Row] = [
         (seq, entry_id, leaf, link, document, None if cols[0] is None else entry_from_columns(cols))
         for seq, entry_id, leaf, link, document, *cols in cursor.connection.cursor()

@@ -43,7 +43,7 @@ as it always did. So its reports are the loop's, edit by edit (``tests/.../test_
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from sqlalchemy import func, select
@@ -188,20 +188,19 @@ class _Verifier:
         checkpoints and stored nodes it reaches. Any difference (or a missing entry, a legacy leaf, a
         float) returns False with the state untouched, and :meth:`slow` then checks the same rows one
         by one and names what is wrong, as it always did."""
-        if not found.leaves:
+        if not found.seqs:
             return True
-        start, n = self.expected_seq, len(found.leaves)
-        seqs, _, leaf_hashes, links, kept = zip(*found.leaves, strict=True)
-        _, heads, countries, details, tails, _ = zip(*found.entries, strict=True)
-        if seqs != tuple(range(start, start + n)) or None in kept:
+        start, n = self.expected_seq, len(found.seqs)
+        leaf_hashes, links, countries, tails = found.leaf_hashes, found.links, found.countries, found.tails
+        if found.seqs != tuple(range(start, start + n)) or None in found.documents:
             return False
-        documents = list(kept)
+        documents = cast(list[bytes], list(found.documents))  # no None: checked above
         dumps, loads, sort, sha256 = orjson.dumps, orjson.loads, orjson.OPT_SORT_KEYS, hashlib.sha256
         try:  # the entries' canonical bytes; most share their countries
             nested = {value: dumps(loads(value), option=sort) + DETAILS_KEY for value in set(countries)}
             rebuilt = [
                 b"".join((head, nested[listed], dumps(loads(more), option=sort), tail))
-                for head, listed, more, tail in zip(heads, countries, details, tails, strict=True)
+                for head, listed, more, tail in zip(found.heads, countries, found.details, tails, strict=True)
             ]
         except (TypeError, ValueError):
             return False
@@ -228,8 +227,8 @@ class _Verifier:
             self.frontier = before
             return False
         self.expected_seq, self.prev, self.head, self.matched = start + n, links[-1], chain[-1], matched
-        self.increasing = self.increasing and found.entries[0][0] > self.last_id
-        self.last_id = found.entries[-1][0]
+        self.increasing = self.increasing and found.entry_ids[0] > self.last_id
+        self.last_id = found.entry_ids[-1]
         del self.waiting[:reached]
         return True
 
