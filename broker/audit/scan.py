@@ -180,15 +180,17 @@ SELECT (SELECT count(*) FROM audit_entries),
 
 _SETTINGS = "SELECT current_setting(name) FROM unnest(%s::text[]) WITH ORDINALITY AS s(name, i) ORDER BY i"
 
-# The plan each range is read with, whatever the statistics say (a freshly written log has none): the
-# leaves by their primary key in order, each entry by its own; no bitmap scan and sort (twice the
-# PostgreSQL time), no hash or merge join over the whole entries table, no parallel workers, no JIT.
+# The plan each range is read with, whatever the statistics say (a freshly written log has none): leaves
+# and entries by their primary keys in order (the generic join: each entry by its own); no bitmap scan
+# and sort (twice the PostgreSQL time), no hash or merge join over the whole entries table, no parallel
+# workers, no JIT. And text in UTF-8, what the canonical bytes are made of.
 _PLAN = {
     "enable_bitmapscan": "off",
     "enable_hashjoin": "off",
     "enable_mergejoin": "off",
     "max_parallel_workers_per_gather": "0",
     "jit": "off",
+    "client_encoding": "UTF8",
 }
 
 

@@ -158,6 +158,21 @@ def test_an_intact_log_takes_the_fast_path(committed: Engine, slow_calls: list[i
     assert fast.size == 40
 
 
+def test_a_transaction_that_wrote_reads_on_its_own_connection_and_keeps_its_settings(
+    committed: Engine, slow_calls: list[int]
+) -> None:
+    _fresh_log(committed)
+    with unit_of_work(make_sessionmaker(committed)) as session:
+        _entries(session, 1, tag="queued")  # written here: invisible to a second connection
+        settings = "SELECT current_setting('enable_hashjoin'), current_setting('jit')"
+        before = session.execute(text(settings)).one()
+        report = verify_stored_log(session, batch=16)
+        assert session.execute(text(settings)).one() == before
+    assert report.ok
+    assert (report.size, report.pending) == (40, 1)
+    assert slow_calls == []
+
+
 @pytest.mark.parametrize("edit", sorted(EDITS))
 def test_every_edit_gives_the_generic_report_at_its_position(committed: Engine, edit: str) -> None:
     _fresh_log(committed)
