@@ -26,8 +26,8 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import and_, or_, select
@@ -43,6 +43,7 @@ __all__ = [
     "ACCOUNTED",
     "DETAILS_KEY",
     "Batch",
+    "Nodes",
     "PostgresScan",
     "Range",
     "Row",
@@ -194,6 +195,17 @@ _PLAN = {
 }
 
 
+class Nodes(NamedTuple):
+    """Stored nodes, column by column: ``(levels[i], indexes[i])`` is the name of ``hashes[i]``."""
+
+    levels: tuple[int, ...] = ()
+    indexes: tuple[int, ...] = ()
+    hashes: tuple[bytes, ...] = ()
+
+
+_NO_NODES = Nodes()
+
+
 @dataclass
 class Range:
     """One range of positions as PostgreSQL reads it for the verifier's fast check, column by column.
@@ -202,9 +214,9 @@ class Range:
     position order; their entries' ``heads``, ``countries``, ``details`` and ``tails`` in the same order
     (``_read`` checked the ids), every entry clean, all as UTF-8 bytes: ``head``, the canonical
     ``countries``, ``DETAILS_KEY``, the canonical ``details`` and ``tail`` make the entry's canonical bytes
-    (see ``_HEAD``). ``nodes`` are the stored nodes the range completes, ``(level, index, hash)``, in the
-    order of ``completed_ranges`` as PostgreSQL returns them in practice (the fast check compares them in
-    that order: any other fails it, and the generic check decides)."""
+    (see ``_HEAD``). ``nodes`` are the stored nodes the range completes, in the order of
+    ``completed_ranges`` as PostgreSQL returns them in practice (the fast check compares them in that
+    order: any other fails it, and the generic check decides)."""
 
     seqs: tuple[int, ...] = ()
     entry_ids: tuple[int, ...] = ()
@@ -215,7 +227,7 @@ class Range:
     countries: tuple[bytes, ...] = ()
     details: tuple[bytes, ...] = ()
     tails: tuple[bytes, ...] = ()
-    nodes: list[tuple[int, int, bytes]] = field(default_factory=list)
+    nodes: Nodes = _NO_NODES
 
     def rows(self) -> list[Row]:
         """The rows in the generic form: the entry as the JSON value its columns make (``entry_document``)."""
@@ -244,7 +256,7 @@ class Range:
 
     def stored_nodes(self) -> dict[Node, bytes]:
         """The stored nodes by name."""
-        return {(level, index): value for level, index, value in self.nodes}
+        return {(level, index): value for level, index, value in zip(*self.nodes, strict=True)}
 
 
 def completed_ranges(first: int, last: int) -> list[tuple[int, int, int]]:
@@ -278,11 +290,12 @@ def _read(cursor: Any, start: int, end: int) -> Range | Batch:
     leaves = cursor.execute(_LEAVES, (start, end), binary=True).fetchall()
     if not leaves:
         return Range()
-    nodes: list[tuple[int, int, bytes]] = []
+    nodes = Nodes()
     ranges = completed_ranges(start, leaves[-1][0])
     if ranges:
         levels, los, his = (list(column) for column in zip(*ranges, strict=True))
-        nodes = cursor.execute(_NODES, (levels, los, his), binary=True).fetchall()
+        found = cursor.execute(_NODES, (levels, los, his), binary=True).fetchall()
+        nodes = Nodes(*zip(*found, strict=True)) if found else Nodes()
     seqs, entry_ids, leaf_hashes, links, documents = zip(*leaves, strict=True)
     low, high, n = min(entry_ids), max(entry_ids), len(leaves)
     if high - low < 2 * n:  # else the span is mostly other entries: the generic read
@@ -300,7 +313,7 @@ def _read(cursor: Any, start: int, end: int) -> Range | Batch:
         .execute(_GENERIC, (start, end), binary=True)
         .fetchall()
     ]
-    return Batch(rows, {(level, index): value for level, index, value in nodes})
+    return Batch(rows, {(level, index): value for level, index, value in zip(*nodes, strict=True)})
 
 
 class PostgresScan:

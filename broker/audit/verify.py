@@ -43,6 +43,7 @@ as it always did. So its reports are the loop's, edit by edit (``tests/.../test_
 from __future__ import annotations
 
 import hashlib
+import itertools
 from typing import Any, cast
 
 import orjson
@@ -54,7 +55,7 @@ from broker.audit.document import GENESIS
 from broker.audit.merkle import EMPTY_ROOT, Frontier, Node, decompose, fold
 from broker.audit.models import AuditCheckpoint, AuditEntry, AuditLeaf, AuditPending
 from broker.audit.rows import no_cyclic_gc, uses_psycopg
-from broker.audit.scan import DETAILS_KEY, PostgresScan, Range, Row, generic_batches, stored_nodes
+from broker.audit.scan import DETAILS_KEY, Nodes, PostgresScan, Range, Row, generic_batches, stored_nodes
 from broker.audit.service import LogReport
 from broker.crypto.canonical import canonical
 from broker.crypto.note import ED25519, NoteKey
@@ -207,11 +208,11 @@ class _Verifier:
         if rebuilt != documents:
             return False
         leaves = [sha256(b"\x00" + document).digest() for document in documents]
-        if tuple(map(bytes.hex, leaves)) != leaf_hashes:
+        if not _same_hex(leaves, leaf_hashes):
             return False
         link = self.head
         chain = [(link := sha256(link + leaf).digest()) for leaf in leaves]
-        if tuple(map(bytes.hex, chain)) != links:
+        if not _same_hex(chain, links):
             return False
         before = self.frontier.copy()
         levels = self.frontier.extend(leaves)
@@ -223,7 +224,7 @@ class _Verifier:
                 self.frontier = before
                 return False
             matched, reached = checkpoint.size, reached + 1
-        if found.nodes != _named(levels):
+        if not _same_nodes(levels, found.nodes):
             self.frontier = before
             return False
         self.expected_seq, self.prev, self.head, self.matched = start + n, links[-1], chain[-1], matched
@@ -303,10 +304,21 @@ def _root_at(size: int, before: dict[Node, bytes], levels: list[tuple[int, list[
     return fold(hashes)
 
 
-def _named(levels: list[tuple[int, list[bytes]]]) -> list[tuple[int, int, bytes]]:
-    """The interior nodes of ``Frontier.extend``'s result as ``(level, index, hash)``, level by level."""
-    return [
-        (level, first + offset, value)
-        for level, (first, hashes) in enumerate(levels[1:], start=1)
-        for offset, value in enumerate(hashes)
-    ]
+def _same_hex(digests: list[bytes], stored: tuple[str, ...]) -> bool:
+    """Whether each stored hex string is exactly the hex of its digest: every one 64 characters long, so
+    the two concatenations are equal only if each pair is (one string each side, not one per row)."""
+    return set(map(len, stored)) <= {64} and b"".join(digests).hex() == "".join(stored)
+
+
+def _same_nodes(levels: list[tuple[int, list[bytes]]], stored: Nodes) -> bool:
+    """Whether the stored nodes are exactly the ones ``Frontier.extend`` completed, level by level in index
+    order: the same levels, indexes and hashes, position by position."""
+    computed = list(enumerate(levels[1:], start=1))
+    concat = itertools.chain.from_iterable
+    return (
+        stored.hashes == tuple(concat(hashes for _, (_, hashes) in computed))
+        and stored.indexes
+        == tuple(concat(range(first, first + len(hashes)) for _, (first, hashes) in computed))
+        and stored.levels
+        == tuple(concat(itertools.repeat(level, len(hashes)) for level, (_, hashes) in computed))
+    )

@@ -319,3 +319,28 @@ def test_ranges_start_small() -> None:
     assert scan.spans(0, 16384) == []
     assert scan.spans(5000, 16384) == [(0, 1024), (1024, 3072), (3072, 7168)]
     assert scan.spans(40, 16) == [(0, 16), (16, 32), (32, 48)]
+
+
+def test_stored_nodes_must_match_by_name_not_only_by_hash() -> None:
+    frontier = merkle.Frontier()
+    levels = frontier.extend([hashlib.sha256(bytes([i])).digest() for i in range(6)])
+    named = [
+        (level, first + i, h)
+        for level, (first, hashes) in enumerate(levels)
+        if level
+        for i, h in enumerate(hashes)
+    ]
+    stored = scan.Nodes(*zip(*named, strict=True))
+    assert verify._same_nodes(levels, stored)
+    assert not verify._same_nodes(levels, stored._replace(indexes=(0, 1, 2, 1)))
+    assert not verify._same_nodes(levels, stored._replace(levels=(1, 1, 2, 2)))
+    assert not verify._same_nodes(levels, stored._replace(hashes=stored.hashes[:-1]))
+
+
+def test_stored_hashes_must_match_one_by_one() -> None:
+    digests = [hashlib.sha256(bytes([i])).digest() for i in range(3)]
+    stored = tuple(d.hex() for d in digests)
+    assert verify._same_hex(digests, stored)
+    shifted = (stored[0][:-1], stored[0][-1] + stored[1], stored[2])  # the same characters, other splits
+    assert not verify._same_hex(digests, shifted)
+    assert not verify._same_hex(digests, (stored[0].upper(), *stored[1:]))
