@@ -142,14 +142,14 @@ _CLEAN = (
 DETAILS_KEY = b',"details":'
 """What stands between an entry's countries and its details in its canonical bytes."""
 
-# One range of positions: the leaves, in order (``Range.leaves``).
+# One range of positions: the leaves, in order.
 _LEAVES = (
     "SELECT seq, entry_id, leaf_hash, chain_hash, document FROM audit_leaves "
     "WHERE seq >= %s AND seq < %s ORDER BY seq"
 )
 
-# Their entries when their ids are one short span, in id order (``Range.entries``): reading the span costs
-# PostgreSQL a fifth less than looking up each leaf's entry (the join below).
+# Their entries when their ids are one short span, in id order: reading the span costs PostgreSQL a fifth
+# less than looking up each leaf's entry (the join below).
 _ENTRIES = (
     f"SELECT e.id, {_HEAD}, e.countries::text, e.details::text, {_TAIL}, {_CLEAN} "  # noqa: S608 - constant
     "FROM audit_entries e WHERE e.id >= %s AND e.id <= %s ORDER BY e.id"

@@ -186,9 +186,9 @@ class _Verifier:
 
         Strictly the checks of :meth:`slow`, computed a list at a time: the canonical bytes the columns
         make, compared with the kept ones; the leaf hashes; the chain; the tree level by level and the
-        checkpoints and stored nodes it reaches. Any difference (or a missing entry, a legacy leaf, a
-        float) returns False with the state untouched, and :meth:`slow` then checks the same rows one
-        by one and names what is wrong, as it always did."""
+        checkpoints and stored nodes it reaches. Any difference (an edit, a legacy leaf, a float whose
+        RFC 8785 form is not orjson's) returns False with the state untouched, and :meth:`slow` then
+        checks the same rows one by one and names what is wrong, as it always did."""
         if not found.seqs:
             return True
         start, n = self.expected_seq, len(found.seqs)
