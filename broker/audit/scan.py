@@ -184,7 +184,8 @@ _SETTINGS = "SELECT current_setting(name) FROM unnest(%s::text[]) WITH ORDINALIT
 # The plan each range is read with, whatever the statistics say (a freshly written log has none): leaves
 # and entries by their primary keys in order (the generic join: each entry by its own); no bitmap scan
 # and sort (twice the PostgreSQL time), no hash or merge join over the whole entries table, no parallel
-# workers, no JIT. And text in UTF-8, what the canonical bytes are made of.
+# workers, no JIT. And text in UTF-8, what the canonical bytes are made of; backslashes in literals as
+# written (``_CLEAN``'s pattern).
 _PLAN = {
     "enable_bitmapscan": "off",
     "enable_hashjoin": "off",
@@ -192,6 +193,7 @@ _PLAN = {
     "max_parallel_workers_per_gather": "0",
     "jit": "off",
     "client_encoding": "UTF8",
+    "standard_conforming_strings": "on",
 }
 
 
