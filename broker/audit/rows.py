@@ -24,6 +24,7 @@ import orjson
 from sqlalchemy.orm import Session
 
 __all__ = [
+    "AT_TEXT",
     "ENTRY_COLUMNS",
     "copy_rows",
     "entry_from_columns",
@@ -34,8 +35,11 @@ __all__ = [
     "uses_psycopg",
 ]
 
+AT_TEXT = "to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+"""An ``audit_entries e`` row's time as ``entry_document`` writes it (RFC 3339 UTC, microseconds)."""
+
 ENTRY_COLUMNS = (
-    "e.id, to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), e.actor, e.role, e.action, "
+    f"e.id, {AT_TEXT}, e.actor, e.role, e.action, "
     "e.object_type, e.object_id, e.countries::text, e.outcome, e.request_id, e.details::text"
 )
 """An ``audit_entries e`` row as :func:`entry_from_columns` takes it (11 columns)."""
