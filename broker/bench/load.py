@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from broker.client.agency import AgencyClient
+from broker.client.agency import AgencyClient, ClientError
 from broker.client.credentials import AgencyCredentials
 from broker.client.officer import OfficerClient
 
@@ -126,7 +126,8 @@ def officers_until_done(
     """Scripted officers: each contact point approves its outbound queue and routes its inbound queue, a page
     (up to 100) at a time through ``POST /v1/cp/decisions``.
 
-    Returns how many decisions were taken. Stops when ``expected`` messages have been routed or on timeout.
+    Returns how many decisions were taken. Stops when ``expected`` messages have been routed or on timeout. A
+    page answered 503 (the exchange's database unavailable: nothing of the page was written) is sent again.
     """
     accounts = json.loads((data_dir / "demo-accounts.json").read_text())
     routed = 0
@@ -149,8 +150,14 @@ def officers_until_done(
                     (i["message_id"], {"action": "route", "route_to_agency": i["destination_agency"]})
                     for i in client.queue("inbound")
                 ]
-                approved = client.decide_many(outbound)["decided"] if outbound else 0
-                routed_now = client.decide_many(inbound)["decided"] if inbound else 0
+                try:
+                    approved = client.decide_many(outbound)["decided"] if outbound else 0
+                    routed_now = client.decide_many(inbound)["decided"] if inbound else 0
+                except ClientError as exc:
+                    if exc.status != 503:  # retryable (the page was rolled back whole), as a real client does
+                        raise
+                    time.sleep(0.1)
+                    continue
                 did = int(approved) + int(routed_now)
                 with lock:
                     routed += int(routed_now)

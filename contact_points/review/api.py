@@ -7,7 +7,6 @@ import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -26,7 +25,7 @@ from contact_points.deps import CpOfficer
 from contact_points.review import notifications
 from contact_points.review.content import acknowledge_conditions
 from contact_points.review.own_initiative import provide
-from contact_points.review.pages import decide_page
+from contact_points.review.pages import decide_page, lock_page
 from contact_points.review.present import summaries, summary, usernames
 from contact_points.review.queues import QueueFilter, counts
 from contact_points.review.service import (
@@ -258,19 +257,7 @@ def decide_messages(
     # finds its message and the contact point without a query; decide() still re-reads each under its lock.
     cp = officer_contact_point(session, officer.user)
     ids = sorted({str(d.message_id) for d in body.decisions})
-    held = [
-        cp,
-        *session.scalars(
-            select(Message)
-            .where(
-                Message.id.in_(ids),
-                or_(Message.origin_country == cp.country, Message.destination_country == cp.country),
-            )
-            .order_by(Message.id)
-            .with_for_update()
-            .execution_options(populate_existing=True)  # as locked: the page's set-based path reads no more
-        ),
-    ]
+    held = [cp, *lock_page(session, cp, ids)]
     results: list[DecisionOutcome] = []
     page = _as_a_page(session, keys, officer.user, body, actor)
     for index, item in enumerate(body.decisions):

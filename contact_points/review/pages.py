@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from broker.accounts.models import User
@@ -51,6 +51,31 @@ class _Checked:
     decision: Decision
     before: str
     completes: bool  # an approval: the last one needed (four eyes); a routing: always
+
+
+def lock_page(session: Session, cp: ContactPoint, ids: Sequence[str]) -> list[Message]:
+    """Lock the messages ``ids`` of ``cp``'s country (others cannot be decided here) for a page of decisions,
+    all at once and in id order, so that two officers sending overlapping pages in different orders cannot
+    deadlock (each decision then re-reads its message under the lock it already holds). Returned: the
+    caller holds them for the page (the identity map alone holds them weakly).
+
+    The lock is ``FOR NO KEY UPDATE`` (PostgreSQL), as for a single decision (``review.service.decide``): it
+    excludes every other decision's lock, as ``FOR UPDATE`` would, but not the ``FOR KEY SHARE`` that a
+    foreign-key check takes. With ``FOR UPDATE`` a page of decisions deadlocked with the cross-check batch,
+    whose inserts (scans, links) reference messages it had not locked, in another order; a decision never
+    changes a message's key, so nothing needs the stronger lock."""
+    return list(
+        session.scalars(
+            select(Message)
+            .where(
+                Message.id.in_(sorted(ids)),
+                or_(Message.origin_country == cp.country, Message.destination_country == cp.country),
+            )
+            .order_by(Message.id)
+            .with_for_update(key_share=True)  # FOR NO KEY UPDATE
+            .execution_options(populate_existing=True)  # as locked: the page's set-based path reads no more
+        )
+    )
 
 
 def decide_page(

@@ -220,7 +220,7 @@ def decide(
     # One decision on a message at a time: two officers approving at once would otherwise each see no
     # other approval (four eyes would stall) and race for the same custody position. PostgreSQL: a row
     # lock held to the commit; SQLite already serialises writers (BEGIN IMMEDIATE).
-    session.refresh(message, with_for_update=True)
+    session.refresh(message, with_for_update={"key_share": True})  # FOR NO KEY UPDATE: see review.pages
     if not cleared(user.clearance, message.classification):
         raise NotPermitted(f"deciding on a {message.classification} message needs clearance at or above it")
     if decision.action in PROVIDER_ACTIONS:

@@ -4,17 +4,23 @@ the decisions taken one by one, four eyes included across pages."""
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError
 
 from broker.audit.actions import AuditAction
+from broker.crosscheck.models import CrosscheckScan
 from broker.crypto import verify_countersignature
+from broker.db import unit_of_work
+from broker.directory.models import ContactPoint
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.models import Approval
 from broker.messages.service import custody_of
 from broker.messages.states import State
 from broker.outbox.models import OutboxItem
-from tests.broker.messages.spoc_builders import audit_entries, committed, drain
+from contact_points.review.pages import lock_page
+from tests.broker.messages.spoc_builders import _sessionmaker, audit_entries, committed, drain
 from tests.contact_points.test_review_bulk_decisions import _requests
 from tests.factories import Region, officer_client
 
@@ -73,3 +79,31 @@ def test_four_eyes_over_two_pages_then_a_page_of_routings(client: TestClient, re
 
         states = session.scalars(select(Message.state).where(Message.id.in_(ids))).all()
     assert set(states) == {State.DELIVERED}
+
+
+def test_a_page_lock_excludes_other_decisions_but_not_a_reference_to_the_message(
+    client: TestClient, region: Region
+) -> None:
+    """The deadlock the benchmark found: a page held ``FOR UPDATE`` on its messages while the cross-check batch,
+    holding ``FOR KEY SHARE`` on others through its inserts' foreign keys, waited for them, and the page for
+    those. Now a page's lock lets a row that references a locked message in at once, and still excludes a
+    second decision on it until the commit (PostgreSQL; SQLite serialises writers)."""
+    message_id = _requests(client, region, 1)[0]
+    factory = _sessionmaker(client)
+    with unit_of_work(factory) as holder:
+        cp = holder.get(ContactPoint, "AL-SPOC")
+        assert cp is not None
+        assert [m.id for m in lock_page(holder, cp, [message_id])] == [message_id]
+        with unit_of_work(factory) as crosscheck:  # another transaction, while the page holds its lock
+            crosscheck.execute(text("SET LOCAL lock_timeout = '2s'"))
+            crosscheck.add(CrosscheckScan(contact_point_id="MK-SPOC", message_id=message_id, outcome="text"))
+            crosscheck.flush()  # would wait for the page's commit (and time out) under FOR UPDATE
+            crosscheck.rollback()
+        second = factory()
+        try:
+            second.execute(text("SET LOCAL lock_timeout = '200ms'"))
+            with pytest.raises(OperationalError, match="lock timeout"):
+                lock_page(second, cp, [message_id])  # a second decision waits for the first's commit
+        finally:
+            second.rollback()
+            second.close()
