@@ -211,10 +211,12 @@ def insert_all(session: Session, objects: Sequence[Base], *, keep: bool = False)
         rows.append(row)
     with session.no_autoflush:  # pending objects may refer to these rows: they are flushed after them
         connection = session.connection()
-        if connection.dialect.name == "postgresql" and len(rows) >= COPY_FROM_ROWS:
-            _copy(connection, table, rows)
-        else:  # one row: a plain INSERT (no executemany and its pipeline)
+        if connection.dialect.name != "postgresql":
             connection.execute(insert(table), rows[0] if len(rows) == 1 else rows)
+        elif len(rows) >= COPY_FROM_ROWS:
+            _copy(connection, table, rows)
+        else:
+            _insert_values(connection, table, rows)
     if keep:
         for obj, row in zip(objects, rows, strict=True):
             values = obj.__dict__
@@ -225,22 +227,55 @@ def insert_all(session: Session, objects: Sequence[Base], *, keep: bool = False)
             session.add(obj)
 
 
+@functools.lru_cache(maxsize=256)
+def _bind_processors(dialect: Any, table: Table, names: tuple[str, ...]) -> tuple[Any, ...]:
+    """Each column type's bind processing (UTC check, JSON encoding), for values sent past the compiler."""
+    return tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names)
+
+
+@functools.lru_cache(maxsize=256)
+def _values_statement(quoted_table: str, quoted_columns: tuple[str, ...], count: int) -> str:
+    """Our own mapped table's and columns' names, quoted by the dialect; every value is a parameter."""
+    one = "(" + ", ".join(["%s"] * len(quoted_columns)) + ")"
+    head = f"INSERT INTO {quoted_table} ({', '.join(quoted_columns)}) VALUES "  # noqa: S608 - names only
+    return head + ", ".join([one] * count)
+
+
+def _insert_values(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """A few rows on PostgreSQL: one ``INSERT … VALUES (…), (…)`` whose text is built once per table, columns
+    and row count, run through ``exec_driver_sql`` (SQLAlchemy's events and error wrapping, not its
+    compiler: compiling and processing a multi-row insert cost about twice the statement's round trip).
+    Values get their column type's bind processing, as in a compiled INSERT; strings go as PostgreSQL's
+    ``unknown`` type, which the column's type then reads, as it does a literal."""
+    columns = [table.c[name] for name in rows[0]]
+    processors = _bind_processors(connection.dialect, table, tuple(rows[0]))
+    quote = connection.dialect.identifier_preparer.quote
+    statement = _values_statement(quote(table.name), tuple(quote(c.name) for c in columns), len(rows))
+    parameters = tuple(
+        value if process is None or value is None else process(value)
+        for row in rows
+        for value, process in zip(row.values(), processors, strict=True)
+    )
+    connection.exec_driver_sql(statement, parameters)
+
+
 def _copy(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     """``COPY table FROM STDIN``: PostgreSQL's bulk load, one command for all rows (no statement per row for
     the server to plan and run, no query text for the driver to build and parse). Each value goes through its
     column type's bind processing, as in an INSERT (UTC check, JSON encoding)."""
     columns = [table.c[name] for name in rows[0]]
-    dialect = connection.dialect
-    processors = [column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns]
-    quote = dialect.identifier_preparer.quote
+    processors = _bind_processors(connection.dialect, table, tuple(rows[0]))
+    quote = connection.dialect.identifier_preparer.quote
     statement = f"COPY {quote(table.name)} ({', '.join(quote(c.name) for c in columns)}) FROM STDIN"
     driver = connection.connection.driver_connection
     assert isinstance(driver, psycopg.Connection)  # noqa: S101 - the only PostgreSQL driver configured
+    values = [  # all processed before the COPY starts: a refused value then leaves the transaction usable
+        [
+            value if process is None or value is None else process(value)
+            for value, process in zip(row.values(), processors, strict=True)
+        ]
+        for row in rows
+    ]
     with driver.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row(
-                [
-                    value if process is None or value is None else process(value)
-                    for value, process in zip(row.values(), processors, strict=True)
-                ]
-            )
+        for row_values in values:
+            copy.write_row(row_values)
