@@ -29,7 +29,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, insert, inspect, text
+from sqlalchemy import event, insert, inspect
 from sqlalchemy.orm import Session, UOWTransaction
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -37,7 +37,7 @@ from broker.audit.actions import AuditAction
 from broker.audit.document import GENESIS, EntryFields, chain_hash, entry_document, leaf_hash
 from broker.audit.models import AuditEntry, AuditPending
 from broker.audit.sequencer import sequence_all, sequence_pending
-from broker.db import COPY_FROM_ROWS, insert_all, new_row, utcnow
+from broker.db import insert_all, new_row, utcnow
 
 __all__ = [
     "CLIENT_REQUEST_ID",
@@ -117,6 +117,9 @@ _ENTRY_KEYS = tuple(
 )  # every column record() sets
 
 
+_NEXT_IDS = "SELECT nextval(pg_get_serial_sequence('audit_entries', 'id')) FROM generate_series(1, %s)"
+
+
 def _write_recorded(session: Session, _context: UOWTransaction, _instances: object) -> None:
     """Before a flush: write the entries recorded since the last one, and their queue rows, set-based.
 
@@ -134,16 +137,11 @@ def _write_recorded(session: Session, _context: UOWTransaction, _instances: obje
     for entry in entries:
         session.expunge(entry)
     connection = session.connection()
-    if connection.dialect.name == "postgresql" and len(entries) >= COPY_FROM_ROWS:
-        # Ids first (one round trip), so the rows can go by COPY, which returns nothing.
-        ids = sorted(
-            connection.execute(
-                text(
-                    "SELECT nextval(pg_get_serial_sequence('audit_entries', 'id')) FROM generate_series(1, :n)"
-                ),
-                {"n": len(entries)},
-            ).scalars()
-        )
+    if connection.dialect.name == "postgresql":
+        # Ids first (one round trip), so the rows can go by COPY, which returns nothing, or by
+        # ``insert_all``'s few-rows INSERT, built past the compiler (a RETURNING that keeps the order of the
+        # rows costs SQLAlchemy's sentinel machinery more than the statement).
+        ids = sorted(connection.exec_driver_sql(_NEXT_IDS, (len(entries),)).scalars())
         for entry, entry_id in zip(entries, ids, strict=True):
             set_committed_value(entry, "id", entry_id)
         insert_all(session, entries)

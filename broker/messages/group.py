@@ -36,7 +36,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, text, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
 from broker.audit.service import Actor
@@ -177,39 +176,45 @@ def _distinct(queued: list[Submission]) -> tuple[list[Submission], list[Submissi
     return group, later
 
 
+_LOCK_KEYS = "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(%s::text[]) AS k"
+_ANSWERED = (
+    "SELECT r.agency_id, r.key, r.body_hash, r.status_code, r.response FROM idempotency_records r "
+    "JOIN unnest(%s::text[], %s::text[]) AS k(agency_id, key) ON r.agency_id = k.agency_id AND r.key = k.key"
+)
+_STORED = "SELECT id FROM messages WHERE id = ANY(%s::text[])"
+
+
 def write_group(session: Session, group: Sequence[Submission]) -> list[SubmitReceipt | Replayed | SpocError]:
     """Write ``group`` (no two sharing a message id or key) in the caller's transaction: for each, its receipt,
     the replay of its key's first answer, or its refusal (nothing of it written)."""
+    connection = (
+        session.connection()
+    )  # reads by driver SQL: a small group costs more in SQLAlchemy than in SQL
     keyed = sorted({(s.agency_id, s.key) for s in group if s.key is not None})
-    answered: dict[tuple[str, str], IdempotencyRecord] = {}
+    answered: dict[tuple[str, str], tuple[str, int, dict[str, Any]]] = {}
     if keyed:
-        session.execute(
-            text(
-                "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k"
-            ),
-            {"keys": [f"idem\x1f{agency}\x1f{key}" for agency, key in keyed]},
-        )  # in the order given: sorted, the same in every process
+        connection.exec_driver_sql(_LOCK_KEYS, ([f"idem\x1f{agency}\x1f{key}" for agency, key in keyed],))
+        # in the order given: sorted, the same in every process
         answered = {
-            (r.agency_id, r.key): r
-            for r in session.scalars(
-                select(IdempotencyRecord)
-                .where(tuple_(IdempotencyRecord.agency_id, IdempotencyRecord.key).in_(keyed))
-                .execution_options(populate_existing=True)
+            (agency, key): (digest, status, response)
+            for agency, key, digest, status, response in connection.exec_driver_sql(
+                _ANSWERED, ([agency for agency, _ in keyed], [key for _, key in keyed])
             )
         }
     ids = [s.admitted.message.id for s in group]
-    stored = set(session.scalars(select(Message.id).where(Message.id.in_(ids))))
+    stored = set(connection.exec_driver_sql(_STORED, (ids,)).scalars())
     outcomes: list[SubmitReceipt | Replayed | SpocError | None] = []
     writing: list[Submission] = []
     for submission in group:
         record = answered.get((submission.agency_id, submission.key)) if submission.key is not None else None
         if record is not None:
-            if record.body_hash != body_hash(submission.body):
+            digest, status, response = record
+            if digest != body_hash(submission.body):
                 outcomes.append(
                     Conflict("this Idempotency-Key was already used with a different request body")
                 )
             else:
-                outcomes.append(Replayed(record.status_code, record.response))
+                outcomes.append(Replayed(status, response))
         elif submission.admitted.message.id in stored:
             outcomes.append(Conflict(f"message {submission.admitted.message.id} was already submitted"))
         else:

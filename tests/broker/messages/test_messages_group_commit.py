@@ -84,6 +84,30 @@ def test_one_key_sent_twice_at_once_is_stored_once_and_replayed(client: TestClie
         assert session.get(IdempotencyRecord, ("AL-ASP", key)) is not None
 
 
+def test_one_key_sent_at_once_with_two_bodies_keeps_the_first_and_refuses_the_other(
+    client: TestClient, region: Region
+) -> None:
+    """Both pass the request's early look (neither is written yet); the writer puts them in two groups and
+    finds the key answered for the other body: 409, and nothing of the second message kept."""
+    build = agency_client(region, "AL-ASP", client).build
+    envelopes = [build(payload=b"{}", destination_country="MK", category="fraud") for _ in range(2)]
+    key = f"two-bodies-{uuid.uuid4()}"
+    http = [agency_http(client, region, "AL-ASP") for _ in range(2)]
+    answers = _together(
+        [(h, orjson.dumps(e), {**JSON, "Idempotency-Key": key}) for h, e in zip(http, envelopes, strict=True)]
+    )
+    assert sorted(a.status_code for a in answers) == [202, 409]
+    kept = [
+        e["header"]["message_id"] for e, a in zip(envelopes, answers, strict=True) if a.status_code == 202
+    ]
+    with committed(client) as session:
+        ids = [e["header"]["message_id"] for e in envelopes]
+        assert list(session.scalars(select(Message.id).where(Message.id.in_(ids)))) == kept
+        record = session.get(IdempotencyRecord, ("AL-ASP", key))
+        assert record is not None
+        assert record.response["message_id"] == kept[0]
+
+
 def test_one_message_sent_twice_at_once_without_keys_is_stored_once(
     client: TestClient, region: Region
 ) -> None:
