@@ -21,11 +21,13 @@ from sqlalchemy import (
     DateTime,
     Engine,
     MetaData,
+    Select,
     Table,
     create_engine,
     event,
     insert,
     inspect,
+    select,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Session, make_transient_to_detached, sessionmaker
@@ -279,3 +281,51 @@ def _copy(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> N
     with driver.cursor() as cursor, cursor.copy(statement) as copy:
         for row_values in values:
             copy.write_row(row_values)
+
+
+# --- stamps: "has this table changed?" for the per-process snapshots, one round trip for all of them -------
+
+_STAMPS: dict[str, Select[*tuple[Any, ...]]] = {}
+_HELD = "db_stamps"
+
+
+def register_stamp(name: str, statement: Select[*tuple[Any, ...]]) -> None:
+    """A one-row query whose value changes whenever the snapshot ``name`` must be reloaded (the key registry's
+    and the directory's: counts and latest change times of their tables)."""
+    _STAMPS[name] = statement
+    _stamp_sql.cache_clear()
+
+
+@functools.lru_cache(maxsize=4)
+def _stamp_sql(dialect: Any) -> tuple[str, tuple[tuple[str, int], ...]]:
+    subqueries = [statement.subquery(name) for name, statement in _STAMPS.items()]
+    combined = select(*(column for subquery in subqueries for column in subquery.c))
+    widths = tuple((name, len(subquery.c)) for name, subquery in zip(_STAMPS, subqueries, strict=True))
+    return str(combined.compile(dialect=dialect)), widths
+
+
+def read_stamp(session: Session, name: str) -> tuple[Any, ...]:
+    """The stamp ``name`` as of now, read with every registered stamp in one statement on PostgreSQL.
+
+    A request checks two snapshots a few microseconds apart (the signing key, then its agency): the second
+    is served from that one statement, as long as it is still the same transaction; otherwise, and for a
+    stamp asked twice, the database is read again. So a snapshot is never older than the transaction that
+    asked for it, which is what a stamp of its own would give."""
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        return tuple(session.execute(_STAMPS[name]).one())
+    transaction = session.get_transaction()
+    held = session.info.get(_HELD)
+    if held is not None and held[0] is transaction and name in held[1]:
+        stamp: tuple[Any, ...] = held[1].pop(name)
+        return stamp
+    statement, widths = _stamp_sql(connection.dialect)
+    row = tuple(connection.exec_driver_sql(statement).one())
+    stamps: dict[str, tuple[Any, ...]] = {}
+    start = 0
+    for each, width in widths:
+        stamps[each] = row[start : start + width]
+        start += width
+    own = stamps.pop(name)
+    session.info[_HELD] = (transaction, stamps)
+    return own

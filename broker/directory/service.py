@@ -22,6 +22,7 @@ from typing import TypeVar
 from sqlalchemy import event, func, inspect, select
 from sqlalchemy.orm import Session
 
+from broker.db import read_stamp, register_stamp
 from broker.directory.models import Agency, Agreement, ContactPoint
 from broker.errors import NotFound
 
@@ -37,6 +38,7 @@ _STAMP = select(
         )
     )
 )
+register_stamp("directory", _STAMP)
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ def _snapshot(session: Session) -> _Snapshot:
     if memo is not None and memo[0] == changes:
         snapshot: _Snapshot = memo[1]
         return snapshot
-    stamp = tuple(session.execute(_STAMP).one())
+    stamp = read_stamp(session, "directory")
     with _lock:
         found = _snapshots.get(stamp)
     if found is None:

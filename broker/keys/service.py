@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 from typing import Protocol, cast, runtime_checkable
 
 from sqlalchemy import Table, delete, event, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -27,7 +26,7 @@ from broker.audit.actions import AuditAction
 from broker.audit.service import Actor, record
 from broker.crypto import KeyPair, MasterKey, PublicKey
 from broker.crypto.httpsig import VerifiedRequest, request_failure
-from broker.db import utcnow
+from broker.db import read_stamp, register_stamp, utcnow
 from broker.errors import Conflict, InvalidInput, NotFound, PolicyRefused, VerificationError
 from broker.keys.models import PartyKey, SeenNonce
 
@@ -124,6 +123,7 @@ class _Snapshot:
 _STAMP = select(
     func.count(), func.max(PartyKey.created_at), func.max(PartyKey.retired_at), func.max(PartyKey.revoked_at)
 )
+register_stamp("party_keys", _STAMP)
 _snapshots: dict[tuple[object, ...], _Snapshot] = {}
 
 
@@ -154,7 +154,7 @@ class DatabaseKeyStore:
         changes = self._session.info.get("party_keys_changes", 0)
         if self._memo is not None and self._memo[0] == changes:
             return self._memo[1]
-        stamp = tuple(self._session.execute(_STAMP).one())
+        stamp = read_stamp(self._session, "party_keys")
         snapshot = _snapshots.get(stamp)
         if snapshot is None:
             snapshot = self._load()
@@ -257,6 +257,10 @@ class DatabaseKeyStore:
 
 
 _SEEN_NONCES = cast(Table, SeenNonce.__table__)
+_REMEMBER = (
+    "INSERT INTO seen_nonces (kid, nonce, created_at) VALUES (%s, %s, %s) "
+    "ON CONFLICT (kid, nonce) DO NOTHING RETURNING kid"
+)
 
 
 def remember_nonce(session: Session, verified: VerifiedRequest) -> None:
@@ -266,15 +270,18 @@ def remember_nonce(session: Session, verified: VerifiedRequest) -> None:
     on the hot path, and the primary key still decides between two concurrent uses of one nonce — the
     second insert waits for the first transaction and then inserts nothing.
     """
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = (
-        insert(_SEEN_NONCES)
-        .values(kid=verified.kid, nonce=verified.nonce[:128], created_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["kid", "nonce"])
-        .returning(_SEEN_NONCES.c.kid)
-    )
-    if session.execute(statement).first() is None:
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":  # every agency request: driver SQL, past the compiler
+        row = connection.exec_driver_sql(_REMEMBER, (verified.kid, verified.nonce[:128], utcnow())).first()
+    else:
+        statement = (
+            sqlite_insert(_SEEN_NONCES)
+            .values(kid=verified.kid, nonce=verified.nonce[:128], created_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["kid", "nonce"])
+            .returning(_SEEN_NONCES.c.kid)
+        )
+        row = session.execute(statement).first()
+    if row is None:
         raise request_failure(
             "nonce", "this request's nonce was already used with this key: a replay; sign every request anew"
         )

@@ -24,6 +24,7 @@ from broker.errors import Conflict, InvalidInput
 from broker.messages.models import IdempotencyRecord
 
 MAX_KEY_LENGTH = 200
+_LOOK = "SELECT body_hash, status_code, response FROM idempotency_records WHERE agency_id = %s AND key = %s"
 
 
 def body_hash(body: bytes) -> str:
@@ -49,6 +50,13 @@ def replay(
     ``lock=False``: only a look (a request in a group commit, ``broker.messages.group``, whose writer takes
     the lock and looks again in the transaction that writes the answer)."""
     check_key(key)
+    if not lock and ttl_seconds is None and session.get_bind().dialect.name == "postgresql":
+        found = session.connection().exec_driver_sql(_LOOK, (agency_id, key)).first()
+        if found is None:
+            return None
+        if found[0] != body_hash(body):
+            raise Conflict("this Idempotency-Key was already used with a different request body")
+        return found[1], found[2]
     if lock and session.get_bind().dialect.name == "postgresql":
         session.execute(
             text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),

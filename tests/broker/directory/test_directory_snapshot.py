@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
+from broker.config import Settings
+from broker.crypto import MasterKey
 from broker.db import utcnow
 from broker.directory.models import Agency, Agreement
 from broker.directory.service import agreements_between, contact_point_for, find_agency, get_agency
 from broker.errors import NotFound
+from broker.keys.service import DatabaseKeyStore
 from tests.factories import Region
 
 
@@ -113,3 +117,60 @@ def test_lookups_hand_out_the_sessions_own_objects_not_the_shared_ones(
         a.name = "changed in the first session only"
         assert b.name != a.name
         first.rollback()
+
+
+def test_the_key_and_directory_stamps_share_one_statement_within_a_transaction(
+    engine: Engine, region: Region, settings: Settings, statements_on: Any
+) -> None:
+    """The signing key's stamp and the agency's come from one round trip in one transaction; a stamp left
+    over is never served in the next transaction, where a change committed meanwhile must be seen."""
+    master = MasterKey.from_secret(settings.master_key_secret())
+
+    def shared(seen: list[str]) -> int:
+        return sum("party_keys" in s and "agencies" in s for s in seen)
+
+    with Session(engine) as reader:
+        seen = statements_on(engine)
+        DatabaseKeyStore(reader, master).registered("no-such-kid")
+        assert find_agency(reader, "SI-BP") is not None
+        assert shared(seen) == 1  # the agency's stamp came with the key's
+        reader.commit()
+        reader.info.pop("directory_snapshot", None)  # the session's memo; the stamp is the question here
+        DatabaseKeyStore(reader, master).registered("no-such-kid")  # leaves the directory's stamp over
+        assert shared(seen) == 2
+        reader.commit()
+        with Session(engine) as writer:
+            row = writer.get(Agency, "SI-BP")
+            assert row is not None
+            original, row.name = row.name, "renamed between two transactions"
+            writer.commit()
+        try:
+            found = find_agency(reader, "SI-BP")
+            assert found is not None
+            assert found.name == "renamed between two transactions"
+            assert shared(seen) == 3
+        finally:
+            with Session(engine) as writer:
+                row = writer.get(Agency, "SI-BP")
+                assert row is not None
+                row.name = original
+                writer.commit()
+
+
+@pytest.fixture
+def statements_on() -> Iterator[Any]:
+    listening: list[tuple[Engine, Any]] = []
+
+    def start(engine: Engine) -> list[str]:
+        seen: list[str] = []
+
+        def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+            seen.append(statement)
+
+        event.listen(engine, "before_cursor_execute", count)
+        listening.append((engine, count))
+        return seen
+
+    yield start
+    for engine, count in listening:
+        event.remove(engine, "before_cursor_execute", count)
