@@ -7,11 +7,13 @@ Permissions are declared in route signatures with these aliases (``CurrentAgency
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, Header, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.models import APIKey, APIKeyIn
 from fastapi.security.base import SecurityBase
 from sqlalchemy.orm import Session
@@ -31,15 +33,28 @@ from broker.limits import enforce
 SESSION_COOKIE = "spoc_session"
 
 
-def get_db(request: Request) -> Iterator[Session]:
-    """The request's unit of work: committed after the handler returns, before the response is sent."""
+async def get_db(request: Request) -> AsyncIterator[Session]:
+    """The request's unit of work: committed after the handler returns, before the response is sent.
+
+    Opening a session does no I/O, so it happens on the event loop; ending it (commit or rollback, then the
+    connection back to the pool) is one trip to the thread pool, shielded so that a client that went away
+    cannot leave the connection checked out. (A plain ``def`` generator costs two trips, in and out.)"""
     session: Session = request.app.state.sessionmaker()
+    handled = False
     try:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
+        handled = True
+    finally:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(_end, session, handled)
+
+
+def _end(session: Session, handled: bool) -> None:
+    try:
+        if handled:
+            session.commit()
+        else:
+            session.rollback()
     finally:
         session.close()
 
@@ -47,7 +62,10 @@ def get_db(request: Request) -> Iterator[Session]:
 DbSession = Annotated[Session, Depends(get_db, scope="function")]
 
 
-def get_settings_dep(request: Request) -> Settings:
+# Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in its thread pool,
+# and each such hop (a queue put, a thread woken, the GIL handed over) cost an agency request more than the
+# work of the dependency itself.
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -55,7 +73,7 @@ def get_settings_dep(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
-def get_keys(request: Request, session: DbSession) -> DatabaseKeyStore:
+async def get_keys(request: Request, session: DbSession) -> DatabaseKeyStore:
     master: MasterKey = request.app.state.master_key
     return DatabaseKeyStore(session, master)
 
@@ -138,7 +156,7 @@ class _RequestSignature(SecurityBase):
         )
         self.scheme_name = "agencySignature"
 
-    def __call__(
+    async def __call__(
         self,
         signature_input: Annotated[
             str | None,
