@@ -151,7 +151,7 @@ def _write_recorded(session: Session, _context: UOWTransaction, _instances: obje
         ids = list(connection.execute(statement, rows[0] if len(rows) == 1 else rows).scalars())
         for entry, entry_id in zip(entries, ids, strict=True):
             set_committed_value(entry, "id", entry_id)
-    insert_all(session, [AuditPending(entry_id=entry_id) for entry_id in ids])
+    insert_all(session, [new_row(AuditPending, entry_id=entry_id) for entry_id in ids])
 
 
 event.listen(Session, "before_flush", _write_recorded)

@@ -350,8 +350,10 @@ def new_message(
     header: RoutingHeader, raw: Mapping[str, Any], *, state: State, supersedes: Message | None = None
 ) -> Message:
     """The row of a message as received now: its routing metadata from the verified header, the envelope as
-    sent and its digest. Intake (state ``submitted``) and the hop from another node (``forwarded``) share it."""
-    return Message(
+    sent and its digest. Intake (state ``submitted``) and the hop from another node (``forwarded``) share it.
+    Built by ``new_row`` (no per-attribute events: a tenth of the constructor's cost)."""
+    return new_row(
+        Message,
         id=str(header.message_id),
         conversation_id=str(header.conversation_id),
         in_reply_to=str(header.in_reply_to) if header.in_reply_to else None,
