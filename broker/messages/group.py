@@ -187,14 +187,13 @@ _STORED = "SELECT id FROM messages WHERE id = ANY(%s::text[])"
 def write_group(session: Session, group: Sequence[Submission]) -> list[SubmitReceipt | Replayed | SpocError]:
     """Write ``group`` (no two sharing a message id or key) in the caller's transaction: for each, its receipt,
     the replay of its key's first answer, or its refusal (nothing of it written)."""
-    connection = (
-        session.connection()
-    )  # reads by driver SQL: a small group costs more in SQLAlchemy than in SQL
+    # Reads by driver SQL: for a group of a few, SQLAlchemy's statement machinery cost more than the SQL.
+    connection = session.connection()
     keyed = sorted({(s.agency_id, s.key) for s in group if s.key is not None})
     answered: dict[tuple[str, str], tuple[str, int, dict[str, Any]]] = {}
     if keyed:
+        # In the order given: sorted, the same in every process.
         connection.exec_driver_sql(_LOCK_KEYS, ([f"idem\x1f{agency}\x1f{key}" for agency, key in keyed],))
-        # in the order given: sorted, the same in every process
         answered = {
             (agency, key): (digest, status, response)
             for agency, key, digest, status, response in connection.exec_driver_sql(
