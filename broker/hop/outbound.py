@@ -27,17 +27,18 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final, NamedTuple, cast
 
 import httpx
 import orjson
-from sqlalchemy import select
-from sqlalchemy.orm import Session, defer, sessionmaker
+from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Session, sessionmaker
 
 from broker.audit.actions import AuditAction
 from broker.audit.service import SYSTEM, record
 from broker.config import Settings
-from broker.crypto import KeyPair, MasterKey
+from broker.crypto import KeyPair, MasterKey, PublicKey
 from broker.crypto.httpsig import NODE_LABEL, sign_request
 from broker.db import insert_all, unit_of_work, utcnow
 from broker.delivery.push import backoff
@@ -58,6 +59,7 @@ from broker.hop.service import (
     safe_reason,
     sender_key_token,
     this_node,
+    transport_keys,
 )
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.models import Message
@@ -311,122 +313,226 @@ def settle(
     now: datetime | None = None,
     rng: random.Random | None = None,
 ) -> dict[str, int]:
-    """Record what each hop achieved; counts by result (sent, retry, dead, skipped)."""
+    """Record what each hop achieved; counts by result (sent, retry, dead, skipped).
+
+    Set-based: one read of the hops (locked, with the few columns of their messages that the receipts and
+    the log name), then each hop judged alone exactly as before — its receipt verified under the peer's
+    directory keys and checked to name this hop, else retried with backoff or dead-lettered — and one UPDATE
+    for all of them (:func:`_update_hops`). The audit entries are made in hop order, as one hop at a time
+    would make them, and written together at the flush."""
     now = now or utcnow()
     counts = {"sent": 0, "retry": 0, "dead": 0, "skipped": 0}
     by_id = {o.hop_id: o for o in outcomes}
     if not by_id:
         return counts
     query = (
-        select(Hop, Message)
+        select(*_SETTLE_COLUMNS)
         .join(Message, Message.id == Hop.message_id)
         .where(Hop.id.in_(by_id))
-        .options(defer(Message.envelope))  # a receipt names the message's id and digest, never its content
-    )
+        .order_by(Hop.id)
+    )  # a receipt names the message's id and digest, never its content: the envelope stays unread
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(of=Hop)
-    directory: RegionDirectory | None = None
-    me: DirectoryNode | None = None
-    for hop, message in session.execute(query.order_by(Hop.id)).all():
-        outcome = by_id[hop.id]
-        if hop.receipt is not None or hop.dead_at is not None:
+    judge = _Receipts(session)
+    changes: list[dict[str, Any]] = []
+    for row in map(_Settling._make, session.execute(query).all()):
+        outcome = by_id[row.id]
+        if row.receipt is not None or row.dead_at is not None:
             counts["skipped"] += 1
             continue
-        hop.attempts += 1
+        attempts = row.attempts + 1
         error = outcome.error
         if outcome.receipt is not None:
             try:
-                directory = directory or live_directory(session).directory
-                me = me or this_node(session, directory)
-                peer = directory.node(hop.peer_node)
-                if peer is None:
-                    raise HopFailed(f"node {hop.peer_node} left the regional directory")
-                statement = check_receipt(
-                    outcome.receipt,
-                    peer=peer,
-                    me=me,
-                    message=message,
-                    event_id=hop.event_id,
-                    digest=hop.digest,
-                )
+                statement = judge.check(outcome.receipt, row)
             except SpocError as exc:
                 error = exc.detail
             else:
-                hop.receipt, hop.next_attempt_at, hop.last_error = outcome.receipt, None, None
+                changes.append(_change(row.id, attempts, receipt=outcome.receipt))
                 record(
                     session,
                     actor=SYSTEM,
                     action=AuditAction.HOP_SENT,
                     object_type="message",
-                    object_id=message.id,
-                    countries=[message.origin_country, message.destination_country],
+                    object_id=row.message_id,
+                    countries=[row.origin_country, row.destination_country],
                     details={
-                        "to_node": hop.peer_node,
-                        "digest": hop.digest,
+                        "to_node": row.peer_node,
+                        "digest": row.digest,
                         "received_at": statement.get("received_at"),
-                        "attempts": hop.attempts,
-                        **_event_details(hop, message),
+                        "attempts": attempts,
+                        **_event_details(row),
                     },
                 )
                 counts["sent"] += 1
                 continue
-        hop.last_error = (error or "unknown error")[:500]
-        if outcome.permanent or hop.attempts >= settings.push_max_attempts:
-            _dead_letter(session, hop, message, now=now)
+        last_error = (error or "unknown error")[:500]
+        if outcome.permanent or attempts >= settings.push_max_attempts:
+            changes.append(_change(row.id, attempts, last_error=last_error, dead_at=now))
+            _dead_letter(session, row, attempts=attempts, error=last_error)
             counts["dead"] += 1
             continue
         delay = backoff(
-            hop.attempts,
+            attempts,
             base=settings.push_backoff_base_seconds,
             cap=settings.push_backoff_cap_seconds,
             rng=rng,
         )
-        hop.next_attempt_at = now + timedelta(seconds=delay)
+        changes.append(
+            _change(row.id, attempts, last_error=last_error, next_attempt_at=now + timedelta(seconds=delay))
+        )
         counts["retry"] += 1
+    _update_hops(session, changes)
     session.flush()
     return counts
 
 
-def _dead_letter(session: Session, hop: Hop, message: Message, *, now: datetime) -> None:
+class _Settling(NamedTuple):
+    """What :func:`settle` reads of a hop and its message (``_SETTLE_COLUMNS``, in this order)."""
+
+    id: int
+    receipt: str | None
+    dead_at: datetime | None
+    attempts: int
+    peer_node: str
+    digest: str
+    event_id: str | None
+    event_kind: str | None
+    message_id: str
+    type: str
+    origin_country: str
+    destination_country: str
+    message_digest: str
+
+
+_SETTLE_COLUMNS: Final = (
+    Hop.id,
+    Hop.receipt,
+    Hop.dead_at,
+    Hop.attempts,
+    Hop.peer_node,
+    Hop.digest,
+    Hop.event_id,
+    Hop.event_kind,
+    Message.id,
+    Message.type,
+    Message.origin_country,
+    Message.destination_country,
+    Message.digest,
+)
+
+
+class _Receipts:
+    """The receipts of one settle step, each verified on its own; what they are checked against (the
+    directory, this node, each peer's transport keys) is read once for the step, when the first is checked."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._directory: RegionDirectory | None = None
+        self._me: DirectoryNode | None = None
+        self._keys: dict[str, dict[str, PublicKey]] = {}
+
+    def check(self, token: str, row: _Settling) -> dict[str, Any]:
+        if self._directory is None or self._me is None:
+            self._directory = live_directory(self._session).directory
+            self._me = this_node(self._session, self._directory)
+        peer = self._directory.node(row.peer_node)
+        if peer is None:
+            raise HopFailed(f"node {row.peer_node} left the regional directory")
+        keys = self._keys.get(peer.node_id)
+        if keys is None:
+            keys = self._keys[peer.node_id] = transport_keys(peer)
+        return check_receipt(
+            token,
+            peer=peer,
+            me=self._me,
+            message_id=row.message_id,
+            digest=row.digest,
+            event_id=row.event_id,
+            keys=keys,
+        )
+
+
+def _change(
+    hop_id: int,
+    attempts: int,
+    *,
+    receipt: str | None = None,
+    last_error: str | None = None,
+    next_attempt_at: datetime | None = None,
+    dead_at: datetime | None = None,
+) -> dict[str, Any]:
+    """A hop's columns after this attempt: receipted (no next attempt, no error), retried or dead."""
+    return {
+        "id": hop_id,
+        "attempts": attempts,
+        "receipt": receipt,
+        "last_error": last_error,
+        "next_attempt_at": next_attempt_at,
+        "dead_at": dead_at,
+    }
+
+
+_HOPS = cast(Table, Hop.__table__)
+
+
+def _update_hops(session: Session, changes: Sequence[dict[str, Any]]) -> None:
+    """Write the hops' new columns: on PostgreSQL one ``UPDATE hops … FROM unnest(<one array per column>)``
+    for the whole step; elsewhere one UPDATE per hop (the driver's executemany). The rows were read ``FOR
+    UPDATE`` in this transaction, so nothing else changed them since."""
+    if not changes:
+        return
+    columns = [c for c in changes[0] if c != "id"]
+    if session.get_bind().dialect.name != "postgresql":
+        statement = (
+            update(_HOPS).where(_HOPS.c.id == bindparam("hop_id")).values({c: bindparam(c) for c in columns})
+        )
+        session.execute(statement, [{"hop_id": c["id"], **{k: c[k] for k in columns}} for c in changes])
+        return
+    arrays = [
+        bindparam(name, [c[name] for c in changes], type_=ARRAY(_HOPS.c[name].type))
+        for name in ["id", *columns]
+    ]
+    given = func.unnest(*arrays).table_valued("id", *columns).render_derived(name="given")
+    session.execute(update(_HOPS).where(_HOPS.c.id == given.c.id).values({c: given.c[c] for c in columns}))
+
+
+def _dead_letter(session: Session, row: _Settling, *, attempts: int, error: str) -> None:
     """Give up: the origin's officers learn that the message did not reach the other node, and why."""
-    hop.dead_at, hop.next_attempt_at = now, None
     record(
         session,
         actor=SYSTEM,
         action=AuditAction.HOP_DEAD_LETTERED,
         object_type="message",
-        object_id=message.id,
-        countries=[message.origin_country, message.destination_country],
+        object_id=row.message_id,
+        countries=[row.origin_country, row.destination_country],
         outcome="dead-lettered",
         details={
-            "to_node": hop.peer_node,
-            "attempts": hop.attempts,
-            "error": hop.last_error,
-            **_event_details(hop, message),
+            "to_node": row.peer_node,
+            "attempts": attempts,
+            "error": error,
+            **_event_details(row),
         },
     )
-    if hop.event_id is None:
-        cp, what = contact_point_for(session, message.origin_country), f"{message.type} {message.id}"
+    if row.event_id is None:
+        country, what = row.origin_country, f"{row.type} {row.message_id}"
     else:  # the contact point whose decision the peer did not learn
-        kind = EventKind(str(hop.event_kind))
-        cp, what = (
-            contact_point_for(session, acting_country(message, kind)),
-            f"the '{kind}' event of {message.id}",
-        )
+        kind = EventKind(str(row.event_kind))
+        country, what = acting_country(row, kind), f"the '{kind}' event of {row.message_id}"
     notify(
         session,
-        contact_point_id=cp.id,
+        contact_point_id=contact_point_for(session, country).id,
         kind="hop-dead-letter",
-        message_id=message.id,
-        text=f"{what} did not reach node {hop.peer_node} after {hop.attempts} attempts: {hop.last_error}",
+        message_id=row.message_id,
+        text=f"{what} did not reach node {row.peer_node} after {attempts} attempts: {error}",
     )
 
 
-def _event_details(hop: Hop, message: Message) -> dict[str, str]:
+def _event_details(row: _Settling) -> dict[str, str]:
     """An event hop's audit details beside a message hop's: which event, and the message's own digest."""
-    if hop.event_id is None:
+    if row.event_id is None:
         return {}
-    return {"event_id": hop.event_id, "kind": str(hop.event_kind), "message_digest": message.digest}
+    return {"event_id": row.event_id, "kind": str(row.event_kind), "message_digest": row.message_digest}
 
 
 def hop_batch(

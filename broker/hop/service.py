@@ -69,6 +69,7 @@ __all__ = [
     "safe_reason",
     "sender_key_token",
     "this_node",
+    "transport_keys",
 ]
 
 HOP_PATH: Final = "/v1/hop/messages"
@@ -197,23 +198,31 @@ class HopFailed(SpocError):
     title = "The peer node did not take the hop"
 
 
+def transport_keys(peer: DirectoryNode) -> dict[str, PublicKey]:
+    """The peer's transport keys as the directory lists them, by kid (each JWK validated once per process)."""
+    return {k.kid: k for k in (PublicKey.from_jwk(j) for j in peer.transport_keys)}
+
+
 def check_receipt(
     token: Any,
     *,
     peer: DirectoryNode,
     me: DirectoryNode,
-    message: Message,
+    message_id: str,
+    digest: str,
     event_id: str | None = None,
-    digest: str | None = None,
+    keys: Mapping[str, PublicKey] | None = None,
 ) -> dict[str, Any]:
-    """The peer's transport receipt for this hop, verified under its directory keys; HopFailed otherwise. For
-    an event hop the receipt names the event (``event_id``) and the event's ``digest``, not the message's."""
-    keys = {k.kid: k for k in (PublicKey.from_jwk(j) for j in peer.transport_keys)}
+    """The peer's transport receipt for this hop, verified under its directory keys; HopFailed otherwise. The
+    receipt names the message and the digest that crossed: the message's for a message hop, the event's
+    (``event_id``, ``digest``) for an event hop. ``keys``: :func:`transport_keys` of ``peer``, if the caller
+    checks many receipts of one peer (they are read from ``peer`` otherwise)."""
+    held = transport_keys(peer) if keys is None else keys
 
     def resolve(kid: str) -> PublicKey:
-        if kid not in keys:
+        if kid not in held:
             raise NotFound("not the peer's transport key")
-        return keys[kid]
+        return held[kid]
 
     try:
         if not isinstance(token, str):
@@ -222,8 +231,8 @@ def check_receipt(
     except VerificationError as exc:
         raise HopFailed(f"{peer.node_id}'s transport receipt does not verify") from exc
     expected = {
-        "message_id": message.id,
-        "digest": digest or message.digest,
+        "message_id": message_id,
+        "digest": digest,
         "from_node": me.node_id,
         "to_node": peer.node_id,
         "event_id": event_id,  # absent (None) on a message's receipt
