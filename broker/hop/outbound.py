@@ -27,11 +27,12 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Final, NamedTuple, cast
+from typing import Any, Final, NamedTuple
+from typing import cast as typing_cast
 
 import httpx
 import orjson
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, Text, bindparam, case, cast, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -40,7 +41,7 @@ from broker.audit.service import SYSTEM, record
 from broker.config import Settings
 from broker.crypto import KeyPair, MasterKey, PublicKey
 from broker.crypto.httpsig import NODE_LABEL, sign_request
-from broker.db import insert_all, unit_of_work, utcnow
+from broker.db import insert_all, new_row, unit_of_work, utcnow
 from broker.delivery.push import backoff
 from broker.delivery.runner import all_due
 from broker.directory.service import contact_point_for
@@ -52,7 +53,7 @@ from broker.hop.service import (
     HOP_PATH,
     HopFailed,
     check_receipt,
-    hop_body,
+    hop_bytes,
     live_directory,
     origin_custody,
     problem_reason,
@@ -112,7 +113,8 @@ def schedule_many(session: Session, keys: DatabaseKeyStore, messages: Sequence[M
             raise HopFailed(f"no node of the regional directory serves {message.destination_country}")
         queued.add(message.id)
         hops.append(
-            Hop(
+            new_row(
+                Hop,
                 message_id=message.id,
                 direction="out",
                 peer_node=peer.node_id,
@@ -174,12 +176,15 @@ def prepare(
     """The signed requests of the still-open hops among ``ids``, in hop order, and outcomes already known.
     Consecutive message hops to one peer go as one batch of up to ``MAX_HOP_BATCH`` (one request signature);
     an event hop goes alone, between them, so that a peer learns of a message before what happened to it."""
-    rows = session.execute(
-        select(Hop, Message)
-        .join(Message, Message.id == Hop.message_id)
-        .where(Hop.id.in_(ids), Hop.receipt.is_(None), Hop.dead_at.is_(None))
-        .order_by(Hop.id)
-    ).all()
+    rows = [
+        _Sending._make(row)
+        for row in session.execute(
+            select(*_SENDING_COLUMNS)
+            .join(Message, Message.id == Hop.message_id)
+            .where(Hop.id.in_(ids), Hop.receipt.is_(None), Hop.dead_at.is_(None))
+            .order_by(Hop.id)
+        )
+    ]
     jobs: list[HopJob] = []
     known: list[HopOutcome] = []
     if not rows:
@@ -187,17 +192,17 @@ def prepare(
     try:
         directory = live_directory(session).directory
     except SpocError as exc:  # no valid directory: nobody can be reached now; retried later
-        return jobs, [HopOutcome(hop.id, error=exc.detail) for hop, _ in rows]
+        return jobs, [HopOutcome(hop.id, error=exc.detail) for hop in rows]
     signer = keys.signing_key(TRANSPORT_PARTY)
-    steps = origin_custody(session, [message for hop, message in rows if hop.event_id is None])
-    runs: dict[str, list[tuple[int, dict[str, Any]]]] = {}  # per peer: message hops not yet in a job
+    steps = origin_custody(session, {h.message_id: h.origin_country for h in rows if h.event_id is None})
+    runs: dict[str, list[tuple[int, bytes]]] = {}  # per peer: message hops not yet in a job
 
     def close(base: str) -> None:
         run = runs.pop(base, [])
         for start in range(0, len(run), MAX_HOP_BATCH):
             jobs.append(_batch(base, run[start : start + MAX_HOP_BATCH], signer))
 
-    for hop, message in rows:
+    for hop in rows:
         peer = directory.node(hop.peer_node)
         if peer is None:
             known.append(HopOutcome(hop.id, error=f"node {hop.peer_node} left the regional directory"))
@@ -207,21 +212,51 @@ def prepare(
             close(base)
             jobs.append(_signed((hop.id,), base, EVENTS_PATH, orjson.dumps({"event": hop.event}), signer))
             continue
-        body = hop_body(session, keys, message, sender_key=hop.sender_key, custody=steps[message.id])
+        sender_key = hop.sender_key
+        if sender_key is None:  # a hop queued without the statement: made now, as the hop goes out
+            sender_key = sender_key_token(session, keys, session.get_one(Message, hop.message_id))
+        assert hop.envelope is not None  # noqa: S101 - read for every message hop (_SENDING_COLUMNS)
+        body = hop_bytes(hop.envelope, steps[hop.message_id], sender_key)
         runs.setdefault(base, []).append((hop.id, body))
     for base in list(runs):
         close(base)
     return jobs, known
 
 
-def _batch(base: str, hops: Sequence[tuple[int, dict[str, Any]]], signer: KeyPair) -> HopJob:
-    """One POST for ``hops`` to the peer at ``base``: the batch, with each hop alone as its fallback."""
+class _Sending(NamedTuple):
+    """What :func:`prepare` reads of a hop and its message (``_SENDING_COLUMNS``, in this order)."""
+
+    id: int
+    peer_node: str
+    event_id: str | None
+    event: str | None
+    sender_key: str | None
+    message_id: str
+    origin_country: str
+    envelope: str | None  # the envelope's JSON text, for a message hop only
+
+
+_SENDING_COLUMNS: Final = (
+    Hop.id,
+    Hop.peer_node,
+    Hop.event_id,
+    Hop.event,
+    Hop.sender_key,
+    Hop.message_id,
+    Message.origin_country,
+    # As text: serialised into the hop as it is, never parsed here (``hop_bytes``). Not for an event hop.
+    case((Hop.event_id.is_(None), cast(Message.envelope, Text)), else_=None),
+)
+
+
+def _batch(base: str, hops: Sequence[tuple[int, bytes]], signer: KeyPair) -> HopJob:
+    """One POST for ``hops`` to the peer at ``base``: the batch, with each hop alone as its fallback (the same
+    bytes: each hop is serialised once)."""
     if len(hops) == 1:
-        return _signed((hops[0][0],), base, HOP_PATH, orjson.dumps(hops[0][1]), signer)
-    body = orjson.dumps({"hops": [b for _, b in hops]})
-    singles = tuple((i, orjson.dumps(b)) for i, b in hops)
+        return _signed((hops[0][0],), base, HOP_PATH, hops[0][1], signer)
+    body = b'{"hops":[' + b",".join(b for _, b in hops) + b"]}"
     job = _signed(tuple(i for i, _ in hops), base, HOP_BATCH_PATH, body, signer)
-    return replace(job, singles=singles, signer=signer)
+    return replace(job, singles=tuple(hops), signer=signer)
 
 
 def _signed(hop_ids: tuple[int, ...], base: str, path: str, body: bytes, signer: KeyPair) -> HopJob:
@@ -473,7 +508,7 @@ def _change(
     }
 
 
-_HOPS = cast(Table, Hop.__table__)
+_HOPS = typing_cast(Table, Hop.__table__)
 
 
 def _update_hops(session: Session, changes: Sequence[dict[str, Any]]) -> None:
