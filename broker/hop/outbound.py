@@ -82,6 +82,8 @@ __all__ = [
     "settle",
 ]
 
+_HOPS = typing_cast(Table, Hop.__table__)
+
 
 def schedule(session: Session, keys: DatabaseKeyStore, message: Message) -> None:
     """Queue the hop of a message approved for another node (idempotent: one row per message)."""
@@ -128,23 +130,32 @@ def schedule_many(session: Session, keys: DatabaseKeyStore, messages: Sequence[M
 
 
 def claim(session: Session, *, limit: int, lease_seconds: float, now: datetime | None = None) -> list[int]:
-    """Lease due, unreceipted outgoing hops (oldest due first); the caller commits, then sends."""
+    """Lease due, unreceipted outgoing hops (oldest due first); the caller commits, then sends.
+
+    One statement: ``UPDATE hops SET next_attempt_at = <lease end> WHERE id IN (<the due rows, oldest first,
+    locked, skipping rows another worker holds>) RETURNING id`` (on PostgreSQL; elsewhere the read, then the
+    UPDATE). The ids in hop order."""
     now = now or utcnow()
-    query = (
-        select(Hop)
+    due = (
+        select(Hop.id)
         .where(
             Hop.direction == "out", Hop.receipt.is_(None), Hop.dead_at.is_(None), Hop.next_attempt_at <= now
         )
         .order_by(Hop.next_attempt_at, Hop.id)
         .limit(limit)
     )
+    lease = update(_HOPS).values(next_attempt_at=now + timedelta(seconds=lease_seconds))
     if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    rows = list(session.scalars(query).all())
-    for row in rows:
-        row.next_attempt_at = now + timedelta(seconds=lease_seconds)
-    session.flush()
-    return [r.id for r in rows]
+        leased = session.scalars(
+            lease.where(_HOPS.c.id.in_(due.with_for_update(skip_locked=True).scalar_subquery())).returning(
+                _HOPS.c.id
+            )
+        )
+        return sorted(leased)
+    ids = list(session.scalars(due))
+    if ids:
+        session.execute(lease.where(_HOPS.c.id.in_(ids)))
+    return sorted(ids)
 
 
 @dataclass(frozen=True)
@@ -506,9 +517,6 @@ def _change(
         "next_attempt_at": next_attempt_at,
         "dead_at": dead_at,
     }
-
-
-_HOPS = typing_cast(Table, Hop.__table__)
 
 
 def _update_hops(session: Session, changes: Sequence[dict[str, Any]]) -> None:
