@@ -399,6 +399,7 @@ def measure_hop(region: Region, messages: int, say: Say, *, timeout: float = 600
         "dead_lettered_at_origin": dead,
         "dead_letter_errors": [e for e in errors if e],
         "approve_seconds": round(approving, 2),
+        "span_seconds": round(span, 2),
         "hop_msgs_per_s": round(len(received) / span, 1) if span > 0 else None,
         "hop_added_latency_ms": {
             "p50": round(statistics.median(latencies) * 1000, 1) if latencies else None,
@@ -454,6 +455,15 @@ def hop_rows(hop: dict[str, Any], single: tuple[str, dict[str, Any]] | None) -> 
             f"p50 {latency['p50']} ms, p99 {latency['p99']} ms, max {latency['max']} ms",
         ),
     ]
+    if hop.get("span_seconds") is not None and hop.get("approve_seconds") is not None:
+        # The rate's span starts at the first approval, and the officer's pages of approvals go one after the
+        # other: a hop that keeps up with them is bound by them.
+        rows.append(
+            (
+                "hop span (first approval to last receipt), of which approving",
+                f"{hop['span_seconds']} s, {hop['approve_seconds']} s",
+            )
+        )
     if hop.get("cpu_ms_per_message"):
         rows.append(
             (

@@ -29,3 +29,8 @@ def test_the_cpu_per_message_of_each_process_is_a_row_of_its_own() -> None:
 
 def test_a_run_without_cpu_figures_prints_none() -> None:
     assert not any("CPU" in measure for measure, _ in hop_rows(_hop(), None))
+
+
+def test_the_span_is_shown_beside_the_time_the_approvals_took() -> None:
+    rows = dict(hop_rows(_hop(span_seconds=7.8, approve_seconds=3.0), None))
+    assert rows["hop span (first approval to last receipt), of which approving"] == "7.8 s, 3.0 s"
