@@ -40,6 +40,7 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from broker.audit.service import SYSTEM
+from broker.bench import cpu
 from broker.client.agency import AgencyClient
 from broker.client.officer import OfficerClient
 from broker.config import Settings
@@ -333,6 +334,12 @@ def measure_hop(region: Region, messages: int, say: Say, *, timeout: float = 600
             raise RuntimeError(f"the origin refused envelopes: {answer['results'][:2]}")
     officer = origin.officer(f"{origin.country.lower()}-officer")
     say(f"hop: approving {messages} at {origin.node_id}; its workers hop them to {destination.node_id}")
+    roots = {
+        f"{node.node_id} {role}": proc.pid
+        for node in (origin, destination)
+        for role, proc in zip(("api", "worker"), node.processes, strict=False)
+    }
+    before = cpu.sample()
     begun = time.perf_counter()
     for start in range(0, messages, 100):
         officer.decide_many([(m, {"action": "approve"}) for m in ids[start : start + 100]])
@@ -352,6 +359,7 @@ def measure_hop(region: Region, messages: int, say: Say, *, timeout: float = 600
             if scheduled >= messages and not open_hops:
                 break
             time.sleep(0.25)
+        spent = cpu.per_message(before, cpu.sample(), roots=roots, messages=messages)
         with unit_of_work(factory) as session:
             approved = dict(
                 session.execute(
@@ -391,6 +399,7 @@ def measure_hop(region: Region, messages: int, say: Say, *, timeout: float = 600
         "dead_lettered_at_origin": dead,
         "dead_letter_errors": [e for e in errors if e],
         "approve_seconds": round(approving, 2),
+        "span_seconds": round(span, 2),
         "hop_msgs_per_s": round(len(received) / span, 1) if span > 0 else None,
         "hop_added_latency_ms": {
             "p50": round(statistics.median(latencies) * 1000, 1) if latencies else None,
@@ -398,6 +407,10 @@ def measure_hop(region: Region, messages: int, say: Say, *, timeout: float = 600
             "max": round(max(latencies) * 1000, 1) if latencies else None,
         },
         "nodes": [origin.node_id, destination.node_id],
+        # From the first approval until every hop is settled, by process (``broker.bench.cpu``): the two
+        # nodes' API and worker processes, PostgreSQL (both databases), this process (the officer's
+        # approvals and the polling) and "other" (anything else running on the machine meanwhile).
+        "cpu_ms_per_message": spent,
     }
 
 
@@ -442,6 +455,22 @@ def hop_rows(hop: dict[str, Any], single: tuple[str, dict[str, Any]] | None) -> 
             f"p50 {latency['p50']} ms, p99 {latency['p99']} ms, max {latency['max']} ms",
         ),
     ]
+    if hop.get("span_seconds") is not None and hop.get("approve_seconds") is not None:
+        # The rate's span starts at the first approval, and the officer's pages of approvals go one after the
+        # other: a hop that keeps up with them is bound by them.
+        rows.append(
+            (
+                "hop span (first approval to last receipt), of which approving",
+                f"{hop['span_seconds']} s, {hop['approve_seconds']} s",
+            )
+        )
+    if hop.get("cpu_ms_per_message"):
+        rows.append(
+            (
+                "hop CPU ms per message, approval to last receipt",
+                ", ".join(f"{role} {ms}" for role, ms in hop["cpu_ms_per_message"].items()),
+            )
+        )
     if hop.get("dead_letter_errors"):
         rows.append(("hop dead letters at the origin, why", "; ".join(hop["dead_letter_errors"])))
     if single is not None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -35,17 +35,27 @@ from broker.keys.service import DatabaseKeyStore
 from broker.messages.models import Message
 from schemas.hop import EVENT_FIELDS, ORIGIN_KINDS, EventKind
 
-__all__ = ["EVENTS_PATH", "acting_country", "announce", "counterpart_country", "event_statement"]
+__all__ = ["EVENTS_PATH", "Crossing", "acting_country", "announce", "counterpart_country", "event_statement"]
 
 EVENTS_PATH: Final = "/v1/hop/events"
 
 
-def acting_country(message: Message, kind: EventKind) -> str:
+class Crossing(Protocol):
+    """What the countries of an event depend on: the message's two countries (a :class:`Message`, or a row
+    of its columns)."""
+
+    @property
+    def origin_country(self) -> str: ...
+    @property
+    def destination_country(self) -> str: ...
+
+
+def acting_country(message: Crossing, kind: EventKind) -> str:
     """The country whose contact point makes events of ``kind`` about ``message``."""
     return message.origin_country if kind in ORIGIN_KINDS else message.destination_country
 
 
-def counterpart_country(message: Message, kind: EventKind) -> str:
+def counterpart_country(message: Crossing, kind: EventKind) -> str:
     """The country whose node learns of events of ``kind`` about ``message``."""
     return message.destination_country if kind in ORIGIN_KINDS else message.origin_country
 

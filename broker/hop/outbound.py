@@ -27,19 +27,21 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final, NamedTuple
+from typing import cast as typing_cast
 
 import httpx
 import orjson
-from sqlalchemy import select
-from sqlalchemy.orm import Session, defer, sessionmaker
+from sqlalchemy import Table, Text, bindparam, case, cast, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Session, sessionmaker
 
 from broker.audit.actions import AuditAction
 from broker.audit.service import SYSTEM, record
 from broker.config import Settings
-from broker.crypto import KeyPair, MasterKey
+from broker.crypto import KeyPair, MasterKey, PublicKey
 from broker.crypto.httpsig import NODE_LABEL, sign_request
-from broker.db import insert_all, unit_of_work, utcnow
+from broker.db import insert_all, new_row, unit_of_work, utcnow
 from broker.delivery.push import backoff
 from broker.delivery.runner import all_due
 from broker.directory.service import contact_point_for
@@ -51,13 +53,14 @@ from broker.hop.service import (
     HOP_PATH,
     HopFailed,
     check_receipt,
-    hop_body,
+    hop_bytes,
     live_directory,
     origin_custody,
     problem_reason,
     safe_reason,
     sender_key_token,
     this_node,
+    transport_keys,
 )
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.models import Message
@@ -78,6 +81,8 @@ __all__ = [
     "send",
     "settle",
 ]
+
+_HOPS = typing_cast(Table, Hop.__table__)
 
 
 def schedule(session: Session, keys: DatabaseKeyStore, message: Message) -> None:
@@ -110,7 +115,8 @@ def schedule_many(session: Session, keys: DatabaseKeyStore, messages: Sequence[M
             raise HopFailed(f"no node of the regional directory serves {message.destination_country}")
         queued.add(message.id)
         hops.append(
-            Hop(
+            new_row(
+                Hop,
                 message_id=message.id,
                 direction="out",
                 peer_node=peer.node_id,
@@ -124,23 +130,32 @@ def schedule_many(session: Session, keys: DatabaseKeyStore, messages: Sequence[M
 
 
 def claim(session: Session, *, limit: int, lease_seconds: float, now: datetime | None = None) -> list[int]:
-    """Lease due, unreceipted outgoing hops (oldest due first); the caller commits, then sends."""
+    """Lease due, unreceipted outgoing hops (oldest due first); the caller commits, then sends.
+
+    One statement: ``UPDATE hops SET next_attempt_at = <lease end> WHERE id IN (<the due rows, oldest first,
+    locked, skipping rows another worker holds>) RETURNING id`` (on PostgreSQL; elsewhere the read, then the
+    UPDATE). The ids in hop order."""
     now = now or utcnow()
-    query = (
-        select(Hop)
+    due = (
+        select(Hop.id)
         .where(
             Hop.direction == "out", Hop.receipt.is_(None), Hop.dead_at.is_(None), Hop.next_attempt_at <= now
         )
         .order_by(Hop.next_attempt_at, Hop.id)
         .limit(limit)
     )
+    lease = update(_HOPS).values(next_attempt_at=now + timedelta(seconds=lease_seconds))
     if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    rows = list(session.scalars(query).all())
-    for row in rows:
-        row.next_attempt_at = now + timedelta(seconds=lease_seconds)
-    session.flush()
-    return [r.id for r in rows]
+        leased = session.scalars(
+            lease.where(_HOPS.c.id.in_(due.with_for_update(skip_locked=True).scalar_subquery())).returning(
+                _HOPS.c.id
+            )
+        )
+        return sorted(leased)
+    ids = list(session.scalars(due))
+    if ids:
+        session.execute(lease.where(_HOPS.c.id.in_(ids)))
+    return sorted(ids)
 
 
 @dataclass(frozen=True)
@@ -172,12 +187,15 @@ def prepare(
     """The signed requests of the still-open hops among ``ids``, in hop order, and outcomes already known.
     Consecutive message hops to one peer go as one batch of up to ``MAX_HOP_BATCH`` (one request signature);
     an event hop goes alone, between them, so that a peer learns of a message before what happened to it."""
-    rows = session.execute(
-        select(Hop, Message)
-        .join(Message, Message.id == Hop.message_id)
-        .where(Hop.id.in_(ids), Hop.receipt.is_(None), Hop.dead_at.is_(None))
-        .order_by(Hop.id)
-    ).all()
+    rows = [
+        _Sending._make(row)
+        for row in session.execute(
+            select(*_SENDING_COLUMNS)
+            .join(Message, Message.id == Hop.message_id)
+            .where(Hop.id.in_(ids), Hop.receipt.is_(None), Hop.dead_at.is_(None))
+            .order_by(Hop.id)
+        )
+    ]
     jobs: list[HopJob] = []
     known: list[HopOutcome] = []
     if not rows:
@@ -185,17 +203,17 @@ def prepare(
     try:
         directory = live_directory(session).directory
     except SpocError as exc:  # no valid directory: nobody can be reached now; retried later
-        return jobs, [HopOutcome(hop.id, error=exc.detail) for hop, _ in rows]
+        return jobs, [HopOutcome(hop.id, error=exc.detail) for hop in rows]
     signer = keys.signing_key(TRANSPORT_PARTY)
-    steps = origin_custody(session, [message for hop, message in rows if hop.event_id is None])
-    runs: dict[str, list[tuple[int, dict[str, Any]]]] = {}  # per peer: message hops not yet in a job
+    steps = origin_custody(session, {h.message_id: h.origin_country for h in rows if h.event_id is None})
+    runs: dict[str, list[tuple[int, bytes]]] = {}  # per peer: message hops not yet in a job
 
     def close(base: str) -> None:
         run = runs.pop(base, [])
         for start in range(0, len(run), MAX_HOP_BATCH):
             jobs.append(_batch(base, run[start : start + MAX_HOP_BATCH], signer))
 
-    for hop, message in rows:
+    for hop in rows:
         peer = directory.node(hop.peer_node)
         if peer is None:
             known.append(HopOutcome(hop.id, error=f"node {hop.peer_node} left the regional directory"))
@@ -205,21 +223,51 @@ def prepare(
             close(base)
             jobs.append(_signed((hop.id,), base, EVENTS_PATH, orjson.dumps({"event": hop.event}), signer))
             continue
-        body = hop_body(session, keys, message, sender_key=hop.sender_key, custody=steps[message.id])
+        sender_key = hop.sender_key
+        if sender_key is None:  # a hop queued without the statement: made now, as the hop goes out
+            sender_key = sender_key_token(session, keys, session.get_one(Message, hop.message_id))
+        assert hop.envelope is not None  # noqa: S101 - read for every message hop (_SENDING_COLUMNS)
+        body = hop_bytes(hop.envelope, steps[hop.message_id], sender_key)
         runs.setdefault(base, []).append((hop.id, body))
     for base in list(runs):
         close(base)
     return jobs, known
 
 
-def _batch(base: str, hops: Sequence[tuple[int, dict[str, Any]]], signer: KeyPair) -> HopJob:
-    """One POST for ``hops`` to the peer at ``base``: the batch, with each hop alone as its fallback."""
+class _Sending(NamedTuple):
+    """What :func:`prepare` reads of a hop and its message (``_SENDING_COLUMNS``, in this order)."""
+
+    id: int
+    peer_node: str
+    event_id: str | None
+    event: str | None
+    sender_key: str | None
+    message_id: str
+    origin_country: str
+    envelope: str | None  # the envelope's JSON text, for a message hop only
+
+
+_SENDING_COLUMNS: Final = (
+    Hop.id,
+    Hop.peer_node,
+    Hop.event_id,
+    Hop.event,
+    Hop.sender_key,
+    Hop.message_id,
+    Message.origin_country,
+    # As text: serialised into the hop as it is, never parsed here (``hop_bytes``). Not for an event hop.
+    case((Hop.event_id.is_(None), cast(Message.envelope, Text)), else_=None),
+)
+
+
+def _batch(base: str, hops: Sequence[tuple[int, bytes]], signer: KeyPair) -> HopJob:
+    """One POST for ``hops`` to the peer at ``base``: the batch, with each hop alone as its fallback (the same
+    bytes: each hop is serialised once)."""
     if len(hops) == 1:
-        return _signed((hops[0][0],), base, HOP_PATH, orjson.dumps(hops[0][1]), signer)
-    body = orjson.dumps({"hops": [b for _, b in hops]})
-    singles = tuple((i, orjson.dumps(b)) for i, b in hops)
+        return _signed((hops[0][0],), base, HOP_PATH, hops[0][1], signer)
+    body = b'{"hops":[' + b",".join(b for _, b in hops) + b"]}"
     job = _signed(tuple(i for i, _ in hops), base, HOP_BATCH_PATH, body, signer)
-    return replace(job, singles=singles, signer=signer)
+    return replace(job, singles=tuple(hops), signer=signer)
 
 
 def _signed(hop_ids: tuple[int, ...], base: str, path: str, body: bytes, signer: KeyPair) -> HopJob:
@@ -311,122 +359,223 @@ def settle(
     now: datetime | None = None,
     rng: random.Random | None = None,
 ) -> dict[str, int]:
-    """Record what each hop achieved; counts by result (sent, retry, dead, skipped)."""
+    """Record what each hop achieved; counts by result (sent, retry, dead, skipped).
+
+    Set-based: one read of the hops (locked, with the few columns of their messages that the receipts and
+    the log name), then each hop judged alone exactly as before — its receipt verified under the peer's
+    directory keys and checked to name this hop, else retried with backoff or dead-lettered — and one UPDATE
+    for all of them (:func:`_update_hops`). The audit entries are made in hop order, as one hop at a time
+    would make them, and written together at the flush."""
     now = now or utcnow()
     counts = {"sent": 0, "retry": 0, "dead": 0, "skipped": 0}
     by_id = {o.hop_id: o for o in outcomes}
     if not by_id:
         return counts
     query = (
-        select(Hop, Message)
+        select(*_SETTLE_COLUMNS)
         .join(Message, Message.id == Hop.message_id)
         .where(Hop.id.in_(by_id))
-        .options(defer(Message.envelope))  # a receipt names the message's id and digest, never its content
-    )
+        .order_by(Hop.id)
+    )  # a receipt names the message's id and digest, never its content: the envelope stays unread
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(of=Hop)
-    directory: RegionDirectory | None = None
-    me: DirectoryNode | None = None
-    for hop, message in session.execute(query.order_by(Hop.id)).all():
-        outcome = by_id[hop.id]
-        if hop.receipt is not None or hop.dead_at is not None:
+    judge = _Receipts(session)
+    changes: list[dict[str, Any]] = []
+    for row in map(_Settling._make, session.execute(query).all()):
+        outcome = by_id[row.id]
+        if row.receipt is not None or row.dead_at is not None:
             counts["skipped"] += 1
             continue
-        hop.attempts += 1
+        attempts = row.attempts + 1
         error = outcome.error
         if outcome.receipt is not None:
             try:
-                directory = directory or live_directory(session).directory
-                me = me or this_node(session, directory)
-                peer = directory.node(hop.peer_node)
-                if peer is None:
-                    raise HopFailed(f"node {hop.peer_node} left the regional directory")
-                statement = check_receipt(
-                    outcome.receipt,
-                    peer=peer,
-                    me=me,
-                    message=message,
-                    event_id=hop.event_id,
-                    digest=hop.digest,
-                )
+                statement = judge.check(outcome.receipt, row)
             except SpocError as exc:
                 error = exc.detail
             else:
-                hop.receipt, hop.next_attempt_at, hop.last_error = outcome.receipt, None, None
+                changes.append(_change(row.id, attempts, receipt=outcome.receipt))
                 record(
                     session,
                     actor=SYSTEM,
                     action=AuditAction.HOP_SENT,
                     object_type="message",
-                    object_id=message.id,
-                    countries=[message.origin_country, message.destination_country],
+                    object_id=row.message_id,
+                    countries=[row.origin_country, row.destination_country],
                     details={
-                        "to_node": hop.peer_node,
-                        "digest": hop.digest,
+                        "to_node": row.peer_node,
+                        "digest": row.digest,
                         "received_at": statement.get("received_at"),
-                        "attempts": hop.attempts,
-                        **_event_details(hop, message),
+                        "attempts": attempts,
+                        **_event_details(row),
                     },
                 )
                 counts["sent"] += 1
                 continue
-        hop.last_error = (error or "unknown error")[:500]
-        if outcome.permanent or hop.attempts >= settings.push_max_attempts:
-            _dead_letter(session, hop, message, now=now)
+        last_error = (error or "unknown error")[:500]
+        if outcome.permanent or attempts >= settings.push_max_attempts:
+            changes.append(_change(row.id, attempts, last_error=last_error, dead_at=now))
+            _dead_letter(session, row, attempts=attempts, error=last_error)
             counts["dead"] += 1
             continue
         delay = backoff(
-            hop.attempts,
+            attempts,
             base=settings.push_backoff_base_seconds,
             cap=settings.push_backoff_cap_seconds,
             rng=rng,
         )
-        hop.next_attempt_at = now + timedelta(seconds=delay)
+        changes.append(
+            _change(row.id, attempts, last_error=last_error, next_attempt_at=now + timedelta(seconds=delay))
+        )
         counts["retry"] += 1
+    _update_hops(session, changes)
     session.flush()
     return counts
 
 
-def _dead_letter(session: Session, hop: Hop, message: Message, *, now: datetime) -> None:
+class _Settling(NamedTuple):
+    """What :func:`settle` reads of a hop and its message (``_SETTLE_COLUMNS``, in this order)."""
+
+    id: int
+    receipt: str | None
+    dead_at: datetime | None
+    attempts: int
+    peer_node: str
+    digest: str
+    event_id: str | None
+    event_kind: str | None
+    message_id: str
+    type: str
+    origin_country: str
+    destination_country: str
+    message_digest: str
+
+
+_SETTLE_COLUMNS: Final = (
+    Hop.id,
+    Hop.receipt,
+    Hop.dead_at,
+    Hop.attempts,
+    Hop.peer_node,
+    Hop.digest,
+    Hop.event_id,
+    Hop.event_kind,
+    Message.id,
+    Message.type,
+    Message.origin_country,
+    Message.destination_country,
+    Message.digest,
+)
+
+
+class _Receipts:
+    """The receipts of one settle step, each verified on its own; what they are checked against (the
+    directory, this node, each peer's transport keys) is read once for the step, when the first is checked."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._directory: RegionDirectory | None = None
+        self._me: DirectoryNode | None = None
+        self._keys: dict[str, dict[str, PublicKey]] = {}
+
+    def check(self, token: str, row: _Settling) -> dict[str, Any]:
+        if self._directory is None or self._me is None:
+            self._directory = live_directory(self._session).directory
+            self._me = this_node(self._session, self._directory)
+        peer = self._directory.node(row.peer_node)
+        if peer is None:
+            raise HopFailed(f"node {row.peer_node} left the regional directory")
+        keys = self._keys.get(peer.node_id)
+        if keys is None:
+            keys = self._keys[peer.node_id] = transport_keys(peer)
+        return check_receipt(
+            token,
+            peer=peer,
+            me=self._me,
+            message_id=row.message_id,
+            digest=row.digest,
+            event_id=row.event_id,
+            keys=keys,
+        )
+
+
+def _change(
+    hop_id: int,
+    attempts: int,
+    *,
+    receipt: str | None = None,
+    last_error: str | None = None,
+    next_attempt_at: datetime | None = None,
+    dead_at: datetime | None = None,
+) -> dict[str, Any]:
+    """A hop's columns after this attempt: receipted (no next attempt, no error), retried or dead."""
+    return {
+        "id": hop_id,
+        "attempts": attempts,
+        "receipt": receipt,
+        "last_error": last_error,
+        "next_attempt_at": next_attempt_at,
+        "dead_at": dead_at,
+    }
+
+
+def _update_hops(session: Session, changes: Sequence[dict[str, Any]]) -> None:
+    """Write the hops' new columns: on PostgreSQL one ``UPDATE hops … FROM unnest(<one array per column>)``
+    for the whole step; elsewhere one UPDATE per hop (the driver's executemany). The rows were read ``FOR
+    UPDATE`` in this transaction, so nothing else changed them since."""
+    if not changes:
+        return
+    columns = [c for c in changes[0] if c != "id"]
+    if session.get_bind().dialect.name != "postgresql":
+        statement = (
+            update(_HOPS).where(_HOPS.c.id == bindparam("hop_id")).values({c: bindparam(c) for c in columns})
+        )
+        session.execute(statement, [{"hop_id": c["id"], **{k: c[k] for k in columns}} for c in changes])
+        return
+    arrays = [
+        bindparam(name, [c[name] for c in changes], type_=ARRAY(_HOPS.c[name].type))
+        for name in ["id", *columns]
+    ]
+    given = func.unnest(*arrays).table_valued("id", *columns).render_derived(name="given")
+    session.execute(update(_HOPS).where(_HOPS.c.id == given.c.id).values({c: given.c[c] for c in columns}))
+
+
+def _dead_letter(session: Session, row: _Settling, *, attempts: int, error: str) -> None:
     """Give up: the origin's officers learn that the message did not reach the other node, and why."""
-    hop.dead_at, hop.next_attempt_at = now, None
     record(
         session,
         actor=SYSTEM,
         action=AuditAction.HOP_DEAD_LETTERED,
         object_type="message",
-        object_id=message.id,
-        countries=[message.origin_country, message.destination_country],
+        object_id=row.message_id,
+        countries=[row.origin_country, row.destination_country],
         outcome="dead-lettered",
         details={
-            "to_node": hop.peer_node,
-            "attempts": hop.attempts,
-            "error": hop.last_error,
-            **_event_details(hop, message),
+            "to_node": row.peer_node,
+            "attempts": attempts,
+            "error": error,
+            **_event_details(row),
         },
     )
-    if hop.event_id is None:
-        cp, what = contact_point_for(session, message.origin_country), f"{message.type} {message.id}"
+    if row.event_id is None:
+        country, what = row.origin_country, f"{row.type} {row.message_id}"
     else:  # the contact point whose decision the peer did not learn
-        kind = EventKind(str(hop.event_kind))
-        cp, what = (
-            contact_point_for(session, acting_country(message, kind)),
-            f"the '{kind}' event of {message.id}",
-        )
+        kind = EventKind(str(row.event_kind))
+        country, what = acting_country(row, kind), f"the '{kind}' event of {row.message_id}"
     notify(
         session,
-        contact_point_id=cp.id,
+        contact_point_id=contact_point_for(session, country).id,
         kind="hop-dead-letter",
-        message_id=message.id,
-        text=f"{what} did not reach node {hop.peer_node} after {hop.attempts} attempts: {hop.last_error}",
+        message_id=row.message_id,
+        text=f"{what} did not reach node {row.peer_node} after {attempts} attempts: {error}",
     )
 
 
-def _event_details(hop: Hop, message: Message) -> dict[str, str]:
+def _event_details(row: _Settling) -> dict[str, str]:
     """An event hop's audit details beside a message hop's: which event, and the message's own digest."""
-    if hop.event_id is None:
+    if row.event_id is None:
         return {}
-    return {"event_id": hop.event_id, "kind": str(hop.event_kind), "message_digest": message.digest}
+    return {"event_id": row.event_id, "kind": str(row.event_kind), "message_digest": row.message_digest}
 
 
 def hop_batch(

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
+import orjson
 from sqlalchemy import or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -35,7 +36,7 @@ from broker.audit.actions import AuditAction
 from broker.audit.service import Actor, record
 from broker.crypto import PublicKey, countersign, unverified_kid
 from broker.crypto.countersign import sign_transport_receipt, verify_transport_receipt
-from broker.db import Base, insert_all, utcnow
+from broker.db import Base, insert_all, new_row, utcnow
 from broker.directory.service import contact_point_for, get_agency
 from broker.errors import Conflict, NotFound, PolicyRefused, SpocError, Unavailable, VerificationError
 from broker.hop.evidence import Evidence, sender_key_statement, verify_evidence
@@ -59,6 +60,7 @@ __all__ = [
     "advance",
     "check_receipt",
     "hop_body",
+    "hop_bytes",
     "is_remote",
     "live_directory",
     "origin_custody",
@@ -69,6 +71,7 @@ __all__ = [
     "safe_reason",
     "sender_key_token",
     "this_node",
+    "transport_keys",
 ]
 
 HOP_PATH: Final = "/v1/hop/messages"
@@ -133,10 +136,19 @@ def hop_body(
     """What a hop carries (``schemas.hop.HopRequest``). ``custody``: the origin contact point's steps, if the
     caller has them already (:func:`origin_custody`, one query for a batch)."""
     if custody is None:
-        custody = origin_custody(session, [message])[message.id]
+        custody = origin_custody(session, {message.id: message.origin_country})[message.id]
     if sender_key is None:
         sender_key = sender_key_token(session, keys, message)
     return {"envelope": message.envelope, "custody": list(custody), "sender_key": sender_key}
+
+
+def hop_bytes(envelope: str, custody: Sequence[str], sender_key: str) -> bytes:
+    """:func:`hop_body` serialised, from the envelope's JSON text as the database returns it (PostgreSQL's
+    ``jsonb`` output): the envelope is not parsed into objects only to be serialised again. The receiver
+    parses the hop and verifies the envelope's signature over its RFC 8785 form, which no spelling of the
+    same JSON changes."""
+    rest = orjson.dumps({"custody": list(custody), "sender_key": sender_key})
+    return b'{"envelope":' + envelope.encode("utf-8") + b"," + rest[1:]
 
 
 def sender_key_token(session: Session, keys: DatabaseKeyStore, message: Message) -> str:
@@ -155,12 +167,14 @@ def sender_key_token(session: Session, keys: DatabaseKeyStore, message: Message)
     return countersign(statement, key=keys.signing_key(origin_cp))
 
 
-def origin_custody(session: Session, messages: Sequence[Message]) -> dict[str, list[str]]:
-    """The origin contact point's custody countersignatures (seq 1, 2, …) of each message, in one query."""
-    found: dict[str, list[str]] = {m.id: [] for m in messages}
+def origin_custody(session: Session, origins: Mapping[str, str]) -> dict[str, list[str]]:
+    """The origin contact point's custody countersignatures (seq 1, 2, …) of each message (``origins``: message
+    id -> its origin country), in one query."""
+    found: dict[str, list[str]] = {message_id: [] for message_id in origins}
     if not found:
         return found
-    origin = {m.id: contact_point_for(session, m.origin_country).id for m in messages}
+    parties = {c: contact_point_for(session, c).id for c in set(origins.values())}
+    origin = {message_id: parties[country] for message_id, country in origins.items()}
     rows = session.execute(
         select(CustodyStep.message_id, CustodyStep.party, CustodyStep.signature)
         .where(CustodyStep.message_id.in_(found), CustodyStep.seq >= 1)
@@ -197,23 +211,31 @@ class HopFailed(SpocError):
     title = "The peer node did not take the hop"
 
 
+def transport_keys(peer: DirectoryNode) -> dict[str, PublicKey]:
+    """The peer's transport keys as the directory lists them, by kid (each JWK validated once per process)."""
+    return {k.kid: k for k in (PublicKey.from_jwk(j) for j in peer.transport_keys)}
+
+
 def check_receipt(
     token: Any,
     *,
     peer: DirectoryNode,
     me: DirectoryNode,
-    message: Message,
+    message_id: str,
+    digest: str,
     event_id: str | None = None,
-    digest: str | None = None,
+    keys: Mapping[str, PublicKey] | None = None,
 ) -> dict[str, Any]:
-    """The peer's transport receipt for this hop, verified under its directory keys; HopFailed otherwise. For
-    an event hop the receipt names the event (``event_id``) and the event's ``digest``, not the message's."""
-    keys = {k.kid: k for k in (PublicKey.from_jwk(j) for j in peer.transport_keys)}
+    """The peer's transport receipt for this hop, verified under its directory keys; HopFailed otherwise. The
+    receipt names the message and the digest that crossed: the message's for a message hop, the event's
+    (``event_id``, ``digest``) for an event hop. ``keys``: :func:`transport_keys` of ``peer``, if the caller
+    checks many receipts of one peer (they are read from ``peer`` otherwise)."""
+    held = transport_keys(peer) if keys is None else keys
 
     def resolve(kid: str) -> PublicKey:
-        if kid not in keys:
+        if kid not in held:
             raise NotFound("not the peer's transport key")
-        return keys[kid]
+        return held[kid]
 
     try:
         if not isinstance(token, str):
@@ -222,8 +244,8 @@ def check_receipt(
     except VerificationError as exc:
         raise HopFailed(f"{peer.node_id}'s transport receipt does not verify") from exc
     expected = {
-        "message_id": message.id,
-        "digest": digest or message.digest,
+        "message_id": message_id,
+        "digest": digest,
         "from_node": me.node_id,
         "to_node": peer.node_id,
         "event_id": event_id,  # absent (None) on a message's receipt
@@ -448,9 +470,9 @@ def _write(
             }
             receipts[index] = sign_transport_receipt(statement, key=signer)
             rows[2].append(
-                Hop(message_id=message.id, direction="in", peer_node=sender.node_id,
-                    digest=admitted.evidence.digest, sender_key=admitted.sender_key,
-                    receipt=receipts[index], at=now)
+                new_row(Hop, message_id=message.id, direction="in", peer_node=sender.node_id,
+                        digest=admitted.evidence.digest, sender_key=admitted.sender_key,
+                        receipt=receipts[index], at=now)
             )  # fmt: skip
             # Into inbound review, with this contact point's "received" step (what a forward on one node does).
             steps.append(receive_forwarded(session, keys, message, seq=max(s.seq for s in steps) + 1))
@@ -467,7 +489,9 @@ def _write(
                 advance(
                     session, admitted.original, State.ANSWERED, actor=actor, details={"answer": message.id}
                 )
-    insert_all(session, messages, keep=True)
+    # Not kept in the session: nothing here changes them again, and a later hop of the batch that names one
+    # (a reply) reads it as written.
+    insert_all(session, messages)
     for table_rows in rows:
         insert_all(session, table_rows)
     session.flush()
@@ -657,11 +681,14 @@ def _message(
     )
     if period is not None:
         set_clock(message, Clock(started_at=now, deadline_at=now + period))
-    steps = [CustodyStep(message_id=message.id, seq=0, party=header.sender_agency, actor=header.sender_agency,
-                         decision="submitted", to_state=State.SUBMITTED, signature=envelope["signature"])]  # fmt: skip
+    # Built without the declarative constructor's attribute events (``new_row``): only ever inserted (``_write``).
+    steps = [new_row(CustodyStep, message_id=message.id, seq=0, party=header.sender_agency,
+                     actor=header.sender_agency, decision="submitted", to_state=State.SUBMITTED,
+                     signature=envelope["signature"])]  # fmt: skip
     for token, statement in zip(custody, evidence.custody, strict=True):
         steps.append(
-            CustodyStep(
+            new_row(
+                CustodyStep,
                 message_id=message.id,
                 seq=int(statement["seq"]),
                 party=str(statement["party"]),
