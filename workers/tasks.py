@@ -29,7 +29,10 @@ from workers.celery_app import app
 from workers.runtime import http, peer_http, runtime
 
 log = logging.getLogger("spoc.workers")
-BATCH = 50
+# Outbox rows per ``process`` task. Each batch pays a dozen statements whatever its size (claim, prefetch, the
+# set-based step, the done marks, commit) and one Celery task, plus the ``dispatch`` it sends: 100 halves that
+# per message against 50, and the relay's 200 rows a tick still make two tasks, one per worker process.
+BATCH = 100
 MAX_DISPATCH_ROUNDS = 20  # one dispatch hands over at most this many push batches
 
 

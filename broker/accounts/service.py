@@ -307,13 +307,27 @@ def totp_context(username: str) -> str:
     return f"totp:{username}"
 
 
+#: ``session.info`` key: the contact point of the account a request authenticated, held for its unit of work.
+_CONTACT_POINT = "spoc.accounts.contact_point"
+
+
 def authenticate(session: Session, token: str) -> tuple[User, UserSession]:
-    row = session.scalar(select(UserSession).where(UserSession.token_hash == _digest(token)))
-    if row is None or row.revoked or row.expires_at <= utcnow():
+    """The account and session of a bearer token or session cookie: one statement for the session, its
+    account and the account's contact point, which stays in the unit of work for the request (an officer's
+    every call looks it up; ``session.get`` then finds it without a query)."""
+    found = session.execute(
+        select(UserSession, User, ContactPoint)
+        .join(User, User.id == UserSession.user_id)
+        .outerjoin(ContactPoint, ContactPoint.id == User.contact_point_id)
+        .where(UserSession.token_hash == _digest(token))
+    ).first()
+    if found is None:
         raise NotAuthenticated("session expired or invalid; log in again")
-    user = session.get(User, row.user_id)
-    if user is None or not user.active:
+    row, user, contact_point = found
+    if row.revoked or row.expires_at <= utcnow() or not user.active:
         raise NotAuthenticated("session expired or invalid; log in again")
+    # The identity map holds objects weakly: without this reference it would be read again.
+    session.info[_CONTACT_POINT] = contact_point
     return user, row
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from broker.db import utcnow
 from broker.ops import logs
@@ -38,10 +40,13 @@ def enqueue(
 
 
 def claim(session: Session, *, limit: int, redispatch_after: float) -> list[int]:
+    """Hand over up to ``limit`` rows due (never handed over, or ``redispatch_after`` seconds ago and not
+    done), oldest first: their ids, in order. One statement: the rows are picked (PostgreSQL: ``FOR UPDATE
+    SKIP LOCKED``, so two relays never claim the same row) and stamped by the same UPDATE."""
     now = utcnow()
     stale = now - timedelta(seconds=redispatch_after)
-    query = (
-        select(OutboxItem)
+    due = (
+        select(OutboxItem.id)
         .where(
             OutboxItem.done_at.is_(None),
             or_(OutboxItem.dispatched_at.is_(None), OutboxItem.dispatched_at < stale),
@@ -50,13 +55,41 @@ def claim(session: Session, *, limit: int, redispatch_after: float) -> list[int]
         .limit(limit)
     )
     if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    rows = session.scalars(query).all()
+        due = due.with_for_update(skip_locked=True)
+    session.flush()  # rows enqueued in this unit of work are due too
+    ids = sorted(
+        session.execute(
+            update(OutboxItem)
+            .where(OutboxItem.id.in_(due))
+            .values(dispatched_at=now, attempts=OutboxItem.attempts + 1)
+            .returning(OutboxItem.id)
+            .execution_options(synchronize_session=False)
+        ).scalars()
+    )
+    _expire(session, ids, ["dispatched_at", "attempts"])
+    return ids
+
+
+def _expire(session: Session, ids: Sequence[int], attributes: list[str]) -> None:
+    """Rows of ``ids`` this session already holds read the columns a set-based UPDATE wrote again."""
+    for row_id in ids:
+        held = session.identity_map.get(identity_key(OutboxItem, row_id))
+        if held is not None:
+            session.expire(held, attributes)
+
+
+def _mark_done(session: Session, rows: Sequence[OutboxItem], finished: datetime) -> None:
+    """Mark ``rows`` done at ``finished``: one UPDATE, the objects brought in line without a second write."""
+    if not rows:
+        return
+    session.execute(
+        update(OutboxItem)
+        .where(OutboxItem.id.in_([row.id for row in rows]))
+        .values(done_at=finished)
+        .execution_options(synchronize_session=False)
+    )
     for row in rows:
-        row.dispatched_at = now
-        row.attempts += 1
-    session.flush()
-    return [row.id for row in rows]
+        set_committed_value(row, "done_at", finished)
 
 
 def process(
@@ -102,9 +135,7 @@ def process(
             session.expire_all()
             one_by_one += group
             continue
-        finished = utcnow()
-        for row in group:
-            row.done_at = finished
+        _mark_done(session, group, utcnow())
         done += len(group)
     for row in sorted(one_by_one, key=lambda r: r.id):
         try:

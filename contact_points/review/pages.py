@@ -5,8 +5,9 @@ savepoint) a decision costs a dozen statements. Here a page of approvals and rou
 decision gets exactly the checks ``decide`` makes (the same functions: scope, clearance, the state awaited,
 the review's decisions, that the officer could read the content, four eyes and H2, the agency routed to), in
 order, read-only; a refused one is answered with its problem and leaves nothing. The decisions that passed are
-then written together: one INSERT of approvals, one of countersigned custody steps, one of outbox rows, the
-state changes and audit entries in one flush. Functions flush, never commit.
+then written together: one INSERT of approvals, one of countersigned custody steps, one of outbox rows, one
+UPDATE of the messages (:func:`_update_messages`, compare-and-set on each one's version, as the unit of work
+would do it row by row), the audit entries in one flush. Functions flush, never commit.
 
 Only a page of approvals and routings, each message once, takes this path (:func:`decide_page` answers None
 otherwise); the caller runs it in a savepoint and, if the writing fails (another officer decided meanwhile),
@@ -19,8 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from sqlalchemy import func, or_, select
+import orjson
+from sqlalchemy import func, inspect, or_, select, text
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.exc import StaleDataError
 
 from broker.accounts.models import User
 from broker.audit.actions import AuditAction
@@ -35,7 +39,7 @@ from broker.messages.service import custody_step, transition
 from broker.messages.states import State
 from broker.outbox.models import OutboxItem
 from broker.policy.service import cleared
-from contact_points.review.service import check_approval, check_review, message_in_scope, route_to
+from contact_points.review.service import check_and_route, check_approval, check_review, message_in_scope
 from schemas.api import Decision
 from schemas.hop import EventKind
 
@@ -105,27 +109,42 @@ def decide_page(
             previous.setdefault(approval.message_id, []).append(approval)
     outcomes: list[Message | SpocError] = []
     checked: list[_Checked] = []
-    for message_id, decision in items:
-        try:
-            message, cp, direction = message_in_scope(session, user, message_id)
-            if not cleared(user.clearance, message.classification):
-                raise NotPermitted(
-                    f"deciding on a {message.classification} message needs clearance at or above it"
-                )
-            check_review(session, keys, user, message, cp, direction, decision)
-            before = str(message.state)
-            if decision.action == "approve":
-                completes = check_approval(session, message, user, previous.get(message.id, []))
-            else:
-                route_to(session, keys, message, cp, decision)  # checks, then the agency's reader added
-                completes = True
-        except SpocError as exc:
-            outcomes.append(exc)
-            continue
-        checked.append(_Checked(message, cp, decision, before, completes))
-        outcomes.append(message)
-    _write(session, keys, user, checked, actor=actor)
+    # The checks only read, and a routing's new reader must not be written by the next check's autoflush:
+    # each message is written once, with its state (_update_messages).
+    with session.no_autoflush:
+        for message_id, decision in items:
+            try:
+                item = _check(session, keys, user, message_id, decision, previous.get(message_id))
+            except SpocError as exc:
+                outcomes.append(exc)
+                continue
+            checked.append(item)
+            outcomes.append(item.message)
+        _write(session, keys, user, checked, actor=actor)
     return outcomes
+
+
+def _check(
+    session: Session,
+    keys: DatabaseKeyStore,
+    user: User,
+    message_id: str,
+    decision: Decision,
+    previous: Sequence[Approval] | None,
+) -> _Checked:
+    """One decision's checks, in ``decide``'s order (read-only; a routing's new reader is added to the
+    object): what to write, or the refusal raised. ``previous``: the message's approvals, for an approval."""
+    message, cp, direction = message_in_scope(session, user, message_id)
+    if not cleared(user.clearance, message.classification):
+        raise NotPermitted(f"deciding on a {message.classification} message needs clearance at or above it")
+    before = str(message.state)
+    if decision.action == "approve":
+        check_review(session, keys, user, message, cp, direction, decision)
+        completes = check_approval(session, message, user, list(previous or []))
+    else:  # the same checks, then the agency's reader added, with one decryption (see check_and_route)
+        check_and_route(session, keys, user, message, cp, direction, decision)
+        completes = True
+    return _Checked(message, cp, decision, before, completes)
 
 
 def _write(
@@ -196,4 +215,49 @@ def _write(
                 )  # fmt: skip
     for table_rows in rows:
         insert_all(session, table_rows)
+    _update_messages(session, [item.message for item in page])
     session.flush()
+
+
+#: What a page's decision changes on its message: the state (``transition``), and for a routing the envelope
+#: with the agency's reader and the agency (``route_to``). Any other change is left to the unit of work.
+_PAGE_COLUMNS: Final = frozenset({"state", "updated_at", "envelope", "destination_agency"})
+_COLUMN_TYPES: Final = {
+    "state": "varchar",
+    "updated_at": "timestamptz",
+    "envelope": "jsonb",
+    "destination_agency": "varchar",
+}
+
+
+def _update_messages(session: Session, messages: Sequence[Message]) -> None:
+    """Write the page's changed messages with one UPDATE per set of changed columns (PostgreSQL; elsewhere
+    the unit of work writes them). The unit of work would send one UPDATE per message (a versioned row is
+    written alone, to check its row count); this one carries every row's values and version in one JSON
+    document, and each row is written only if its version is still the one read: fewer rows written than
+    sent raise StaleDataError, as the unit of work would, and the caller's savepoint undoes the page. The
+    objects are then brought in line (values committed, version moved on), so the flush writes nothing more
+    for them."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    groups: dict[tuple[str, ...], list[Message]] = {}
+    for message in messages:
+        changed = tuple(sorted(inspect(message).committed_state))
+        if changed and set(changed) <= _PAGE_COLUMNS:
+            groups.setdefault(changed, []).append(message)
+    for columns, group in groups.items():
+        rows = [{"id": m.id, "version": m.version, **{c: getattr(m, c) for c in columns}} for m in group]
+        record = ", ".join(["id varchar", "version integer", *(f"{c} {_COLUMN_TYPES[c]}" for c in columns)])
+        statement = text(
+            f"UPDATE messages AS m SET {', '.join(f'{c} = v.{c}' for c in columns)}, version = m.version + 1 "  # noqa: S608 - column names from _PAGE_COLUMNS
+            f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v({record}) "
+            "WHERE m.id = v.id AND m.version = v.version"
+        )
+        result = session.connection().execute(statement, {"rows": orjson.dumps(rows).decode()})
+        written = int(getattr(result, "rowcount", -1))
+        if written != len(rows):
+            raise StaleDataError(f"{len(rows) - written} of the page's messages changed meanwhile")
+        for message in group:
+            for column in columns:
+                set_committed_value(message, column, getattr(message, column))
+            set_committed_value(message, "version", message.version + 1)

@@ -32,9 +32,16 @@ def usernames(session: Session, ids: Iterable[int | None]) -> dict[int, str]:
 
 
 def summary(
-    message: Message, *, now: datetime | None = None, names: dict[int, str] | None = None
+    message: Message,
+    *,
+    now: datetime | None = None,
+    names: dict[int, str] | None = None,
+    priority: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    priority = message.envelope.get("header", {}).get("priority", {}) if message.envelope else {}
+    """``message`` as an officer sees it; ``priority``: its envelope's ``header.priority`` if the caller read
+    it without the envelope (:func:`summaries`), else it is read from the envelope."""
+    if priority is None:
+        priority = message.envelope.get("header", {}).get("priority", {}) if message.envelope else {}
     reason = priority.get("urgency_reason")
     clock = clock_of(message)
     now = now or utcnow()
@@ -72,6 +79,18 @@ def summary(
 
 
 def summaries(session: Session, messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """The summaries of a page of messages: the envelopes not loaded (a queue's, ``review.queues.queue``) give
+    their priority in one query for the page, never an envelope each."""
     names = usernames(session, (m.assigned_to for m in messages))
     now = utcnow()
-    return [summary(m, now=now, names=names) for m in messages]
+    priorities = _priorities(session, [m.id for m in messages if "envelope" not in m.__dict__])
+    return [summary(m, now=now, names=names, priority=priorities.get(m.id)) for m in messages]
+
+
+def _priorities(session: Session, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``header.priority`` of the envelopes of ``ids`` ({} for an envelope without one), read in the database."""
+    if not ids:
+        return {}
+    priority = Message.envelope["header"]["priority"]
+    rows = session.execute(select(Message.id, priority).where(Message.id.in_(ids))).all()
+    return {str(message_id): dict(value or {}) for message_id, value in rows}

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, Select, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from broker.accounts.models import User
 from broker.db import utcnow
@@ -85,10 +85,15 @@ def queue(
     offset: int = 0,
     filters: QueueFilter | None = None,
 ) -> Sequence[Message]:
-    """The officer's contact point's queue, most urgent deadline first."""
+    """The officer's contact point's queue, most urgent deadline first.
+
+    The envelopes stay in the database (a queue shows metadata: ``present.summaries`` reads the one part of
+    the envelope it shows, the priority, with one query for the page); ``message.envelope`` still loads an
+    envelope if read."""
     cp = officer_contact_point(session, user)
     where = _where(user, direction, filters or QueueFilter(), in_scope(cp, direction))
-    return session.scalars(_ordered(select(Message).where(*where)).limit(limit).offset(offset)).all()
+    query = _ordered(select(Message).where(*where)).options(defer(Message.envelope))
+    return session.scalars(query.limit(limit).offset(offset)).all()
 
 
 def counts(

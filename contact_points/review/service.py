@@ -29,6 +29,7 @@ from broker.errors import (
     NotFound,
     NotPermitted,
     PolicyRefused,
+    SpocError,
     VerificationError,
 )
 from broker.hop.events import announce
@@ -68,6 +69,7 @@ __all__ = [
     "QueueFilter",
     "allowed_actions",
     "approvals_of",
+    "check_and_route",
     "counts",
     "decide",
     "message_in_scope",
@@ -141,12 +143,22 @@ def unread(
     """Why ``user`` cannot have read ``message``'s content as an officer of ``cp`` (so may not pass it on),
     or None: not cleared, the payload does not open with the contact point's held keys (a recipient entry
     can name its key and still be garbage), or H3 conditions this officer has not acknowledged."""
+    return _unread_before_opening(session, user, message) or _unopened(keys, message, cp)
+
+
+def _unread_before_opening(session: Session, user: User, message: Message) -> str | None:
+    """:func:`unread`'s reasons that need no decryption, in its order (the decryption is its last check)."""
     if message.content_deleted_at is not None:
         return "its content was deleted under the retention rules: there is nothing to pass on"
     if not cleared(user.clearance, message.classification):
         return f"passing on a {message.classification} message needs clearance at or above it"
     if CONDITIONS in message.handling_codes and not acknowledged(session, user, message):
         return "H3: acknowledge the provider's conditions and read the content before passing it on"
+    return None
+
+
+def _unopened(keys: DatabaseKeyStore, message: Message, cp: ContactPoint) -> str | None:
+    """:func:`unread`'s last reason: the payload does not open with the contact point's held keys."""
     try:
         opening_key(message.envelope["payload"], keys=keys.encryption_keys(cp.id))
     except VerificationError:
@@ -321,6 +333,17 @@ def check_review(
     """The checks of a review decision (not a provider's grant or deny) every door takes, read-only: who may
     extend, the state the message awaits, the decisions of that review, and, for those that pass the content
     on, that the officer could read it (:func:`unread`). Raises the refusal."""
+    _check_review_before_opening(session, user, message, direction, decision)
+    if decision.action in CONTENT_ACTIONS:
+        refused = _unopened(keys, message, cp)
+        if refused is not None:
+            raise NotPermitted(refused)
+
+
+def _check_review_before_opening(
+    session: Session, user: User, message: Message, direction: Direction, decision: Decision
+) -> None:
+    """:func:`check_review` up to the decryption of the payload, which is its last check."""
     if decision.action == "extend" and direction != "inbound":
         raise NotPermitted(
             "only the requested contact point extends a deadline (Directive (EU) 2023/977 Art. 5(2)); "
@@ -335,9 +358,32 @@ def check_review(
             f"'{decision.action}' is not a decision of {direction} review; allowed: {', '.join(sorted(allowed))}"
         )
     if decision.action in CONTENT_ACTIONS:
-        refused = unread(session, keys, user, message, cp)
+        refused = _unread_before_opening(session, user, message)
         if refused is not None:
             raise NotPermitted(refused)
+
+
+def check_and_route(
+    session: Session,
+    keys: DatabaseKeyStore,
+    user: User,
+    message: Message,
+    cp: ContactPoint,
+    direction: Direction,
+    decision: Decision,
+) -> None:
+    """:func:`check_review` then :func:`route_to` for a routing, with one decryption of the payload where the
+    two take two: every check but the decryption, then ``route_to``, whose re-wrap authenticates the whole
+    JWE with each of the contact point's keys in turn until one opens it, which is exactly ``unread``'s
+    check (the same keys, in the same order, the whole decryption). If anything refuses, the two run again
+    in their order, so the refusal (and its precedence) is the one ``check_review`` then ``route_to`` give;
+    a refused routing changes nothing, so running them again is safe."""
+    try:
+        _check_review_before_opening(session, user, message, direction, decision)
+        route_to(session, keys, message, cp, decision)
+    except SpocError:
+        check_review(session, keys, user, message, cp, direction, decision)
+        route_to(session, keys, message, cp, decision)
 
 
 def _audit(session: Session, message: Message, action: AuditAction, actor: Actor, **details: object) -> None:

@@ -80,3 +80,39 @@ def test_filters_and_counts_over_the_api(client: TestClient, region: Region) -> 
     count = client.get("/v1/cp/queues/outbound/counts", params={"priority": "urgent"}, headers=headers).json()
     assert count["urgent"] >= 1
     assert count["matching"] == len(listed.json())
+
+
+def test_a_queue_page_shows_urgency_without_reading_the_envelopes(client: TestClient, region: Region) -> None:
+    """The queue leaves the envelopes in the database; the one part it shows, the priority, is read for the
+    page in one query, and an envelope is loaded only if something reads it."""
+    from sqlalchemy import event
+
+    from broker.db import unit_of_work
+    from contact_points.review.present import summaries
+    from tests.broker.messages.spoc_builders import URGENT_DIRECT, user
+
+    asker = agency_client(region, "AL-ASP", client)
+    envelope = asker.build(
+        payload=b'{"q": "hostage"}', destination_country="MK", category="kidnapping", priority=URGENT_DIRECT
+    )
+    message_id = asker.submit(envelope)["message_id"]
+    with unit_of_work(client.app.state.sessionmaker) as session:  # type: ignore[attr-defined]
+        page = queue(session, user(session, "al-officer"), "outbound", limit=500)
+        mine = [m for m in page if m.id == message_id]
+        assert mine
+        assert all("envelope" not in m.__dict__ for m in page)
+        statements: list[str] = []
+
+        def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+            statements.append(statement)
+
+        engine = session.get_bind()
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            [row] = summaries(session, mine)
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        assert row["urgency_reason"] == "threat-to-life-or-physical-integrity"
+        assert row["urgency_explanation"] == URGENT_DIRECT["urgency_explanation"]
+        assert len(statements) == 1  # the page's priorities, no envelope
+        assert mine[0].envelope["header"]["priority"] == URGENT_DIRECT  # still loads if read

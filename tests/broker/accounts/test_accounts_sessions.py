@@ -182,3 +182,31 @@ def test_the_default_policy_is_the_settings_default() -> None:
 def test_settings_refuse_numbers_that_let_one_address_lock_an_account() -> None:
     with pytest.raises(ValidationError, match="one address could lock an account"):
         Settings(environment="test", master_key=SecretStr("x" * 32), login_source_account_burst=10)
+
+
+def test_authentication_is_one_statement_and_holds_the_contact_point(db: Session, account: User) -> None:
+    """An officer's every call authenticates: the session, its account and the account's contact point come
+    in one statement, and the contact point is then found without another (``officer_contact_point``)."""
+    from sqlalchemy import event
+
+    from broker.directory.models import ContactPoint
+
+    token = _login(db, PASSWORD)
+    db.flush()
+    db.expunge_all()
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    engine = db.get_bind()
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        user, _row = authenticate(db, token)
+        contact_point = db.get(ContactPoint, "ME-SPOC")
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(statements) == 1
+    assert user.id == account.id
+    assert contact_point is not None
+    assert contact_point.country == "ME"

@@ -1,0 +1,72 @@
+"""The outbox as the relay and the batch tasks use it (``broker.outbox.service``): rows claimed and marked done
+by one statement each, with the same rules as row by row (rolled back after each test)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from broker.outbox import service as outbox
+from broker.outbox.models import OutboxItem
+
+KIND = "test-outbox-batches"
+
+
+def _enqueue(db: Session, n: int) -> list[OutboxItem]:
+    for i in range(n):
+        outbox.enqueue(db, kind=KIND, payload={"i": i})
+    db.flush()
+    return list(db.scalars(select(OutboxItem).where(OutboxItem.kind == KIND).order_by(OutboxItem.id)))
+
+
+def _claim_mine(db: Session, rows: Sequence[OutboxItem], *, redispatch_after: float) -> list[int]:
+    mine = {r.id for r in rows}
+    return [i for i in outbox.claim(db, limit=100_000, redispatch_after=redispatch_after) if i in mine]
+
+
+def test_a_claim_stamps_its_rows_in_one_statement_and_hands_each_over_once(db: Session) -> None:
+    rows = _enqueue(db, 3)
+    ids = [r.id for r in rows]
+    assert _claim_mine(db, rows, redispatch_after=3600) == ids  # in id order
+    assert [(r.attempts, r.dispatched_at is not None) for r in rows] == [
+        (1, True)
+    ] * 3  # held objects read again
+    assert _claim_mine(db, rows, redispatch_after=3600) == []  # handed over, not yet stale
+    assert _claim_mine(db, rows, redispatch_after=0) == ids  # stale: its task was lost, handed over again
+    assert [r.attempts for r in rows] == [2, 2, 2]
+
+
+def test_done_rows_are_marked_at_once_and_never_run_twice(db: Session) -> None:
+    rows = _enqueue(db, 4)
+    ids = [r.id for r in rows]
+    seen: list[int] = []
+
+    def batch(_session: Session, group: Sequence[OutboxItem]) -> None:
+        seen.extend(r.id for r in group)
+
+    assert outbox.process(db, ids, {}, batch_handlers={KIND: batch}) == 4
+    assert seen == ids
+    db.expire_all()
+    assert all(r.done_at is not None for r in rows)  # written, not only set on the objects
+    assert outbox.process(db, ids, {}, batch_handlers={KIND: batch}) == 0  # a task that runs twice
+    assert seen == ids
+    assert _claim_mine(db, rows, redispatch_after=0) == []  # done rows are never handed over again
+
+
+def test_a_failing_batch_is_taken_row_by_row_and_only_the_bad_row_stays_undone(db: Session) -> None:
+    rows = _enqueue(db, 3)
+    ids = [r.id for r in rows]
+
+    def batch(_session: Session, _group: Sequence[OutboxItem]) -> None:
+        raise RuntimeError("one row is bad")
+
+    def one(_session: Session, row: OutboxItem) -> None:
+        if row.id == ids[1]:
+            raise ValueError("this one")
+
+    assert outbox.process(db, ids, {KIND: one}, batch_handlers={KIND: batch}) == 2
+    db.expire_all()
+    assert [r.done_at is not None for r in rows] == [True, False, True]
+    assert rows[1].last_error == "ValueError: this one"
