@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     push_backoff_cap_seconds: float = Field(default=600.0, gt=0)
     push_batch_size: int = Field(default=50, ge=1)
     push_concurrency: int = Field(default=16, ge=1)
+    # Hops to peer nodes leased at a time: one batch request per peer (up to the wire's 100); a larger batch
+    # shares the request signature, the receipts' settle and the audit writes among more messages.
+    hop_batch_size: int = Field(default=100, ge=1, le=100)
     # A claimed push not finished after this long (worker killed mid-call) is claimed again.
     push_lease_seconds: float = Field(default=60.0, gt=0)
     # Networks (CIDRs; comma-separated in SPOC_PUSH_ALLOWED_NETWORKS) that push endpoints may reach besides

@@ -595,7 +595,7 @@ def hop_batch(
 
 def claim_due(factory: sessionmaker[Session], settings: Settings) -> list[int]:
     with unit_of_work(factory) as session:
-        return claim(session, limit=settings.push_batch_size, lease_seconds=settings.push_lease_seconds)
+        return claim(session, limit=settings.hop_batch_size, lease_seconds=settings.push_lease_seconds)
 
 
 def hop_all_due(
