@@ -41,6 +41,7 @@ from broker.crypto.httpsig import signature_kid
 from broker.db import make_engine, make_sessionmaker
 from broker.deps import SESSION_COOKIE
 from broker.directory.models import Agency
+from broker.directory.service import find_agency
 from broker.docs import mount_docs
 from broker.errors import (
     Conflict,
@@ -51,6 +52,7 @@ from broker.errors import (
     UnsupportedMediaType,
 )
 from broker.keys.models import PartyKey
+from broker.keys.service import DatabaseKeyStore
 from broker.limits import BodySizeLimit, make_limiter
 from broker.messages.group import GroupCommit
 from broker.ops import logs
@@ -519,6 +521,18 @@ def document_problems(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _warm(app: FastAPI) -> None:
+    """Load this process's key registry and directory snapshots before the first request, not during it:
+    otherwise the first requests to arrive together each load them (every key's JWK parsed and checked),
+    and wait seconds. Best effort: a database not up yet only means the first request loads them."""
+    try:
+        with app.state.sessionmaker() as session:
+            DatabaseKeyStore(session, app.state.master_key).registered("")
+            find_agency(session, "")
+    except SQLAlchemyError as exc:
+        logging.getLogger("spoc.app").warning("snapshots not loaded at start-up: %s", type(exc).__name__)
+
+
 def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = ()) -> FastAPI:
     """Build the API. ``routers`` lets the layers above (contact points, UI) add theirs."""
     settings = settings or get_settings()
@@ -527,6 +541,7 @@ def create_app(settings: Settings | None = None, *, routers: tuple[Any, ...] = (
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(_warm, app)
         yield
         if app.state.group_commit is not None:
             app.state.group_commit.close()

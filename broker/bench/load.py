@@ -120,6 +120,10 @@ class SubmitResult:
         return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
+IDLE_FIRST = 0.05
+IDLE_MAX = 0.4
+
+
 def officers_until_done(
     url: str, data_dir: Path, countries: Sequence[str], expected: int, *, timeout: float
 ) -> int:
@@ -138,6 +142,7 @@ def officers_until_done(
     def officer(cc: str) -> None:
         nonlocal routed, decisions
         name = f"{cc.lower()}-officer"
+        idle = IDLE_FIRST
         with OfficerClient(url, name, accounts[name]["password"], timeout=30) as client:
             while time.monotonic() < deadline:
                 with lock:
@@ -162,8 +167,11 @@ def officers_until_done(
                 with lock:
                     routed += int(routed_now)
                     decisions += did
+                # Nothing to do: look again later, and later still while idle (a dozen officers polling two
+                # queues ten times a second cost the API more than the decisions did), soon again after work.
+                idle = IDLE_FIRST if did else min(idle * 2, IDLE_MAX)
                 if not did:
-                    time.sleep(0.1)
+                    time.sleep(idle)
 
     pool = [threading.Thread(target=officer, args=(cc,)) for cc in countries]
     for t in pool:
