@@ -26,16 +26,30 @@ from tests.factories import Region
 
 
 @pytest.fixture
-def statements(db: Session) -> Iterator[list[str]]:
-    seen: list[str] = []
+def statements_on() -> Iterator[Any]:
+    """A function that starts counting the statements an engine sends, and returns the list they go to."""
+    listening: list[tuple[Engine, Any]] = []
 
-    def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        seen.append(statement)
+    def start(engine: Engine) -> list[str]:
+        seen: list[str] = []
 
-    bind = db.get_bind()
-    event.listen(bind, "before_cursor_execute", count)
-    yield seen
-    event.remove(bind, "before_cursor_execute", count)
+        def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+            seen.append(statement)
+
+        event.listen(engine, "before_cursor_execute", count)
+        listening.append((engine, count))
+        return seen
+
+    yield start
+    for engine, count in listening:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+@pytest.fixture
+def statements(db: Session, statements_on: Any) -> list[str]:
+    """The statements the test's session sends."""
+    seen: list[str] = statements_on(db.get_bind())
+    return seen
 
 
 def test_lookups_after_the_first_cost_no_query(db: Session, statements: list[str]) -> None:
@@ -155,22 +169,3 @@ def test_the_key_and_directory_stamps_share_one_statement_within_a_transaction(
                 assert row is not None
                 row.name = original
                 writer.commit()
-
-
-@pytest.fixture
-def statements_on() -> Iterator[Any]:
-    listening: list[tuple[Engine, Any]] = []
-
-    def start(engine: Engine) -> list[str]:
-        seen: list[str] = []
-
-        def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-            seen.append(statement)
-
-        event.listen(engine, "before_cursor_execute", count)
-        listening.append((engine, count))
-        return seen
-
-    yield start
-    for engine, count in listening:
-        event.remove(engine, "before_cursor_execute", count)
