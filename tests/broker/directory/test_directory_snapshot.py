@@ -7,6 +7,7 @@ a cached copy must not overwrite.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -76,18 +77,23 @@ def test_an_agency_deactivated_in_the_same_session_is_refused_at_once(db: Sessio
 def test_a_change_committed_elsewhere_is_seen_by_the_next_lookup(engine: Engine, region: Region) -> None:
     with Session(engine) as reader:
         assert get_agency(reader, "SI-BP").name != "renamed by another process"
+    with _renamed_elsewhere(engine, "SI-BP", "renamed by another process"), Session(engine) as reader:
+        assert get_agency(reader, "SI-BP").name == "renamed by another process"
+
+
+@contextlib.contextmanager
+def _renamed_elsewhere(engine: Engine, agency_id: str, name: str) -> Iterator[None]:
+    """``agency_id`` renamed and committed by another session, as another process would; restored after."""
     with Session(engine) as writer:
-        row = writer.get(Agency, "SI-BP")
+        row = writer.get(Agency, agency_id)
         assert row is not None
-        original = row.name
-        row.name = "renamed by another process"
+        original, row.name = row.name, name
         writer.commit()
     try:
-        with Session(engine) as reader:
-            assert get_agency(reader, "SI-BP").name == "renamed by another process"
+        yield
     finally:
         with Session(engine) as writer:
-            row = writer.get(Agency, "SI-BP")
+            row = writer.get(Agency, agency_id)
             assert row is not None
             row.name = original
             writer.commit()
@@ -153,19 +159,8 @@ def test_the_key_and_directory_stamps_share_one_statement_within_a_transaction(
         DatabaseKeyStore(reader, master).registered("no-such-kid")  # leaves the directory's stamp over
         assert shared(seen) == 2
         reader.commit()
-        with Session(engine) as writer:
-            row = writer.get(Agency, "SI-BP")
-            assert row is not None
-            original, row.name = row.name, "renamed between two transactions"
-            writer.commit()
-        try:
+        with _renamed_elsewhere(engine, "SI-BP", "renamed between two transactions"):
             found = find_agency(reader, "SI-BP")
             assert found is not None
             assert found.name == "renamed between two transactions"
             assert shared(seen) == 3
-        finally:
-            with Session(engine) as writer:
-                row = writer.get(Agency, "SI-BP")
-                assert row is not None
-                row.name = original
-                writer.commit()
