@@ -579,7 +579,11 @@ def demo(
         with tempfile.TemporaryDirectory(prefix="spoc-demo-") as tmp:
             for key in ("SPOC_DATABASE_URL", "SPOC_BROKER_URL", "SPOC_MASTER_KEY"):
                 os.environ.pop(key, None)
-            rows, report = _demo_in(Path(tmp), hub=hub, say=say)
+            try:
+                rows, report = _demo_in(Path(tmp), hub=hub, say=say)
+            except TimeoutError as exc:
+                fail(f"the demo stopped: {exc}")
+                raise
     typer.echo("")
     typer.echo(table(rows))
     typer.echo("")
@@ -609,6 +613,15 @@ def _demo_in(tmp: Path, *, hub: bool, say: Callable[[str], None]) -> tuple[list[
     try:
         typer.echo(", ".join(f"{n.country} {n.url}" for n in region.nodes))
         return run_scenario(region.urls(), region.folders(), say)
+    except TimeoutError:
+        # The folders go with the temporary directory: what each node logged is shown before they do.
+        for node in region.nodes:
+            for name in ("worker.log", "api.log"):
+                log = node.folder / name
+                tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
+                typer.echo(f"--- {node.country} node, last lines of {name} ---", err=True)
+                typer.echo("\n".join(tail), err=True)
+        raise
     finally:
         region.stop()
 

@@ -79,7 +79,10 @@ class Row:
     detail: str
 
 
-def _wait(what: str, probe: Callable[[], Any], *, timeout: float = 60.0) -> Any:
+def _wait(what: str, probe: Callable[[], Any], *, timeout: float = 120.0) -> Any:
+    """Poll ``probe`` until it answers. The default is long on purpose: on a loaded machine a step can wait
+    for an outbox row to be handed over again (``outbox_redispatch_seconds``, 30 s by default) and still be
+    on time; a demo that gives up first would report a fault the system does not have."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = probe()

@@ -51,7 +51,11 @@ def create_celery(settings: Settings) -> Celery:
                 "schedule": settings.beat_interval_seconds,
                 "options": {"expires": tick_expiry},
             },
-            "audit-sequence": {"task": "spoc.audit.sequence", "schedule": settings.beat_interval_seconds},
+            "audit-sequence": {
+                "task": "spoc.audit.sequence",
+                "schedule": settings.beat_interval_seconds,
+                "options": {"expires": tick_expiry},
+            },
             "delivery-dispatch": {
                 "task": "spoc.delivery.dispatch",
                 "schedule": settings.beat_interval_seconds,
@@ -60,13 +64,19 @@ def create_celery(settings: Settings) -> Celery:
             "maintenance-purge": {
                 "task": "spoc.maintenance.purge",
                 "schedule": settings.purge_interval_seconds,
+                "options": {"expires": settings.purge_interval_seconds},
             },
             # A signed checkpoint (and witness cosignatures) every 30 beats: 30 s by default.
             "audit-checkpoint": {
                 "task": "spoc.audit.checkpoint",
                 "schedule": settings.beat_interval_seconds * 30,
+                "options": {"expires": tick_expiry * 30},
             },
-            "audit-witness": {"task": "spoc.audit.witness", "schedule": settings.beat_interval_seconds * 30},
+            "audit-witness": {
+                "task": "spoc.audit.witness",
+                "schedule": settings.beat_interval_seconds * 30,
+                "options": {"expires": tick_expiry * 30},
+            },
             # Nodes witness each other (broker.witness): resubmit to peers that missed a checkpoint, and compare
             # the peers' witnesses' views (gossip) every 60 beats.
             "witness-submit": {
@@ -80,7 +90,11 @@ def create_celery(settings: Settings) -> Celery:
                 "options": {"expires": tick_expiry * 60},
             },
             # The deadline monitor: warn at 75 %, escalate on breach (workers.review_tasks).
-            "review-deadlines": {"task": "spoc.review.deadlines", "schedule": 60.0},
+            "review-deadlines": {
+                "task": "spoc.review.deadlines",
+                "schedule": 60.0,
+                "options": {"expires": 60.0},
+            },
             # A newer signed regional directory from the peers (and SPOC_REGION_DIRECTORY_URL), if any.
             "region-refresh": {
                 "task": "spoc.region.refresh",

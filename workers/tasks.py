@@ -72,7 +72,12 @@ def relay() -> int:
 @app.task(name="spoc.outbox.process", base=SpocTask)
 def process(ids: list[int]) -> int:
     with unit_of_work(runtime().sessionmaker) as session:
-        done = process_rows(session, DatabaseKeyStore(session, runtime().master_key), ids)
+        done = process_rows(
+            session,
+            DatabaseKeyStore(session, runtime().master_key),
+            ids,
+            redispatch_after=get_settings().outbox_redispatch_seconds,
+        )
     if done:
         dispatch.delay()  # pushes it scheduled go out now, not at the next tick
     return done

@@ -78,10 +78,18 @@ def prefetch(session: Session, rows: Sequence[OutboxItem]) -> None:
     session.info.setdefault("outbox_prefetched", []).extend(loaded)
 
 
-def process(session: Session, keys: DatabaseKeyStore, ids: Sequence[int]) -> int:
-    """Run the outbox rows ``ids`` (a worker's batch task); returns rows done."""
+def process(
+    session: Session, keys: DatabaseKeyStore, ids: Sequence[int], *, redispatch_after: float | None = None
+) -> int:
+    """Run the outbox rows ``ids`` (a worker's batch task); returns rows done. A worker passes its relay's
+    ``redispatch_after`` so that a failed row is retried sooner (``outbox.retry_delay``)."""
     return outbox.process(
-        session, ids, handlers(keys), prefetch=prefetch, batch_handlers=batch_handlers(keys)
+        session,
+        ids,
+        handlers(keys),
+        prefetch=prefetch,
+        batch_handlers=batch_handlers(keys),
+        redispatch_after=redispatch_after,
     )
 
 

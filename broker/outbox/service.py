@@ -99,8 +99,13 @@ def process(
     *,
     prefetch: Prefetch | None = None,
     batch_handlers: dict[str, BatchHandler] | None = None,
+    redispatch_after: float | None = None,
 ) -> int:
     """Run the handler of each not-yet-done row and mark it done. Returns rows processed.
+
+    With ``redispatch_after`` (the relay's), a row that fails is due again after ``retry_delay`` of its
+    attempts, not after the whole redispatch delay: a passing fault (a lock, a peer restarting) costs
+    seconds, and a row that keeps failing settles at the relay's pace.
 
     ``prefetch`` loads what the batch's handlers will need in a few queries (no query per row). A kind with a
     ``batch_handlers`` entry is done for all its rows at once (set-based statements) in one savepoint; if that
@@ -144,6 +149,9 @@ def process(
                 handlers[row.kind](session, row)
         except Exception as exc:
             row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+            if redispatch_after is not None:
+                wait = retry_delay(row.attempts, redispatch_after)
+                row.dispatched_at = utcnow() - timedelta(seconds=redispatch_after - wait)
             log.warning(
                 "outbox row %d (%s) of message %s failed: %s",
                 row.id,
@@ -156,6 +164,12 @@ def process(
         done += 1
     session.flush()
     return done
+
+
+def retry_delay(attempts: int, redispatch_after: float) -> float:
+    """Seconds before a row that failed on its ``attempts``-th hand-over is due again: 1, 2, 4, … capped at
+    ``redispatch_after``."""
+    return float(min(2.0 ** max(attempts - 1, 0), redispatch_after))
 
 
 def pending_count(session: Session) -> int:

@@ -3,6 +3,7 @@ by one statement each, with the same rules as row by row (rolled back after each
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from sqlalchemy import select
@@ -70,3 +71,22 @@ def test_a_failing_batch_is_taken_row_by_row_and_only_the_bad_row_stays_undone(d
     db.expire_all()
     assert [r.done_at is not None for r in rows] == [True, False, True]
     assert rows[1].last_error == "ValueError: this one"
+
+
+def test_a_failed_row_is_due_again_after_its_backoff_not_the_whole_redispatch_delay(db: Session) -> None:
+    rows = _enqueue(db, 2)
+    ids = [r.id for r in rows]
+    assert _claim_mine(db, rows, redispatch_after=30) == ids
+
+    def one(_session: Session, row: OutboxItem) -> None:
+        if row.id == ids[0]:
+            raise ConnectionError("the peer is restarting")
+
+    assert outbox.process(db, ids, {KIND: one}, redispatch_after=30) == 1
+    # Failed on its first hand-over: due again 1 s later, where a lost task waits the whole 30 s.
+    assert _claim_mine(db, rows, redispatch_after=30) == []
+    time.sleep(1.2)
+    assert _claim_mine(db, rows, redispatch_after=30) == [ids[0]]
+    assert rows[0].attempts == 2
+    # The delay doubles with the attempts and never exceeds the relay's.
+    assert [outbox.retry_delay(n, 30) for n in (1, 2, 3, 5, 6, 9)] == [1, 2, 4, 16, 30, 30]
