@@ -34,6 +34,7 @@ log = logging.getLogger("spoc.workers")
 # per message against 50, and the relay's 200 rows a tick still make two tasks, one per worker process.
 BATCH = 100
 MAX_DISPATCH_ROUNDS = 20  # one dispatch hands over at most this many push batches
+MAX_RELAY_ROUNDS = 20  # one relay tick claims at most this many times outbox_batch_size rows
 
 
 class SpocTask(Task):  # type: ignore[type-arg]  # celery-types: Task is generic in its call signature
@@ -59,14 +60,25 @@ class BeatTask(SpocTask):
 
 @app.task(name="spoc.outbox.relay", base=BeatTask)
 def relay() -> int:
+    """Hand over due outbox rows, ``outbox_batch_size`` per claim, claim after claim while they come full.
+
+    One claim a tick capped the whole exchange at ``outbox_batch_size`` rows per beat interval: a message
+    that crosses both contact points needs two rows (forward, deliver), so at the defaults no more than 100
+    messages a second could move, whatever the workers could do. Each claim commits before its tasks are
+    sent, as a single one did; ``MAX_RELAY_ROUNDS`` bounds a tick."""
     settings = get_settings()
-    with unit_of_work(runtime().sessionmaker) as session:
-        ids = outbox.claim(
-            session, limit=settings.outbox_batch_size, redispatch_after=settings.outbox_redispatch_seconds
-        )
-    for start in range(0, len(ids), BATCH):
-        process.delay(ids[start : start + BATCH])
-    return len(ids)
+    total = 0
+    for _ in range(MAX_RELAY_ROUNDS):
+        with unit_of_work(runtime().sessionmaker) as session:
+            ids = outbox.claim(
+                session, limit=settings.outbox_batch_size, redispatch_after=settings.outbox_redispatch_seconds
+            )
+        for start in range(0, len(ids), BATCH):
+            process.delay(ids[start : start + BATCH])
+        total += len(ids)
+        if len(ids) < settings.outbox_batch_size:
+            break
+    return total
 
 
 @app.task(name="spoc.outbox.process", base=SpocTask)

@@ -68,7 +68,13 @@ class AuditEntry(Base):
 class AuditPending(Base):
     __tablename__ = "audit_pending"
 
-    entry_id: Mapped[int] = mapped_column(BigId, ForeignKey("audit_entries.id"), primary_key=True)
+    # The entry waiting to be appended. No foreign key on PostgreSQL (migration 0015): its referential
+    # trigger locked every entry as it was queued (a write to the entries' heap), and the row is written by
+    # the statement that takes its entry's id, before the entry (broker.audit.service._write_recorded).
+    # SQLite keeps it, as it keeps the leaves' (0014).
+    entry_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+
+    __table_args__ = (ForeignKeyConstraint(["entry_id"], ["audit_entries.id"]).ddl_if(dialect="sqlite"),)
 
 
 class AuditLeaf(Base):

@@ -5,7 +5,8 @@ Three steps, for speed and for integrity under concurrency:
 1. ``record()`` adds an ``AuditEntry`` and an ``AuditPending`` row in the caller's transaction, so an
    entry exists if and only if the change it records committed. It never reads other entries. The rows are
    written by the transaction's next flush, all the entries recorded since the last one together and
-   set-based (``_write_recorded``: one id allocation, then COPY or one multi-row INSERT per table), not
+   set-based (``_write_recorded``: one statement takes the ids and queues them, then COPY or one multi-row
+   INSERT of the entries), not
    through the unit of work, whose bookkeeping per object cost more than the rows themselves.
 2. ``sequence_pending()`` / ``sequence_all()`` (``broker.audit.sequencer``) — one sequencer at a time (a
    PostgreSQL advisory lock; SQLite's write lock) — take a batch of committed pending entries in id order,
@@ -117,7 +118,12 @@ _ENTRY_KEYS = tuple(
 )  # every column record() sets
 
 
-_NEXT_IDS = "SELECT nextval(pg_get_serial_sequence('audit_entries', 'id')) FROM generate_series(1, %s)"
+# The entries' ids, taken from their sequence and queued for the sequencer by the same statement.
+_QUEUE_NEXT_IDS = (
+    "INSERT INTO audit_pending (entry_id) "
+    "SELECT nextval(pg_get_serial_sequence('audit_entries', 'id')) FROM generate_series(1, %s) "
+    "RETURNING entry_id"
+)
 
 
 def _write_recorded(session: Session, _context: UOWTransaction, _instances: object) -> None:
@@ -138,19 +144,20 @@ def _write_recorded(session: Session, _context: UOWTransaction, _instances: obje
         session.expunge(entry)
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        # Ids first (one round trip), so the rows can go by COPY, which returns nothing, or by
-        # ``insert_all``'s few-rows INSERT, built past the compiler (a RETURNING that keeps the order of the
-        # rows costs SQLAlchemy's sentinel machinery more than the statement).
-        ids = sorted(connection.exec_driver_sql(_NEXT_IDS, (len(entries),)).scalars())
+        # Ids first, queued by the same statement (one round trip; no foreign key, migration 0015), so the
+        # entries can go by COPY, which returns nothing, or by ``insert_all``'s few-rows INSERT, built past
+        # the compiler (a RETURNING that keeps the order of the rows costs SQLAlchemy's sentinel machinery
+        # more than the statement). A sequence hands out increasing ids: sorted, they follow the recording.
+        ids = sorted(connection.exec_driver_sql(_QUEUE_NEXT_IDS, (len(entries),)).scalars())
         for entry, entry_id in zip(entries, ids, strict=True):
             set_committed_value(entry, "id", entry_id)
         insert_all(session, entries)
-    else:
-        rows = [{key: entry.__dict__[key] for key in _ENTRY_KEYS} for entry in entries]
-        statement = insert(AuditEntry).returning(AuditEntry.id, sort_by_parameter_order=True)
-        ids = list(connection.execute(statement, rows[0] if len(rows) == 1 else rows).scalars())
-        for entry, entry_id in zip(entries, ids, strict=True):
-            set_committed_value(entry, "id", entry_id)
+        return
+    rows = [{key: entry.__dict__[key] for key in _ENTRY_KEYS} for entry in entries]
+    statement = insert(AuditEntry).returning(AuditEntry.id, sort_by_parameter_order=True)
+    ids = list(connection.execute(statement, rows[0] if len(rows) == 1 else rows).scalars())
+    for entry, entry_id in zip(entries, ids, strict=True):
+        set_committed_value(entry, "id", entry_id)
     insert_all(session, [new_row(AuditPending, entry_id=entry_id) for entry_id in ids])
 
 

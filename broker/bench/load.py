@@ -11,7 +11,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -124,56 +124,68 @@ IDLE_FIRST = 0.05
 IDLE_MAX = 0.4
 
 
-def officers_until_done(
-    url: str, data_dir: Path, countries: Sequence[str], expected: int, *, timeout: float
-) -> int:
-    """Scripted officers: each contact point approves its outbound queue and routes its inbound queue, a page
-    (up to 100) at a time through ``POST /v1/cp/decisions``.
+def log_in_officers(url: str, data_dir: Path, countries: Sequence[str]) -> dict[str, OfficerClient]:
+    """One signed-in officer per contact point of ``countries`` (close them after). Done before a timed
+    window: a login is an argon2id verification (64 MiB, t=3: about as much API CPU as a hundred decisions),
+    which an officer pays once per shift, not per message."""
+    accounts = json.loads((data_dir / "demo-accounts.json").read_text())
+    signed_in: dict[str, OfficerClient] = {}
+    try:
+        for cc in countries:
+            name = f"{cc.lower()}-officer"
+            signed_in[cc] = OfficerClient(url, name, accounts[name]["password"], timeout=30)
+    except BaseException:
+        for client in signed_in.values():
+            client.close()
+        raise
+    return signed_in
+
+
+def officers_until_done(officers: Mapping[str, OfficerClient], expected: int, *, timeout: float) -> int:
+    """Scripted officers (``log_in_officers``): each contact point approves its outbound queue and routes its
+    inbound queue, a page (up to 100) at a time through ``POST /v1/cp/decisions``.
 
     Returns how many decisions were taken. Stops when ``expected`` messages have been routed or on timeout. A
     page answered 503 (the exchange's database unavailable: nothing of the page was written) is sent again.
     """
-    accounts = json.loads((data_dir / "demo-accounts.json").read_text())
     routed = 0
     decisions = 0
     lock = threading.Lock()
     deadline = time.monotonic() + timeout
 
-    def officer(cc: str) -> None:
+    def officer(client: OfficerClient) -> None:
         nonlocal routed, decisions
-        name = f"{cc.lower()}-officer"
         idle = IDLE_FIRST
-        with OfficerClient(url, name, accounts[name]["password"], timeout=30) as client:
-            while time.monotonic() < deadline:
-                with lock:
-                    if routed >= expected:
-                        return
-                # A page of each queue decided in one call (POST /v1/cp/decisions), each decision taken as
-                # alone: approve the outbound page, route the inbound page to its addressed agencies.
-                outbound = [(i["message_id"], {"action": "approve"}) for i in client.queue("outbound")]
-                inbound = [
-                    (i["message_id"], {"action": "route", "route_to_agency": i["destination_agency"]})
-                    for i in client.queue("inbound")
-                ]
-                try:
-                    approved = client.decide_many(outbound)["decided"] if outbound else 0
-                    routed_now = client.decide_many(inbound)["decided"] if inbound else 0
-                except ClientError as exc:
-                    if exc.status != 503:  # retryable (the page was rolled back whole), as a real client does
-                        raise
-                    time.sleep(0.1)
-                    continue
-                did = int(approved) + int(routed_now)
-                with lock:
-                    routed += int(routed_now)
-                    decisions += did
-                # Nothing to do: look again later, and later still while idle (a dozen officers polling two
-                # queues ten times a second cost the API more than the decisions did), soon again after work.
-                idle = IDLE_FIRST if did else min(idle * 2, IDLE_MAX)
-                if not did:
-                    time.sleep(idle)
+        while time.monotonic() < deadline:
+            with lock:
+                if routed >= expected:
+                    return
+            # A page of each queue decided in one call (POST /v1/cp/decisions), each decision taken as
+            # alone: approve the outbound page, route the inbound page to its addressed agencies.
+            outbound = [(i["message_id"], {"action": "approve"}) for i in client.queue("outbound")]
+            inbound = [
+                (i["message_id"], {"action": "route", "route_to_agency": i["destination_agency"]})
+                for i in client.queue("inbound")
+            ]
+            try:
+                approved = client.decide_many(outbound)["decided"] if outbound else 0
+                routed_now = client.decide_many(inbound)["decided"] if inbound else 0
+            except ClientError as exc:
+                if exc.status != 503:  # retryable (the page was rolled back whole), as a real client does
+                    raise
+                time.sleep(0.1)
+                continue
+            did = int(approved) + int(routed_now)
+            with lock:
+                routed += int(routed_now)
+                decisions += did
+            # Nothing to do: look again later, and later still while idle (a dozen officers polling two
+            # queues ten times a second cost the API more than the decisions did), soon again after work.
+            idle = IDLE_FIRST if did else min(idle * 2, IDLE_MAX)
+            if not did:
+                time.sleep(idle)
 
-    pool = [threading.Thread(target=officer, args=(cc,)) for cc in countries]
+    pool = [threading.Thread(target=officer, args=(client,)) for client in officers.values()]
     for t in pool:
         t.start()
     for t in pool:

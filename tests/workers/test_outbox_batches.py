@@ -4,13 +4,17 @@ by one statement each, with the same rules as row by row (rolled back after each
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from broker.config import Settings, get_settings
+from broker.db import unit_of_work
 from broker.outbox import service as outbox
 from broker.outbox.models import OutboxItem
+from tests.factories import Region
 
 KIND = "test-outbox-batches"
 
@@ -90,3 +94,46 @@ def test_a_failed_row_is_due_again_after_its_backoff_not_the_whole_redispatch_de
     assert rows[0].attempts == 2
     # The delay doubles with the attempts and never exceeds the relay's.
     assert [outbox.retry_delay(n, 30) for n in (1, 2, 3, 5, 6, 9)] == [1, 2, 4, 16, 30, 30]
+
+
+@pytest.fixture
+def worker_env(settings: Settings, region: Region, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The worker's runtime on the test database, with small claims and tasks that run in-process."""
+    from workers.celery_app import app
+    from workers.runtime import runtime
+
+    monkeypatch.setenv("SPOC_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("SPOC_MASTER_KEY", settings.master_key_secret())
+    monkeypatch.setenv("SPOC_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("SPOC_OUTBOX_BATCH_SIZE", "3")
+    monkeypatch.setitem(app.conf, "task_always_eager", True)
+    get_settings.cache_clear()
+    runtime.cache_clear()
+    yield
+    runtime().sessionmaker.kw["bind"].dispose()
+    runtime.cache_clear()
+    get_settings.cache_clear()
+
+
+@pytest.mark.usefixtures("worker_env")
+def test_one_relay_tick_claims_again_while_claims_come_full() -> None:
+    """A tick that took one claim capped the exchange at outbox_batch_size rows per beat interval. The tasks
+    run in-process; rows of a kind the worker has no handler for fail, which shows each was handed over and
+    tried exactly once, in this one tick."""
+    from workers import tasks
+    from workers.runtime import runtime
+
+    with unit_of_work(runtime().sessionmaker) as session:
+        for i in range(8):
+            outbox.enqueue(session, kind=KIND, payload={"i": i})
+        session.flush()
+        mine = list(session.scalars(select(OutboxItem.id).where(OutboxItem.kind == KIND)))
+    try:
+        assert tasks.relay() >= 8  # claims of 3, 3, 2 (and any other due rows), all in this tick
+        with unit_of_work(runtime().sessionmaker) as session:
+            rows = session.scalars(select(OutboxItem).where(OutboxItem.id.in_(mine))).all()
+            assert [(r.attempts, (r.last_error or "").split(":")[0]) for r in rows] == [(1, "KeyError")] * 8
+        assert tasks.relay() == 0  # failed rows wait their backoff (1 s); nothing else is due
+    finally:
+        with unit_of_work(runtime().sessionmaker) as session:
+            session.execute(delete(OutboxItem).where(OutboxItem.id.in_(mine)))
