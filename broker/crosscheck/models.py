@@ -45,6 +45,16 @@ class CrosscheckScan(Base):
     scanned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class CrosscheckPending(Base):
+    """A message the cross-check has to look at: queued by database triggers when the message is stored and
+    when a contact point adds a custody step to it (migration 0016), taken out by the batch once no held
+    contact point still has to scan it. No foreign key: read joined to the messages."""
+
+    __tablename__ = "crosscheck_pending"
+
+    message_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+
+
 class SelectorHash(Base):
     """HMAC-SHA256 (hex) of one selector of one message, under its contact point's key.
 

@@ -4,7 +4,9 @@ read is compared with everything that contact point already holds, and the match
 One batch (:func:`run_batch`, the beat task ``spoc.crosscheck.batch`` and the tests) does, set-based:
 
 1. picks up to ``limit`` (contact point, message) pairs not yet cross-checked (and whose content was not
-   deleted under the retention rules), where the contact point is
+   deleted under the retention rules) among the queued messages (``crosscheck_pending``, filled by database
+   triggers when a message is stored or a contact point adds a custody step to it: migration 0016, so a
+   batch costs what is new, not what is held), where the contact point is
    held on this node and the message is in its case file: sent from its country, or received by it (it
    countersigned the arrival; before that the destination does not know of the message, even on a hub);
 2. decrypts each payload with the contact point's own keys, reads the structured content and derives its
@@ -35,7 +37,7 @@ from broker.audit.actions import AuditAction
 from broker.audit.service import Actor, record
 from broker.crosscheck.content import ContentRefused, parse_payload
 from broker.crosscheck.keys import SelectorHasher, hasher_for
-from broker.crosscheck.models import CrosscheckLink, CrosscheckScan, SelectorHash
+from broker.crosscheck.models import CrosscheckLink, CrosscheckPending, CrosscheckScan, SelectorHash
 from broker.crosscheck.normalise import KIND_LABELS, Selector, selectors
 from broker.crypto import AtRestCipher, open_with_any
 from broker.db import insert_all, new_row, utcnow
@@ -80,7 +82,21 @@ def _held(session: Session, keys: DatabaseKeyStore) -> list[str]:
     return [cp for cp in session.scalars(select(ContactPoint.id).order_by(ContactPoint.id)) if keys.holds(cp)]
 
 
-def _candidates(session: Session, held: Sequence[str], limit: int) -> list[Any]:
+def _queued(session: Session, limit: int) -> list[str]:
+    """Up to ``limit`` queued messages (``crosscheck_pending``), the earliest received first; a queued id whose
+    message is gone comes first, to be dropped."""
+    return list(
+        session.scalars(
+            select(CrosscheckPending.message_id)
+            .outerjoin(Message, Message.id == CrosscheckPending.message_id)
+            .order_by(Message.received_at.nulls_first(), CrosscheckPending.message_id)
+            .limit(limit)
+        )
+    )
+
+
+def _candidates(session: Session, held: Sequence[str], queued: Sequence[str], limit: int | None) -> list[Any]:
+    """The (contact point, message) pairs of the ``queued`` messages still to scan, up to ``limit``."""
     received = exists(
         select(CustodyStep.id).where(
             CustodyStep.message_id == Message.id, CustodyStep.party == ContactPoint.id
@@ -103,7 +119,9 @@ def _candidates(session: Session, held: Sequence[str], limit: int) -> list[Any]:
         session.execute(
             select(ContactPoint.id.label("cp"), Message.id, Message.envelope, Message.origin_country)
             .join(ContactPoint, in_case_file)
-            .where(ContactPoint.id.in_(held), ~done, Message.content_deleted_at.is_(None))
+            .where(
+                Message.id.in_(queued), ContactPoint.id.in_(held), ~done, Message.content_deleted_at.is_(None)
+            )
             .order_by(Message.received_at, Message.id)
             .limit(limit)
         ).all()
@@ -135,9 +153,14 @@ def run_batch(
         return BatchResult()
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_advisory_xact_lock(_LOCK_KEY)))
-    rows = _candidates(session, held, limit)
-    if not rows:
-        return BatchResult()
+    while True:  # queued messages with nothing to scan here (yet) are taken out until some work is found
+        queued = _queued(session, limit)
+        if not queued:
+            return BatchResult()
+        rows = _candidates(session, held, queued, limit)
+        if rows:
+            break
+        _settle(session, held, queued)
     hashers: dict[str, SelectorHasher] = {cp: hasher_for(session, master, cp) for cp in {r.cp for r in rows}}
     now = utcnow()
     scans: list[dict[str, Any]] = []
@@ -172,8 +195,18 @@ def run_batch(
     if links:
         _record_links(session, links, now=now)
     session.flush()
+    _settle(session, held, queued)
     structured = sum(1 for s in scans if s["outcome"] == "structured")
     return BatchResult(len(scans), structured, len(hashes), len(links))
+
+
+def _settle(session: Session, held: Sequence[str], queued: Sequence[str]) -> None:
+    """Take out of the queue the ``queued`` messages no held contact point still has to scan (after a flush:
+    this batch's scans count). A custody step added later queues a message again."""
+    remaining = {row.id for row in _candidates(session, held, queued, None)}
+    done = [message_id for message_id in queued if message_id not in remaining]
+    if done:
+        session.execute(delete(CrosscheckPending).where(CrosscheckPending.message_id.in_(done)))
 
 
 def _links(session: Session, batch: set[tuple[str, str]]) -> dict[tuple[str, str, str], set[str]]:

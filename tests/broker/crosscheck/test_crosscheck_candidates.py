@@ -23,7 +23,7 @@ def test_the_pick_is_planned_without_an_anti_join_over_every_scan(db: Session) -
     connection = db.connection()
     event.listen(connection, "before_cursor_execute", keep)
     try:
-        _candidates(db, ["AL-SPOC", "MK-SPOC"], 10)
+        _candidates(db, ["AL-SPOC", "MK-SPOC"], ["m-1", "m-2"], 10)
     finally:
         event.remove(connection, "before_cursor_execute", keep)
     statement, parameters = captured[-1]

@@ -7,16 +7,18 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from broker.audit.models import AuditEntry
 from broker.config import Settings
-from broker.crosscheck.models import CrosscheckLink, CrosscheckScan
+from broker.crosscheck.models import CrosscheckLink, CrosscheckPending, CrosscheckScan
 from broker.crosscheck.service import run_batch
 from broker.crypto import MasterKey
+from broker.db import new_row
 from broker.keys.service import DatabaseKeyStore
-from broker.messages.models import ReviewNotification
+from broker.messages.models import CustodyStep, ReviewNotification
+from broker.messages.service import add_custody
 from schemas.content import Content
 from tests.broker.messages.spoc_builders import submit_as
 from tests.factories import Region
@@ -242,3 +244,45 @@ def test_pairs_inside_one_batch_and_across_batches_link_once(
     links = db.scalars(select(CrosscheckLink).where(CrosscheckLink.message_id.in_(ids))).all()
     pairs = sorted(tuple(sorted((link.message_id, link.linked_message_id))) for link in links)
     assert pairs == sorted(tuple(sorted(p)) for p in [(ids[0], ids[1]), (ids[0], ids[2]), (ids[1], ids[2])])
+
+
+def test_a_batch_looks_only_at_queued_messages_and_a_custody_step_queues_one_again(
+    db: Session, keys: DatabaseKeyStore, region: Region, settings: Settings
+) -> None:
+    """The batch's work comes from ``crosscheck_pending`` (database triggers, migration 0016), not from a pass
+    over every message held: a message is queued when stored, taken out once scanned, and queued again when
+    a contact point adds a custody step to it (how a destination's arrival brings it into its case file)."""
+    master = MasterKey.from_secret(settings.master_key_secret())
+    while run_batch(db, keys, master).scanned:
+        pass
+    assert db.scalar(select(func.count()).select_from(CrosscheckPending)) == 0  # all worked off
+    message = submit_as(
+        db, keys, region, "AL-ASP", destination_country="ME", payload=_payload(person("Ema Lika"))
+    )
+    queued = set(db.scalars(select(CrosscheckPending.message_id)))
+    assert queued == {message.id}
+    assert run_batch(db, keys, master).scanned == 1  # AL-SPOC's scan; ME's contact point has not received it
+    assert db.scalar(select(func.count()).select_from(CrosscheckPending)) == 0
+
+    # A scan missing while the message is not queued stays missing: the batch no longer searches the table.
+    db.execute(delete(CrosscheckScan).where(CrosscheckScan.message_id == message.id))
+    assert run_batch(db, keys, master).scanned == 0
+    # A contact point's custody step queues it again, and the batch scans what is due.
+    add_custody(db, keys, message, party="AL-SPOC", actor="al-officer", decision="approve", from_state=None)
+    assert set(db.scalars(select(CrosscheckPending.message_id))) == {message.id}
+    assert run_batch(db, keys, master).scanned == 1
+    # An agency's custody step (not a contact point's) queues nothing.
+    db.add(
+        new_row(
+            CustodyStep,
+            message_id=message.id,
+            seq=99,
+            party="AL-ASP",
+            actor="AL-ASP",
+            decision="acknowledged",
+            to_state=message.state,
+            signature="not checked here",
+        )
+    )
+    db.flush()
+    assert db.scalar(select(func.count()).select_from(CrosscheckPending)) == 0

@@ -1,0 +1,102 @@
+"""the cross-check's work queue: ``crosscheck_pending``, filled by triggers
+
+The cross-check batch used to find its work by asking, every few seconds, which (contact point, message)
+pairs of the whole ``messages`` table had no scan yet: a pass over every message ever stored, so its cost grew
+with the volume held (at 16,000 messages it already cost PostgreSQL more per submitted message than the
+intake's own writes). Work now appears where it arises. A message is put in the queue when it is stored
+(intake, a hop from another node) and again when a contact point adds a custody step to it (the
+destination countersigning its arrival is what brings a message into that contact point's case file). The
+batch looks only at queued messages and takes a message out once no held contact point still has to scan
+it; a later custody step puts it back.
+
+Triggers, not application code, fill the queue: every path that stores a message or a custody step
+(intake, batches, group commits, decisions a page at a time, hops, dead letters) is covered without
+each having to remember it. On PostgreSQL they are statement-level triggers over the inserted rows (one
+``INSERT … SELECT`` per statement, COPY included); on SQLite row-level ones. No foreign key: the queue is
+read joined to the messages, and a row whose message is gone is dropped by the batch.
+
+Every message whose content is still held is queued by this revision, once: the first batches take out
+those already scanned.
+
+Revision ID: 0016
+Revises: 0015
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0016"
+down_revision: str | Sequence[str] | None = "0015"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "crosscheck_pending",
+        sa.Column("message_id", sa.String(length=36), nullable=False),
+        sa.PrimaryKeyConstraint("message_id", name=op.f("pk_crosscheck_pending")),
+    )
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            """
+            CREATE FUNCTION spoc_crosscheck_queue_messages() RETURNS trigger AS $$
+            BEGIN
+                INSERT INTO crosscheck_pending (message_id) SELECT id FROM new_rows ON CONFLICT DO NOTHING;
+                RETURN NULL;
+            END;
+            $$ LANGUAGE plpgsql;
+            """
+        )
+        op.execute(
+            """
+            CREATE FUNCTION spoc_crosscheck_queue_custody() RETURNS trigger AS $$
+            BEGIN
+                INSERT INTO crosscheck_pending (message_id)
+                    SELECT DISTINCT n.message_id FROM new_rows n JOIN contact_points c ON c.id = n.party
+                    ON CONFLICT DO NOTHING;
+                RETURN NULL;
+            END;
+            $$ LANGUAGE plpgsql;
+            """
+        )
+        op.execute(
+            "CREATE TRIGGER messages_crosscheck_queue AFTER INSERT ON messages "
+            "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION spoc_crosscheck_queue_messages()"
+        )
+        op.execute(
+            "CREATE TRIGGER custody_steps_crosscheck_queue AFTER INSERT ON custody_steps "
+            "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION spoc_crosscheck_queue_custody()"
+        )
+    else:
+        op.execute(
+            "CREATE TRIGGER messages_crosscheck_queue AFTER INSERT ON messages "
+            "BEGIN INSERT OR IGNORE INTO crosscheck_pending (message_id) VALUES (NEW.id); END"
+        )
+        op.execute(
+            "CREATE TRIGGER custody_steps_crosscheck_queue AFTER INSERT ON custody_steps "
+            "WHEN NEW.party IN (SELECT id FROM contact_points) "
+            "BEGIN INSERT OR IGNORE INTO crosscheck_pending (message_id) VALUES (NEW.message_id); END"
+        )
+    op.execute(
+        "INSERT INTO crosscheck_pending (message_id) SELECT id FROM messages WHERE content_deleted_at IS NULL"
+    )
+
+
+def downgrade() -> None:
+    op.execute(
+        "DROP TRIGGER IF EXISTS custody_steps_crosscheck_queue ON custody_steps"
+        if op.get_bind().dialect.name == "postgresql"
+        else "DROP TRIGGER IF EXISTS custody_steps_crosscheck_queue"
+    )
+    op.execute(
+        "DROP TRIGGER IF EXISTS messages_crosscheck_queue ON messages"
+        if op.get_bind().dialect.name == "postgresql"
+        else "DROP TRIGGER IF EXISTS messages_crosscheck_queue"
+    )
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS spoc_crosscheck_queue_custody()")
+        op.execute("DROP FUNCTION IF EXISTS spoc_crosscheck_queue_messages()")
+    op.drop_table("crosscheck_pending")
