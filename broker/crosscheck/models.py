@@ -53,6 +53,9 @@ class CrosscheckPending(Base):
     __tablename__ = "crosscheck_pending"
 
     message_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, index=True
+    )  # the message's: batches go in order
 
 
 class SelectorHash(Base):

@@ -13,7 +13,8 @@ Triggers, not application code, fill the queue: every path that stores a message
 (intake, batches, group commits, decisions a page at a time, hops, dead letters) is covered without
 each having to remember it. On PostgreSQL they are statement-level triggers over the inserted rows (one
 ``INSERT … SELECT`` per statement, COPY included); on SQLite row-level ones. No foreign key: the queue is
-read joined to the messages, and a row whose message is gone is dropped by the batch.
+read by the message's arrival time, which it carries (indexed: a batch reads the earliest few, whatever the
+size of the queue or of the messages table), and a row whose message is gone is dropped by the batch.
 
 Every message whose content is still held is queued by this revision, once: the first batches take out
 those already scanned.
@@ -27,6 +28,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from broker.db import UTCDateTime
+
 revision: str = "0016"
 down_revision: str | Sequence[str] | None = "0015"
 branch_labels: str | Sequence[str] | None = None
@@ -37,14 +40,19 @@ def upgrade() -> None:
     op.create_table(
         "crosscheck_pending",
         sa.Column("message_id", sa.String(length=36), nullable=False),
+        sa.Column("received_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("message_id", name=op.f("pk_crosscheck_pending")),
+    )
+    op.create_index(
+        op.f("ix_crosscheck_pending_received_at"), "crosscheck_pending", ["received_at"], unique=False
     )
     if op.get_bind().dialect.name == "postgresql":
         op.execute(
             """
             CREATE FUNCTION spoc_crosscheck_queue_messages() RETURNS trigger AS $$
             BEGIN
-                INSERT INTO crosscheck_pending (message_id) SELECT id FROM new_rows ON CONFLICT DO NOTHING;
+                INSERT INTO crosscheck_pending (message_id, received_at)
+                    SELECT id, received_at FROM new_rows ON CONFLICT DO NOTHING;
                 RETURN NULL;
             END;
             $$ LANGUAGE plpgsql;
@@ -54,8 +62,9 @@ def upgrade() -> None:
             """
             CREATE FUNCTION spoc_crosscheck_queue_custody() RETURNS trigger AS $$
             BEGIN
-                INSERT INTO crosscheck_pending (message_id)
-                    SELECT DISTINCT n.message_id FROM new_rows n JOIN contact_points c ON c.id = n.party
+                INSERT INTO crosscheck_pending (message_id, received_at)
+                    SELECT DISTINCT n.message_id, m.received_at FROM new_rows n
+                    JOIN contact_points c ON c.id = n.party JOIN messages m ON m.id = n.message_id
                     ON CONFLICT DO NOTHING;
                 RETURN NULL;
             END;
@@ -73,15 +82,18 @@ def upgrade() -> None:
     else:
         op.execute(
             "CREATE TRIGGER messages_crosscheck_queue AFTER INSERT ON messages "
-            "BEGIN INSERT OR IGNORE INTO crosscheck_pending (message_id) VALUES (NEW.id); END"
+            "BEGIN INSERT OR IGNORE INTO crosscheck_pending (message_id, received_at) "
+            "VALUES (NEW.id, NEW.received_at); END"
         )
         op.execute(
             "CREATE TRIGGER custody_steps_crosscheck_queue AFTER INSERT ON custody_steps "
             "WHEN NEW.party IN (SELECT id FROM contact_points) "
-            "BEGIN INSERT OR IGNORE INTO crosscheck_pending (message_id) VALUES (NEW.message_id); END"
+            "BEGIN INSERT OR IGNORE INTO crosscheck_pending (message_id, received_at) "
+            "SELECT id, received_at FROM messages WHERE id = NEW.message_id; END"
         )
     op.execute(
-        "INSERT INTO crosscheck_pending (message_id) SELECT id FROM messages WHERE content_deleted_at IS NULL"
+        "INSERT INTO crosscheck_pending (message_id, received_at) "
+        "SELECT id, received_at FROM messages WHERE content_deleted_at IS NULL"
     )
 
 

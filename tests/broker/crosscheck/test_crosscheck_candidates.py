@@ -8,7 +8,10 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
-from broker.crosscheck.service import _candidates
+from broker.config import Settings
+from broker.crosscheck.service import _candidates, run_batch
+from broker.crypto import MasterKey
+from broker.keys.service import DatabaseKeyStore
 
 
 def test_the_pick_is_planned_without_an_anti_join_over_every_scan(db: Session) -> None:
@@ -33,3 +36,14 @@ def test_the_pick_is_planned_without_an_anti_join_over_every_scan(db: Session) -
     plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "Anti Join" not in plan
     assert "crosscheck_scans" in plan
+
+
+def test_a_batch_plans_its_statements_for_the_ids_it_was_given(
+    db: Session, keys: DatabaseKeyStore, settings: Settings
+) -> None:
+    """The batch's statements repeat with one shape, so the driver prepares them, and PostgreSQL's generic
+    plan for a list of ids read every message held (a batch's cost grew with the volume). Inside a batch
+    plans are made per run; the setting ends with the batch's transaction (SET LOCAL)."""
+    assert db.scalar(text("SHOW plan_cache_mode")) == "auto"
+    run_batch(db, keys, MasterKey.from_secret(settings.master_key_secret()))
+    assert db.scalar(text("SHOW plan_cache_mode")) == "force_custom_plan"
