@@ -31,7 +31,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import DeclarativeBase, Session, make_transient_to_detached, sessionmaker
 from sqlalchemy.orm.attributes import manager_of_class, set_committed_value
 from sqlalchemy.types import TypeDecorator
@@ -172,10 +172,10 @@ def _ping_when_idle(engine: Engine) -> None:
         try:
             alive = engine.dialect.do_ping(dbapi_connection)
         except Exception as exc:
-            # The pool discards this connection and hands out another (a fresh one if need be).
-            raise DisconnectionError("a pooled connection failed its ping") from exc
+            # The pool discards this connection and every one older (as pre-ping did), and hands out a new one.
+            raise InvalidatePoolError("a pooled connection failed its ping") from exc
         if not alive:
-            raise DisconnectionError("a pooled connection failed its ping")
+            raise InvalidatePoolError("a pooled connection failed its ping")
 
 
 # JSON columns (envelopes, audit details) are encoded and decoded by orjson rather than the standard

@@ -26,6 +26,6 @@ def crosscheck() -> dict[str, int]:
             done = run_batch(session, DatabaseKeyStore(session, runtime().master_key), runtime().master_key)
         totals["scanned"] += done.scanned
         totals["links"] += done.links
-        if done.scanned < DEFAULT_BATCH:
+        if done.scanned < DEFAULT_BATCH and not done.more:
             break
     return totals

@@ -35,6 +35,7 @@ log = logging.getLogger("spoc.workers")
 BATCH = 100
 MAX_DISPATCH_ROUNDS = 20  # one dispatch hands over at most this many push batches
 MAX_RELAY_ROUNDS = 20  # one relay tick claims at most this many times outbox_batch_size rows
+IN_FLIGHT_BATCHES = 10  # ... and claims again only while fewer rows than this many claims wait for workers
 
 
 class SpocTask(Task):  # type: ignore[type-arg]  # celery-types: Task is generic in its call signature
@@ -65,11 +66,16 @@ def relay() -> int:
     One claim a tick capped the whole exchange at ``outbox_batch_size`` rows per beat interval: a message
     that crosses both contact points needs two rows (forward, deliver), so at the defaults no more than 100
     messages a second could move, whatever the workers could do. Each claim commits before its tasks are
-    sent, as a single one did; ``MAX_RELAY_ROUNDS`` bounds a tick."""
+    sent, as a single one did; ``MAX_RELAY_ROUNDS`` bounds a tick. Backpressure: after its first claim a tick
+    claims again only while fewer than ``IN_FLIGHT_BATCHES`` claims' worth of rows wait for the workers, so a
+    backlog never sits in Redis long enough to be handed over a second time (``outbox_redispatch_seconds``)."""
     settings = get_settings()
     total = 0
     for _ in range(MAX_RELAY_ROUNDS):
         with unit_of_work(runtime().sessionmaker) as session:
+            waiting = outbox.in_flight(session, redispatch_after=settings.outbox_redispatch_seconds)
+            if total and waiting >= IN_FLIGHT_BATCHES * settings.outbox_batch_size:
+                break
             ids = outbox.claim(
                 session, limit=settings.outbox_batch_size, redispatch_after=settings.outbox_redispatch_seconds
             )

@@ -48,14 +48,16 @@ class CrosscheckScan(Base):
 class CrosscheckPending(Base):
     """A message the cross-check has to look at: queued by database triggers when the message is stored and
     when a contact point adds a custody step to it (migration 0016), taken out by the batch once no held
-    contact point still has to scan it. No foreign key: read joined to the messages."""
+    contact point still has to scan it. No foreign key: a row whose message is gone is dropped by the batch."""
 
     __tablename__ = "crosscheck_pending"
 
     message_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    received_at: Mapped[datetime] = mapped_column(
-        UTCDateTime, index=True
-    )  # the message's: batches go in order
+    # The message's arrival: batches take the earliest first, from this index.
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # Raised by the PostgreSQL triggers when the message is queued again while queued: a batch takes the row
+    # out only if it is unchanged since it read it (a custody step added meanwhile keeps it queued).
+    requeued: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class SelectorHash(Base):

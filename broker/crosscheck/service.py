@@ -25,12 +25,12 @@ function flushes and never commits; the caller's unit of work makes a batch all 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, text
+from sqlalchemy import and_, delete, exists, func, insert, or_, select, text, tuple_
 from sqlalchemy.orm import Session, aliased
 
 from broker.audit.actions import AuditAction
@@ -49,6 +49,7 @@ from broker.messages.models import CustodyStep, Message, ReviewNotification
 __all__ = ["BatchResult", "LinkView", "basis_text", "forget_selectors", "links_for", "run_batch"]
 
 DEFAULT_BATCH: Final = 200
+_SETTLE_ROUNDS: Final = 5  # rounds of queued messages with nothing to scan that one batch takes out
 _LOCK_KEY: Final = 0x73706F63_0C0C  # "spoc" + cross-check: one batch at a time per PostgreSQL database
 
 
@@ -60,6 +61,8 @@ class BatchResult:
     structured: int = 0
     selectors: int = 0
     links: int = 0
+    more: bool = False
+    """True when the batch stopped taking out queued messages that had nothing to scan, with more queued."""
 
 
 @dataclass(frozen=True)
@@ -82,16 +85,16 @@ def _held(session: Session, keys: DatabaseKeyStore) -> list[str]:
     return [cp for cp in session.scalars(select(ContactPoint.id).order_by(ContactPoint.id)) if keys.holds(cp)]
 
 
-def _queued(session: Session, limit: int) -> list[str]:
-    """Up to ``limit`` queued messages (``crosscheck_pending``), the earliest received first: read from the
-    queue's own index, never joined to the messages (a join was planned as a pass over every message)."""
-    return list(
-        session.scalars(
-            select(CrosscheckPending.message_id)
-            .order_by(CrosscheckPending.received_at, CrosscheckPending.message_id)
-            .limit(limit)
-        )
+def _queued(session: Session, limit: int) -> dict[str, int]:
+    """Up to ``limit`` queued messages (``crosscheck_pending``), the earliest received first, each with its
+    ``requeued`` counter as read: from the queue's own index, never joined to the messages (a join was planned
+    as a pass over every message)."""
+    rows = session.execute(
+        select(CrosscheckPending.message_id, CrosscheckPending.requeued)
+        .order_by(CrosscheckPending.received_at, CrosscheckPending.message_id)
+        .limit(limit)
     )
+    return {row[0]: row[1] for row in rows}
 
 
 def _candidates(
@@ -165,14 +168,18 @@ def run_batch(
         # ids name: it read every message, and a batch's cost grew with the messages held (0.11, 0.33, 0.46
         # ms of PostgreSQL per message at 3,000, 6,000, 9,000 held; flat at 0.1 with plans made per run).
         session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
-    while True:  # queued messages with nothing to scan here (yet) are taken out until some work is found
+    # Queued messages with nothing to scan here (yet) are taken out until some work is found, a few rounds at
+    # most: rows this transaction deleted stay in the index until it commits, so each round reads past them.
+    for _ in range(_SETTLE_ROUNDS):
         queued = _queued(session, limit)
         if not queued:
             return BatchResult()
-        rows = _candidates(session, held, queued, limit)
+        rows = _candidates(session, held, list(queued), limit)
         if rows:
             break
         _settle(session, held, queued)
+    else:
+        return BatchResult(more=True)
     hashers: dict[str, SelectorHasher] = {cp: hasher_for(session, master, cp) for cp in {r.cp for r in rows}}
     now = utcnow()
     scans: list[dict[str, Any]] = []
@@ -212,13 +219,19 @@ def run_batch(
     return BatchResult(len(scans), structured, len(hashes), len(links))
 
 
-def _settle(session: Session, held: Sequence[str], queued: Sequence[str]) -> None:
+def _settle(session: Session, held: Sequence[str], queued: Mapping[str, int]) -> None:
     """Take out of the queue the ``queued`` messages no held contact point still has to scan (after a flush:
-    this batch's scans count). A custody step added later queues a message again."""
-    remaining = {row.id for row in _candidates(session, held, queued, None, content=False)}
-    done = [message_id for message_id in queued if message_id not in remaining]
+    this batch's scans count), each only if its ``requeued`` counter is still what was read. A custody step
+    committed meanwhile raised it (or holds the row locked until it commits, and PostgreSQL then reads the row
+    again): that message stays queued. A custody step added later queues a message again."""
+    remaining = {row.id for row in _candidates(session, held, list(queued), None, content=False)}
+    done = [(message_id, seen) for message_id, seen in queued.items() if message_id not in remaining]
     if done:
-        session.execute(delete(CrosscheckPending).where(CrosscheckPending.message_id.in_(done)))
+        session.execute(
+            delete(CrosscheckPending).where(
+                tuple_(CrosscheckPending.message_id, CrosscheckPending.requeued).in_(done)
+            )
+        )
 
 
 def _links(session: Session, batch: set[tuple[str, str]]) -> dict[tuple[str, str, str], set[str]]:

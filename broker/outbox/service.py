@@ -166,6 +166,20 @@ def process(
     return done
 
 
+def in_flight(session: Session, *, redispatch_after: float) -> int:
+    """Rows handed over less than ``redispatch_after`` seconds ago and not yet done: the work queued for the
+    workers (or being done). The relay stops claiming more once it is large."""
+    stale = utcnow() - timedelta(seconds=redispatch_after)
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(OutboxItem)
+            .where(OutboxItem.done_at.is_(None), OutboxItem.dispatched_at >= stale)
+        )
+        or 0
+    )
+
+
 def retry_delay(attempts: int, redispatch_after: float) -> float:
     """Seconds before a row that failed on its ``attempts``-th hand-over is due again: 1, 2, 4, … capped at
     ``redispatch_after``."""

@@ -7,11 +7,11 @@ import time
 from collections.abc import Iterator, Sequence
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from broker.config import Settings, get_settings
-from broker.db import unit_of_work
+from broker.db import unit_of_work, utcnow
 from broker.outbox import service as outbox
 from broker.outbox.models import OutboxItem
 from tests.factories import Region
@@ -134,6 +134,38 @@ def test_one_relay_tick_claims_again_while_claims_come_full() -> None:
             rows = session.scalars(select(OutboxItem).where(OutboxItem.id.in_(mine))).all()
             assert [(r.attempts, (r.last_error or "").split(":")[0]) for r in rows] == [(1, "KeyError")] * 8
         assert tasks.relay() == 0  # failed rows wait their backoff (1 s); nothing else is due
+    finally:
+        with unit_of_work(runtime().sessionmaker) as session:
+            session.execute(delete(OutboxItem).where(OutboxItem.id.in_(mine)))
+
+
+@pytest.mark.usefixtures("worker_env")
+def test_a_relay_tick_stops_claiming_while_a_backlog_waits_for_the_workers() -> None:
+    """Backpressure: rows handed over and not yet done count against the tick's further claims, so a backlog
+    never waits in the queue past the redispatch delay and is handed over twice."""
+    from workers import tasks
+    from workers.runtime import runtime
+
+    with unit_of_work(runtime().sessionmaker) as session:
+        for i in range(10 * 3 + 8):
+            outbox.enqueue(session, kind=KIND, payload={"i": i})
+        session.flush()
+        mine = list(
+            session.scalars(select(OutboxItem.id).where(OutboxItem.kind == KIND).order_by(OutboxItem.id))
+        )
+        # The first 30 were handed over a moment ago and wait for the workers (in flight).
+        session.execute(
+            update(OutboxItem).where(OutboxItem.id.in_(mine[:30])).values(dispatched_at=utcnow(), attempts=1)
+        )
+    try:
+        claimed = tasks.relay()
+        assert 1 <= claimed <= 3  # the first claim only (any other due rows first): 30 + 3 >= 10 claims of 3
+        with unit_of_work(runtime().sessionmaker) as session:
+            untouched = session.scalar(
+                select(func.count()).where(OutboxItem.id.in_(mine[30:]), OutboxItem.attempts == 0)
+            )
+        assert untouched is not None
+        assert untouched >= 5  # left for the next tick
     finally:
         with unit_of_work(runtime().sessionmaker) as session:
             session.execute(delete(OutboxItem).where(OutboxItem.id.in_(mine)))

@@ -16,8 +16,12 @@ each having to remember it. On PostgreSQL they are statement-level triggers over
 read by the message's arrival time, which it carries (indexed: a batch reads the earliest few, whatever the
 size of the queue or of the messages table), and a row whose message is gone is dropped by the batch.
 
-Every message whose content is still held is queued by this revision, once: the first batches take out
-those already scanned.
+This revision queues, once, the messages a contact point held here has still to scan.
+
+A queue row carries a counter, ``requeued``, that the PostgreSQL triggers raise when a message already queued is
+queued again. A batch takes a row out only if the counter is still what it read: a custody step committed while
+the batch was deciding that nothing was left (its trigger found the row there, so it inserted none) keeps the
+row, and the next batch scans what that step made due. SQLite runs one writer at a time, so it needs no counter.
 
 Revision ID: 0016
 Revises: 0015
@@ -41,6 +45,7 @@ def upgrade() -> None:
         "crosscheck_pending",
         sa.Column("message_id", sa.String(length=36), nullable=False),
         sa.Column("received_at", UTCDateTime(), nullable=False),
+        sa.Column("requeued", sa.Integer(), server_default="0", nullable=False),
         sa.PrimaryKeyConstraint("message_id", name=op.f("pk_crosscheck_pending")),
     )
     op.create_index(
@@ -52,7 +57,8 @@ def upgrade() -> None:
             CREATE FUNCTION spoc_crosscheck_queue_messages() RETURNS trigger AS $$
             BEGIN
                 INSERT INTO crosscheck_pending (message_id, received_at)
-                    SELECT id, received_at FROM new_rows ON CONFLICT DO NOTHING;
+                    SELECT id, received_at FROM new_rows
+                    ON CONFLICT (message_id) DO UPDATE SET requeued = crosscheck_pending.requeued + 1;
                 RETURN NULL;
             END;
             $$ LANGUAGE plpgsql;
@@ -65,7 +71,7 @@ def upgrade() -> None:
                 INSERT INTO crosscheck_pending (message_id, received_at)
                     SELECT DISTINCT n.message_id, m.received_at FROM new_rows n
                     JOIN contact_points c ON c.id = n.party JOIN messages m ON m.id = n.message_id
-                    ON CONFLICT DO NOTHING;
+                    ON CONFLICT (message_id) DO UPDATE SET requeued = crosscheck_pending.requeued + 1;
                 RETURN NULL;
             END;
             $$ LANGUAGE plpgsql;
@@ -91,9 +97,29 @@ def upgrade() -> None:
             "BEGIN INSERT OR IGNORE INTO crosscheck_pending (message_id, received_at) "
             "SELECT id, received_at FROM messages WHERE id = NEW.message_id; END"
         )
+    # The messages a held contact point (one whose signing key this node has) still has to scan.
     op.execute(
-        "INSERT INTO crosscheck_pending (message_id, received_at) "
-        "SELECT id, received_at FROM messages WHERE content_deleted_at IS NULL"
+        """
+        INSERT INTO crosscheck_pending (message_id, received_at)
+        SELECT m.id, m.received_at FROM messages m
+        WHERE m.content_deleted_at IS NULL AND EXISTS (
+            SELECT 1 FROM contact_points c
+            WHERE EXISTS (
+                SELECT 1 FROM party_keys k
+                WHERE k.party_id = c.id AND k.use = 'sig' AND k.status = 'active'
+                  AND k.private_sealed IS NOT NULL
+            )
+            AND (
+                m.origin_country = c.country
+                OR (m.destination_country = c.country AND EXISTS (
+                    SELECT 1 FROM custody_steps s WHERE s.message_id = m.id AND s.party = c.id
+                ))
+            )
+            AND NOT EXISTS (
+                SELECT 1 FROM crosscheck_scans x WHERE x.message_id = m.id AND x.contact_point_id = c.id
+            )
+        )
+        """
     )
 
 
