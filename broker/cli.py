@@ -25,7 +25,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -612,18 +612,25 @@ def _demo_in(tmp: Path, *, hub: bool, say: Callable[[str], None]) -> tuple[list[
     region = start_region(tmp / "region", port=port)
     try:
         typer.echo(", ".join(f"{n.country} {n.url}" for n in region.nodes))
-        return run_scenario(region.urls(), region.folders(), say)
+        rows, report = run_scenario(region.urls(), region.folders(), say)
+        if not report["ok"]:
+            _show_logs(region.nodes)
+        return rows, report
     except TimeoutError:
-        # The folders go with the temporary directory: what each node logged is shown before they do.
-        for node in region.nodes:
-            for name in ("worker.log", "api.log"):
-                log = node.folder / name
-                tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
-                typer.echo(f"--- {node.country} node, last lines of {name} ---", err=True)
-                typer.echo("\n".join(tail), err=True)
+        _show_logs(region.nodes)
         raise
     finally:
         region.stop()
+
+
+def _show_logs(nodes: Sequence[Any]) -> None:
+    """The folders go with the temporary directory: what each node logged is shown before they do."""
+    for node in nodes:
+        for name in ("worker.log", "api.log"):
+            log = node.folder / name
+            tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
+            typer.echo(f"--- {node.country} node, last lines of {name} ---", err=True)
+            typer.echo("\n".join(tail), err=True)
 
 
 def _running_region(urls: list[str], root: Path) -> tuple[dict[str, str], dict[str, Path]]:
