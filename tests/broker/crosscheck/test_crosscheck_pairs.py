@@ -16,7 +16,7 @@ from broker.crosscheck.models import CrosscheckLink, CrosscheckPending, Crossche
 from broker.crosscheck.service import run_batch
 from broker.crypto import MasterKey
 from broker.db import new_row
-from broker.keys.service import DatabaseKeyStore
+from broker.keys.service import DatabaseKeyStore, create_held_key
 from broker.messages.models import CustodyStep, ReviewNotification
 from broker.messages.service import add_custody
 from schemas.content import Content
@@ -286,3 +286,32 @@ def test_a_batch_looks_only_at_queued_messages_and_a_custody_step_queues_one_aga
     )
     db.flush()
     assert db.scalar(select(func.count()).select_from(CrosscheckPending)) == 0
+
+
+def test_a_new_signing_key_of_a_contact_point_queues_what_it_has_not_scanned(
+    db: Session, keys: DatabaseKeyStore, region: Region, settings: Settings
+) -> None:
+    """While a contact point's signing key is revoked and not yet replaced, the node does not hold it and a
+    batch takes its messages out of the queue unscanned. A new held signing key (a database trigger on
+    ``party_keys``) queues its unscanned case file again."""
+    master = MasterKey.from_secret(settings.master_key_secret())
+    while run_batch(db, keys, master).scanned:
+        pass
+    message = submit_as(
+        db, keys, region, "AL-ASP", destination_country="ME", payload=_payload(person("Ana Bar"))
+    )
+    assert run_batch(db, keys, master).scanned == 1
+    # As if AL-SPOC had not been held when this message was settled: no scan, not queued.
+    db.execute(delete(CrosscheckScan).where(CrosscheckScan.message_id == message.id))
+    assert db.scalar(select(func.count()).select_from(CrosscheckPending)) == 0
+
+    create_held_key(db, master, party_id="AL-SPOC", use="enc")  # not a signing key: nothing queued
+    db.flush()
+    assert db.scalar(select(func.count()).select_from(CrosscheckPending)) == 0
+    create_held_key(db, master, party_id="AL-SPOC", use="sig")
+    db.flush()
+    assert set(db.scalars(select(CrosscheckPending.message_id))) >= {message.id}
+    while run_batch(db, keys, master).scanned:
+        pass
+    scans = db.scalars(select(CrosscheckScan.contact_point_id).where(CrosscheckScan.message_id == message.id))
+    assert list(scans) == ["AL-SPOC"]
