@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import func, select
 
@@ -11,25 +9,7 @@ from broker.audit.actions import AuditAction
 from broker.audit.models import AuditCheckpoint, AuditCosignature
 from broker.audit.service import SYSTEM, record
 from broker.audit.tree import StoredTree
-from broker.config import Settings, get_settings
 from broker.db import unit_of_work
-from tests.factories import Region
-
-
-@pytest.fixture
-def worker_env(settings: Settings, region: Region, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The worker's runtime on the test database (migrated and seeded by ``region``)."""
-    from workers.runtime import runtime
-
-    monkeypatch.setenv("SPOC_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("SPOC_MASTER_KEY", settings.master_key_secret())
-    monkeypatch.setenv("SPOC_DATA_DIR", str(settings.data_dir))
-    get_settings.cache_clear()
-    runtime.cache_clear()
-    yield
-    runtime().sessionmaker.kw["bind"].dispose()
-    runtime.cache_clear()
-    get_settings.cache_clear()
 
 
 @pytest.mark.usefixtures("worker_env")

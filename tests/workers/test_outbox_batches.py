@@ -4,17 +4,16 @@ by one statement each, with the same rules as row by row (rolled back after each
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from broker.config import Settings, get_settings
+from broker.config import get_settings
 from broker.db import unit_of_work, utcnow
 from broker.outbox import service as outbox
 from broker.outbox.models import OutboxItem
-from tests.factories import Region
 
 KIND = "test-outbox-batches"
 
@@ -97,25 +96,16 @@ def test_a_failed_row_is_due_again_after_its_backoff_not_the_whole_redispatch_de
 
 
 @pytest.fixture
-def worker_env(settings: Settings, region: Region, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The worker's runtime on the test database, with small claims and tasks that run in-process."""
+def small_claims(worker_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's runtime (``worker_env``) with claims of 3 rows and tasks that run in-process."""
     from workers.celery_app import app
-    from workers.runtime import runtime
 
-    monkeypatch.setenv("SPOC_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("SPOC_MASTER_KEY", settings.master_key_secret())
-    monkeypatch.setenv("SPOC_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("SPOC_OUTBOX_BATCH_SIZE", "3")
     monkeypatch.setitem(app.conf, "task_always_eager", True)
     get_settings.cache_clear()
-    runtime.cache_clear()
-    yield
-    runtime().sessionmaker.kw["bind"].dispose()
-    runtime.cache_clear()
-    get_settings.cache_clear()
 
 
-@pytest.mark.usefixtures("worker_env")
+@pytest.mark.usefixtures("small_claims")
 def test_one_relay_tick_claims_again_while_claims_come_full() -> None:
     """A tick that took one claim capped the exchange at outbox_batch_size rows per beat interval. The tasks
     run in-process; rows of a kind the worker has no handler for fail, which shows each was handed over and
@@ -139,7 +129,7 @@ def test_one_relay_tick_claims_again_while_claims_come_full() -> None:
             session.execute(delete(OutboxItem).where(OutboxItem.id.in_(mine)))
 
 
-@pytest.mark.usefixtures("worker_env")
+@pytest.mark.usefixtures("small_claims")
 def test_a_relay_tick_stops_claiming_while_a_backlog_waits_for_the_workers() -> None:
     """Backpressure: rows handed over and not yet done count against the tick's further claims, so a backlog
     never waits in the queue past the redispatch delay and is handed over twice."""

@@ -150,27 +150,11 @@ def upgrade() -> None:
         )
     # The messages a held contact point (one whose signing key this node has) still has to scan.
     op.execute(
-        """
-        INSERT INTO crosscheck_pending (message_id, received_at)
-        SELECT m.id, m.received_at FROM messages m
-        WHERE m.content_deleted_at IS NULL AND EXISTS (
-            SELECT 1 FROM contact_points c
-            WHERE EXISTS (
-                SELECT 1 FROM party_keys k
-                WHERE k.party_id = c.id AND k.use = 'sig' AND k.status = 'active'
-                  AND k.private_sealed IS NOT NULL
-            )
-            AND (
-                m.origin_country = c.country
-                OR (m.destination_country = c.country AND EXISTS (
-                    SELECT 1 FROM custody_steps s WHERE s.message_id = m.id AND s.party = c.id
-                ))
-            )
-            AND NOT EXISTS (
-                SELECT 1 FROM crosscheck_scans x WHERE x.message_id = m.id AND x.contact_point_id = c.id
-            )
-        )
-        """
+        "INSERT INTO crosscheck_pending (message_id, received_at) "  # noqa: S608  # constant SQL
+        "SELECT DISTINCT m.id, m.received_at FROM contact_points c JOIN messages m ON "
+        + _UNSCANNED
+        + " WHERE EXISTS (SELECT 1 FROM party_keys k WHERE k.party_id = c.id AND k.use = 'sig'"
+        " AND k.status = 'active' AND k.private_sealed IS NOT NULL)"
     )
 
 
