@@ -3,7 +3,6 @@ nothing while the clock is stopped; an extension moves both."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -11,7 +10,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker.audit.actions import AuditAction
-from broker.config import Settings, get_settings
 from broker.keys.service import DatabaseKeyStore
 from broker.messages.clock import deadline_events
 from broker.messages.models import Message, ReviewNotification
@@ -121,22 +119,6 @@ def test_answers_and_notifications_have_no_deadline_to_watch(
     )
     check_deadlines(db, now=_at(notification, 24 * 30), limit=EVERYTHING)
     assert _notes(db, notification) == []
-
-
-@pytest.fixture
-def worker_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    from workers.runtime import runtime
-
-    monkeypatch.setenv("SPOC_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("SPOC_MASTER_KEY", settings.master_key_secret())
-    monkeypatch.setenv("SPOC_DATA_DIR", str(settings.data_dir))
-    get_settings.cache_clear()
-    runtime.cache_clear()
-    yield
-    bind = runtime().sessionmaker.kw["bind"]
-    bind.dispose()
-    runtime.cache_clear()
-    get_settings.cache_clear()
 
 
 @pytest.mark.usefixtures("worker_env")
